@@ -1,0 +1,169 @@
+"""The `kvnode` command line.
+
+`kvnode db ...` inspects and edits a node's data directory offline (the node
+must not be running: the directory is locked while open). `kvnode serve` and
+the network client commands arrive with the node itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .storage import CorruptionError, Engine, LockHeldError
+
+console = Console()
+
+
+def _encode(text: str, as_hex: bool) -> bytes:
+    if as_hex:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not hexadecimal") from None
+    return text.encode()
+
+
+def _show(data: bytes, as_hex: bool) -> str:
+    if as_hex:
+        return data.hex()
+    return data.decode("utf-8", "backslashreplace")
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[Engine]:
+    try:
+        db = Engine.open(path)
+    except LockHeldError as e:
+        raise click.ClickException(str(e)) from None
+    except CorruptionError as e:
+        raise click.ClickException(f"corrupt data directory: {e}") from None
+    try:
+        yield db
+    except CorruptionError as e:
+        raise click.ClickException(f"corruption: {e}") from None
+    finally:
+        db.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dynamo-harness")
+def cli() -> None:
+    """A reference Dynamo-style key-value node."""
+
+
+@cli.group()
+def db() -> None:
+    """Inspect or edit a data directory offline (the node must be stopped)."""
+
+
+DIR = click.argument("directory", type=click.Path(file_okay=False))
+HEX = click.option("--hex", "as_hex", is_flag=True, help="Keys and values are hexadecimal.")
+
+
+@db.command("get")
+@DIR
+@click.argument("key")
+@HEX
+def db_get(directory: str, key: str, as_hex: bool) -> None:
+    """Print the value stored under KEY (exit 1 if absent)."""
+    with _opened(directory) as engine:
+        value = engine.get(_encode(key, as_hex))
+    if value is None:
+        click.echo("(absent)", err=True)
+        sys.exit(1)
+    click.echo(_show(value, as_hex))
+
+
+@db.command("put")
+@DIR
+@click.argument("key")
+@click.argument("value")
+@HEX
+def db_put(directory: str, key: str, value: str, as_hex: bool) -> None:
+    """Store VALUE under KEY."""
+    with _opened(directory) as engine:
+        engine.put(_encode(key, as_hex), _encode(value, as_hex))
+
+
+@db.command("delete")
+@DIR
+@click.argument("key")
+@HEX
+def db_delete(directory: str, key: str, as_hex: bool) -> None:
+    """Delete KEY (write a tombstone)."""
+    with _opened(directory) as engine:
+        engine.delete(_encode(key, as_hex))
+
+
+@db.command("scan")
+@DIR
+@click.option("--start", default=None, help="First key (inclusive).")
+@click.option("--end", default=None, help="Last key (exclusive).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0), help="0: no limit.")
+@HEX
+def db_scan(directory: str, start: str | None, end: str | None, limit: int, as_hex: bool) -> None:
+    """Print keys and values in order, one pair per line, tab-separated."""
+    with _opened(directory) as engine:
+        lo = None if start is None else _encode(start, as_hex)
+        hi = None if end is None else _encode(end, as_hex)
+        for n, (k, v) in enumerate(engine.scan(lo, hi)):
+            if limit and n >= limit:
+                click.echo(f"(stopped after {limit}; use --limit 0 for all)", err=True)
+                break
+            click.echo(f"{_show(k, as_hex)}\t{_show(v, as_hex)}")
+
+
+@db.command("stats")
+@DIR
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def db_stats(directory: str, as_json: bool) -> None:
+    """Tables per tier, bytes, what recovery replayed or dropped."""
+    with _opened(directory) as engine:
+        stats = engine.stats()
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    table = Table(title=f"kvnode data directory {directory}")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for name, value in stats.items():
+        if name in ("tiers", "runs"):
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                table.add_row(f"{name}.{sub}", f"{v:,}")
+        else:
+            table.add_row(name, f"{value:,}")
+    for tier in stats["tiers"]:
+        table.add_row(f"tier {tier['tier']}", f"{tier['tables']} tables, {tier['bytes']:,} bytes")
+    console.print(table)
+
+
+@db.command("check")
+@DIR
+def db_check(directory: str) -> None:
+    """Read every live entry, verifying every block checksum (exit 1 on damage)."""
+    with _opened(directory) as engine:
+        count = sum(1 for _ in engine.scan())
+    click.echo(f"ok: {count:,} live keys, every block checksum verified")
+
+
+@db.command("compact")
+@DIR
+def db_compact(directory: str) -> None:
+    """Flush and merge every table into one, dropping tombstones."""
+    with _opened(directory) as engine:
+        engine.compact()
+        stats = engine.stats()
+    click.echo(f"compacted into {stats['tables']} table(s), {stats['table_bytes']:,} bytes")
+
+
+def main() -> None:
+    cli()
