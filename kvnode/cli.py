@@ -1,8 +1,9 @@
 """The `kvnode` command line.
 
-`kvnode db ...` inspects and edits a node's data directory offline (the node
-must not be running: the directory is locked while open). `kvnode serve` and
-the network client commands arrive with the node itself.
+- `kvnode serve`: run a node (flags or `--config node.toml`).
+- `kvnode get|put|delete|status --addr HOST:PORT ...`: a client.
+- `kvnode db ...`: inspect and edit a node's data directory offline (the node
+  must not be running: the directory is locked while open).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from . import config as config_mod
 from .storage import CorruptionError, Engine, LockHeldError
 
 console = Console()
@@ -56,6 +58,61 @@ def _opened(path: str) -> Iterator[Engine]:
 @click.version_option(package_name="dynamo-harness")
 def cli() -> None:
     """A reference Dynamo-style key-value node."""
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="A TOML file with any of the settings below (flags override it).")
+@click.option("--id", "node_id", help="This node's id, as in --peers.")
+@click.option("--listen", help="HOST:PORT to listen on.  [default: 127.0.0.1:7000]")
+@click.option("--data", help="Data directory.  [default: data]")
+@click.option("--peers", help="Every member: ID=HOST:PORT,... (this node included).")
+@click.option("--cluster", help="Cluster name; peers from another cluster are refused.  [default: kvnode]")
+@click.option("--n", type=int, help="Replicas per key.  [default: 3]")
+@click.option("--w", type=int, help="Write quorum.  [default: 2]")
+@click.option("--r", type=int, help="Read quorum.  [default: 2]")
+@click.option("--resolution", type=click.Choice(["dvv", "lww"]), help="[default: dvv]")
+@click.option("--quorum", type=click.Choice(list(config_mod.QUORUM)), help="[default: strict]")
+@click.option("--read-repair", "read_repair", type=click.Choice(list(config_mod.READ_REPAIR)),
+              help="[default: async]")
+@click.option("--partitions", type=int, help="Ring partitions (a power of two).  [default: 256]")
+@click.option("--request-timeout", "request_timeout", type=float, help="Seconds.  [default: 2.0]")
+@click.option("--sync", type=click.Choice(["always", "interval", "never"]),
+              help="WAL fsync policy.  [default: always]")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Structured log file (default: stderr).")
+def serve(config_file: str | None, node_id: str | None, log_file: str | None, **flags: object) -> None:
+    """Run a node until SIGTERM (which flushes and exits cleanly)."""
+    import asyncio
+
+    from .clock import SystemClock
+    from .log import EventLog
+    from .server import Node
+
+    values = {"id": node_id, "log": log_file, **flags}
+    try:
+        if config_file:
+            node_config = config_mod.load_toml(config_file, values)
+        else:
+            node_config = config_mod.build({k: v for k, v in values.items() if v is not None})
+    except config_mod.ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    clock = SystemClock()
+    stream = open(node_config.log, "a", encoding="utf-8") if node_config.log else None  # noqa: SIM115
+    log = EventLog(node_config.id, clock, stream)
+    try:
+        node = Node(node_config, clock=clock, log=log)
+    except LockHeldError as e:
+        raise click.ClickException(str(e)) from None
+    except CorruptionError as e:
+        raise click.ClickException(f"corrupt data directory: {e}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot start: {e}") from None
+    try:
+        asyncio.run(node.run())
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {node_config.listen[0]}:{node_config.listen[1]}: {e}") from None
+    finally:
+        log.close()
 
 
 @cli.group()

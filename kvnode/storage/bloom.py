@@ -3,8 +3,11 @@ usually skips that table without touching its blocks.
 
 m = n * bits_per_key bits and k = round(bits_per_key * ln 2) probes, the optimum
 (10 bits per key gives k = 7 and about 0.8% false positives). The k probe
-positions come from one 64-bit BLAKE2b hash split in two halves, by double
-hashing (Kirsch and Mitzenmacher): position_i = h1 + i * h2 mod m.
+positions come from one 128-bit MurmurHash3 of the key, split into two 64-bit
+halves, by double hashing (Kirsch and Mitzenmacher): position_i = h1 + i * h2
+mod m. The hash does not depend on the table, so a read hashes its key once
+(`key_hash`) and probes every table's filter with the pair; a probe stops at
+the first clear bit, so a table that lacks the key costs about two probes.
 
 Serialized form: k (u8) followed by the bit array; m is the array's length.
 """
@@ -13,14 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from hashlib import blake2b
+
+import mmh3
+
+KeyHash = tuple[int, int]
 
 
-def _hashes(key: bytes) -> tuple[int, int]:
-    h = int.from_bytes(blake2b(key, digest_size=8).digest(), "little")
-    # An odd step visits distinct positions when m is a power of two, and is
-    # never zero, so the k probes never collapse onto one bit.
-    return h & 0xFFFFFFFF, (h >> 32) | 1
+def key_hash(key: bytes) -> KeyHash:
+    h1, h2 = mmh3.hash64(key, signed=False)
+    # An odd, non-zero step keeps the k probes from collapsing onto one bit.
+    return h1, h2 | 1
 
 
 class BloomFilter:
@@ -38,14 +43,17 @@ class BloomFilter:
         bits = bytearray(m_bytes)
         m = m_bytes * 8
         for key in keys:
-            h1, h2 = _hashes(key)
+            h1, h2 = key_hash(key)
             for i in range(k):
                 pos = (h1 + i * h2) % m
                 bits[pos >> 3] |= 1 << (pos & 7)
         return cls(bits, k)
 
     def may_contain(self, key: bytes) -> bool:
-        h1, h2 = _hashes(key)
+        return self.may_contain_hash(key_hash(key))
+
+    def may_contain_hash(self, h: KeyHash) -> bool:
+        h1, h2 = h
         bits = self._bits
         m = self._m
         for i in range(self._k):

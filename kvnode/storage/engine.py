@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from . import manifest as manifest_mod
 from .background import Background, Periodic, ThreadBackground
+from .bloom import KeyHash, key_hash
 from .compaction import drop_dead_tombstones, merge_newest, pick_window
 from .errors import BackgroundError, CorruptionError, EngineClosedError
 from .fs import FileLock, FileSystem, OSFileSystem
@@ -343,8 +344,15 @@ class Engine:
         w = _Writer(batch, encode_batch(batch) if batch is not None else b"")
         with self._cv:
             self._writers.append(w)
-            while not w.done and self._writers[0] is not w:
-                self._cv.wait()
+            try:
+                while not w.done and self._writers[0] is not w:
+                    self._cv.wait()
+            except BaseException:
+                # Interrupted while queued: leave the queue so others go on.
+                if not w.done:
+                    self._writers.remove(w)
+                    self._cv.notify_all()
+                raise
             if w.done:
                 if w.error is not None:
                     raise w.error
@@ -378,15 +386,21 @@ class Engine:
         except BaseException as e:
             error = e
         with self._cv:
-            if error is None:
-                for g in group:
-                    assert g.batch is not None
-                    self._mem.apply(g.batch)
-            else:
-                # The log may now end in a partial record: nothing more may be
-                # appended after it, or recovery would stop short of it.
-                self._bg_error = self._bg_error or error
-            self._finish(group, error)
+            try:
+                if error is None:
+                    for g in group:
+                        assert g.batch is not None
+                        self._mem.apply(g.batch)
+            except BaseException as e:
+                # Interrupted half way (Ctrl-C, out of memory): the memtable no
+                # longer matches the log, so take no more writes until reopened.
+                error = e
+            finally:
+                if error is not None:
+                    # After a failed append the log may also end in a partial
+                    # record, and nothing may be appended after it.
+                    self._bg_error = self._bg_error or error
+                self._finish(group, error)
         if error is not None:
             raise error
 
@@ -449,11 +463,13 @@ class Engine:
             if found:
                 return value
         stats = self._stats
-        bloom = self.options.bloom
+        h: KeyHash | None = None
         for table in view.tables:
             if key < table.min_key or key > table.max_key:
                 continue
-            if bloom and not table.may_contain(key):
+            if h is None:
+                h = key_hash(key)  # once per read, for every table's filter
+            if table.bloom_says_absent(h):
                 stats.bloom_negatives += 1
                 continue
             found, value = table.lookup(key)

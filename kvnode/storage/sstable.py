@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .bloom import BloomFilter
+from .bloom import BloomFilter, KeyHash, key_hash
 from .errors import CorruptionError
 from .fs import FileSystem, ReadFile
 
@@ -246,11 +246,16 @@ class TableReader:
             max_key=self.max_key,
         )
 
-    def may_contain(self, key: bytes) -> bool:
-        """False only if the key is certainly not in this table."""
+    def may_contain(self, key: bytes, h: KeyHash | None = None) -> bool:
+        """False only if the key is certainly not in this table (`h`: the
+        key's `bloom.key_hash`, if the caller has it already)."""
         if key < self.min_key or key > self.max_key:
             return False
-        return not self.use_bloom or self._bloom.may_contain(key)
+        return not self.use_bloom or self._bloom.may_contain_hash(h or key_hash(key))
+
+    def bloom_says_absent(self, h: KeyHash) -> bool:
+        """The bloom verdict alone, for a key already known to be in range."""
+        return self.use_bloom and not self._bloom.may_contain_hash(h)
 
     def _block(self, i: int) -> tuple[list[bytes], list[bytes | None]]:
         cache_key = (self.number, i)

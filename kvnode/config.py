@@ -1,0 +1,133 @@
+"""Node and cluster settings, from the command line or a TOML file.
+
+Cluster settings (`ClusterSettings`) must be the same on every node of a
+cluster: the harness passes them to each. Node settings (`NodeConfig`) say
+who this node is, where it listens and stores, and who its peers are.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .ring import DEFAULT_PARTITIONS
+from .versions import DEFAULT_MAX_SIBLINGS, RESOLUTIONS
+
+READ_REPAIR = ("off", "async", "sync")
+QUORUM = ("strict",)  # "sloppy" (fallbacks with hinted handoff) arrives with handoff
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or out of range; the message says which."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def parse_peers(text: str) -> dict[str, tuple[str, int]]:
+    """`n1=127.0.0.11:7000,n2=...` -> {"n1": ("127.0.0.11", 7000), ...}"""
+    peers: dict[str, tuple[str, int]] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, addr = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"bad peer {item!r}: expected ID=HOST:PORT")
+        if name in peers:
+            raise ConfigError(f"peer {name!r} listed twice")
+        peers[name] = parse_address(addr)
+    return peers
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterSettings:
+    cluster: str = "kvnode"
+    n: int = 3
+    w: int = 2
+    r: int = 2
+    resolution: str = "dvv"
+    quorum: str = "strict"
+    read_repair: str = "async"
+    partitions: int = DEFAULT_PARTITIONS
+    request_timeout: float = 2.0  # seconds a coordinator waits for its quorum
+    connect_timeout: float = 0.5  # seconds to reach a peer before counting it down
+    max_siblings: int = DEFAULT_MAX_SIBLINGS
+
+    def __post_init__(self) -> None:
+        for name in ("n", "w", "r", "partitions", "max_siblings"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.w > self.n or self.r > self.n:
+            raise ConfigError(f"w ({self.w}) and r ({self.r}) cannot exceed n ({self.n})")
+        if self.resolution not in RESOLUTIONS:
+            raise ConfigError(f"resolution must be one of {', '.join(RESOLUTIONS)}, not {self.resolution!r}")
+        if self.quorum not in QUORUM:
+            raise ConfigError(f"quorum must be one of {', '.join(QUORUM)}, not {self.quorum!r}")
+        if self.read_repair not in READ_REPAIR:
+            raise ConfigError(f"read_repair must be one of {', '.join(READ_REPAIR)}, not {self.read_repair!r}")
+        if self.request_timeout <= 0 or self.connect_timeout <= 0:
+            raise ConfigError("timeouts must be positive")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeConfig:
+    id: str
+    listen: tuple[str, int] = ("127.0.0.1", 7000)
+    data: str = "data"
+    peers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    settings: ClusterSettings = field(default_factory=ClusterSettings)
+    sync: str = "always"  # the storage engine's WAL policy; "always" for real runs
+    log: str | None = None  # a file for the structured log; None: stderr
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ConfigError("a node needs an id")
+        if self.peers and self.id not in self.peers:
+            raise ConfigError(f"this node's id {self.id!r} is not among the peers ({', '.join(self.peers)})")
+
+    @property
+    def members(self) -> dict[str, tuple[str, int]]:
+        """Every node of the cluster, this one included."""
+        return {self.id: self.listen, **self.peers}
+
+
+_SETTING_NAMES = {f.name for f in fields(ClusterSettings)}
+_NODE_NAMES = {"id", "listen", "data", "peers", "sync", "log"}
+
+
+def build(values: dict[str, Any]) -> NodeConfig:
+    """A NodeConfig from flat keys, as in a TOML file or the CLI flags
+    (`listen` and `peers` in their text forms)."""
+    unknown = sorted(set(values) - _SETTING_NAMES - _NODE_NAMES)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    node: dict[str, Any] = {k: v for k, v in values.items() if k in _NODE_NAMES and v is not None}
+    if "listen" in node and isinstance(node["listen"], str):
+        node["listen"] = parse_address(node["listen"])
+    if "peers" in node and isinstance(node["peers"], str):
+        node["peers"] = parse_peers(node["peers"])
+    elif "peers" in node and isinstance(node["peers"], dict):
+        node["peers"] = {k: parse_address(v) for k, v in node["peers"].items()}
+    settings = {k: v for k, v in values.items() if k in _SETTING_NAMES and v is not None}
+    if not node.get("id"):
+        raise ConfigError("a node needs an id (--id, or id = ... in the config file)")
+    try:
+        return NodeConfig(**node, settings=ClusterSettings(**settings))
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def load_toml(path: str, overrides: dict[str, Any] | None = None) -> NodeConfig:
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    return build({**values, **{k: v for k, v in (overrides or {}).items() if v is not None}})
+
+
+def with_settings(config: NodeConfig, **changes: Any) -> NodeConfig:
+    return replace(config, settings=replace(config.settings, **changes))

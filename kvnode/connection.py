@@ -1,0 +1,111 @@
+"""One outgoing protocol connection: handshake, then pipelined requests.
+
+Used by the client library and by a node talking to its peers (through
+`transport`). Each request gets a fresh id and a future; one reader task
+matches replies to futures by id, so any number of requests may be in flight
+on one connection and complete in any order. When the connection dies, every
+request still waiting fails with `ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any
+
+from . import protocol
+
+
+class ConnectionLost(ConnectionError):
+    """The connection closed (or broke) before the reply arrived: the request
+    may or may not have been carried out."""
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: dict[str, Any]) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.peer = peer  # the hello_ok reply: the node's id, cluster, version
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._closed = False
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        cluster: str,
+        node: str | None = None,
+        timeout: float = 5.0,
+    ) -> Connection:
+        """Connect and shake hands; raises OSError (refused, unreachable),
+        TimeoutError, or `protocol.RemoteError` if the node refuses us."""
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, limit=protocol.MAX_FRAME + 64)
+            try:
+                writer.write(protocol.encode(
+                    {"type": "hello", "id": 0, "version": protocol.VERSION, "cluster": cluster, "node": node}
+                ))
+                reply = await protocol.read_frame(reader)
+                if reply is None:
+                    raise ConnectionLost(f"{host}:{port} closed the connection during the handshake")
+                protocol.raise_if_error(reply)
+                if reply["type"] != "hello_ok":
+                    raise protocol.ProtocolError(f"expected hello_ok, got {reply['type']}")
+            except BaseException:
+                writer.close()
+                raise
+        return cls(reader, writer, reply)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _read_loop(self) -> None:
+        error: BaseException = ConnectionLost("connection closed by the node")
+        try:
+            while True:
+                reply = await protocol.read_frame(self._reader)
+                if reply is None:
+                    break
+                future = self._pending.pop(reply["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (OSError, protocol.ProtocolError) as e:
+            error = ConnectionLost(f"connection broken: {e}")
+        except asyncio.CancelledError:
+            error = ConnectionLost("connection closed")
+        finally:
+            self._closed = True
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(error)
+            self._pending.clear()
+            self._writer.close()
+
+    async def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send a request and wait for its reply (an `error` reply is returned,
+        not raised). Raises ConnectionLost or TimeoutError: both mean the
+        request may have been carried out."""
+        if self._closed:
+            raise ConnectionLost("connection already closed")
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._writer.write(protocol.encode({**message, "id": request_id}))
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def close(self) -> None:
+        self._reader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader_task
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()

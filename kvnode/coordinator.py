@@ -1,0 +1,287 @@
+"""The coordinator: how a node serves a client's get, put and delete.
+
+Any node accepts any request. For a key, the ring gives a preference list of
+N nodes (its replicas).
+
+put / delete (a delete is a put of a tombstone):
+
+1. If this node is not one of the key's replicas, it forwards the request to
+   the first reachable replica and relays the answer: a new version must be
+   made on a replica's own copy (see `versions`).
+2. It checks that at least W replicas are reachable; if not, `unavailable`
+   (definite: nothing has been written anywhere).
+3. It makes the new version on its own copy (durable), which counts as the
+   first acknowledgement, and sends the whole new state to the other N-1
+   replicas, which merge it and acknowledge once durable.
+4. After W acknowledgements it answers `ok`. If the quorum does not come in
+   time, or too many replicas fail after sending, it answers `timeout`
+   (indeterminate: the write may survive on some replicas, as in Riak).
+
+get: asks all N replicas (its own copy included, if it is one), waits for R
+answers, merges them and returns the values and the merged context. Read
+repair then brings stale replicas up to date: `async` sends the merged state
+after answering, `sync` writes it to W replicas before answering (ABD), `off`
+does neither. Fewer than R reachable replicas: `unavailable`.
+
+Errors are raised as `CoordinatorError(code, message)`, where code is a
+protocol error code and so tells the client whether the outcome is definite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock
+from .config import ClusterSettings
+from .connection import ConnectionLost
+from .log import EventLog
+from .replica import Replica
+from .ring import Ring
+from .transport import PeerUnreachable, Transport
+from .versions import TooManySiblings, Versioned
+
+
+class CoordinatorError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Counters:
+    gets: int = 0
+    puts: int = 0
+    deletes: int = 0
+    forwarded: int = 0
+    read_repairs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReadResult:
+    values: list[bytes]
+    context: bytes | None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        node: str,
+        ring: Ring,
+        settings: ClusterSettings,
+        replica: Replica,
+        transport: Transport,
+        clock: Clock,
+        log: EventLog,
+    ) -> None:
+        self.node = node
+        self.ring = ring
+        self.settings = settings
+        self.replica = replica
+        self.transport = transport
+        self.clock = clock
+        self.log = log
+        self.counters = Counters()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------ helpers
+
+    def _fail(self, code: str, message: str) -> CoordinatorError:
+        self.counters.errors[code] = self.counters.errors.get(code, 0) + 1
+        return CoordinatorError(code, message)
+
+    async def _reachable(self, nodes: tuple[str, ...]) -> list[str]:
+        checks = await asyncio.gather(
+            *(self._true() if n == self.node else self.transport.reachable(n) for n in nodes)
+        )
+        return [n for n, ok in zip(nodes, checks, strict=True) if ok]
+
+    @staticmethod
+    async def _true() -> bool:
+        return True
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_state(self, peer: str, key: bytes, state: bytes) -> bool:
+        """Store `state` at `peer` (merged there); True once it is durable there."""
+        try:
+            reply = await self.transport.request(
+                peer, {"type": "replica_put", "key": key, "state": state}, self.settings.request_timeout
+            )
+        except (PeerUnreachable, TimeoutError, ConnectionLost, OSError):
+            return False
+        return reply.get("type") == "replica_put_ok"
+
+    async def _store(self, peer: str, key: bytes, state: Versioned) -> bool:
+        if peer == self.node:
+            await self.replica.merge(key, state)
+            return True
+        return await self._send_state(peer, key, state.encode())
+
+    async def _quorum(self, tasks: list[asyncio.Task[bool]], needed: int) -> int:
+        """Wait until `needed` tasks returned True, all finished, or the
+        request timeout passed; return how many returned True."""
+        acks = 0
+        pending = set(tasks)
+        deadline = self.clock.monotonic() + self.settings.request_timeout
+        while pending and acks < needed:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            acks += sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result())
+        return acks
+
+    # ---------------------------------------------------------------- put
+
+    async def put(self, key: bytes, value: bytes | None, context: bytes | None) -> None:
+        """Coordinate a put (value None: a delete)."""
+        if value is None:
+            self.counters.deletes += 1
+        else:
+            self.counters.puts += 1
+        s = self.settings
+        replicas = self.ring.preference_list(key, s.n)
+        if self.node not in replicas:
+            await self._forward(replicas, key, value, context)
+            return
+        reachable = await self._reachable(replicas)
+        if len(reachable) < s.w:
+            raise self._fail("unavailable", f"{len(reachable)} of {s.n} replicas reachable, w={s.w}")
+        try:
+            state = await self.replica.update(key, context=context, value=value, node=self.node)
+        except TooManySiblings as e:
+            raise self._fail("too_many_siblings", str(e)) from None
+        except ValueError as e:
+            raise self._fail("bad_request", f"bad context: {e}") from None
+        encoded = state.encode()
+        others = [p for p in replicas if p != self.node]
+        tasks = [asyncio.ensure_future(self._send_state(p, key, encoded)) for p in others]
+        acks = 1 + await self._quorum(tasks, s.w - 1)
+        for task in tasks:
+            if not task.done():
+                self._spawn(task)  # let stragglers land; they are replicas too
+        if acks < s.w:
+            raise self._fail("timeout", f"{acks} of w={s.w} replicas acknowledged in {s.request_timeout}s")
+
+    async def _forward(self, replicas: tuple[str, ...], key: bytes, value: bytes | None, context: bytes | None) -> None:
+        self.counters.forwarded += 1
+        message = {"type": "coordinate", "op": "put" if value is not None else "delete",
+                   "key": key, "value": value, "context": context}
+        for peer in replicas:
+            try:
+                # The replica coordinates, so allow it a whole request timeout plus ours.
+                reply = await self.transport.request(peer, message, 2 * self.settings.request_timeout)
+            except PeerUnreachable:
+                continue  # nothing sent: the next replica may take it
+            except (TimeoutError, ConnectionLost, OSError) as e:
+                raise self._fail("timeout", f"forwarded to {peer}, no answer: {e or type(e).__name__}") from None
+            if reply.get("type") == "error":
+                raise self._fail(str(reply.get("code")), f"via {peer}: {reply.get('message')}")
+            return
+        raise self._fail("unavailable", "no replica of the key is reachable to coordinate the put")
+
+    # ---------------------------------------------------------------- get
+
+    async def _fetch(self, peer: str, key: bytes) -> Versioned:
+        if peer == self.node:
+            return await self.replica.read(key)
+        reply = await self.transport.request(peer, {"type": "replica_get", "key": key}, self.settings.request_timeout)
+        if reply.get("type") != "replica_get_ok":
+            raise ConnectionLost(f"{peer}: {reply.get('message', reply.get('type'))}")
+        return self.replica.resolver.decode(reply["state"])
+
+    async def get(self, key: bytes) -> ReadResult:
+        self.counters.gets += 1
+        s = self.settings
+        replicas = self.ring.preference_list(key, s.n)
+        reachable = await self._reachable(replicas)
+        if len(reachable) < s.r:
+            raise self._fail("unavailable", f"{len(reachable)} of {s.n} replicas reachable, r={s.r}")
+        tasks = {asyncio.ensure_future(self._fetch(p, key)): p for p in reachable}
+        answers: dict[str, Versioned] = {}
+        pending = set(tasks)
+        deadline = self.clock.monotonic() + s.request_timeout
+        while pending and len(answers) < s.r:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if not t.cancelled() and t.exception() is None:
+                    answers[tasks[t]] = t.result()
+        if len(answers) < s.r:
+            for t in pending:
+                t.cancel()
+            raise self._fail("timeout", f"{len(answers)} of r={s.r} replicas answered in {s.request_timeout}s")
+        merged = self._merge_all(list(answers.values()))
+        if s.read_repair == "sync":
+            await self._repair_sync(key, merged, answers, tasks, pending)
+        elif s.read_repair == "async":
+            self._spawn(self._repair_async(key, merged, answers, tasks, pending))
+        else:
+            for t in pending:
+                t.cancel()
+        return ReadResult(values=merged.values(), context=merged.client_context())
+
+    def _merge_all(self, states: list[Versioned]) -> Versioned:
+        merged = states[0]
+        for other in states[1:]:
+            merged = self.replica.resolver.merge(merged, other)
+        return merged
+
+    async def _repair_async(
+        self, key: bytes, merged: Versioned, answers: dict[str, Versioned],
+        tasks: dict[asyncio.Task[Versioned], str], pending: set[asyncio.Task[Versioned]],
+    ) -> None:
+        # Wait for the replicas that had not answered yet, then repair all stale ones.
+        if pending:
+            done, _ = await asyncio.wait(pending, timeout=self.settings.request_timeout)
+            for t in done:
+                if not t.cancelled() and t.exception() is None:
+                    answers[tasks[t]] = t.result()
+                    merged = self.replica.resolver.merge(merged, t.result())
+        encoded = merged.encode()
+        stale = [p for p, st in answers.items() if st.encode() != encoded]
+        if stale:
+            self.counters.read_repairs += len(stale)
+            await asyncio.gather(*(self._store(p, key, merged) for p in stale), return_exceptions=True)
+
+    async def _repair_sync(
+        self, key: bytes, merged: Versioned, answers: dict[str, Versioned],
+        tasks: dict[asyncio.Task[Versioned], str], pending: set[asyncio.Task[Versioned]],
+    ) -> None:
+        """ABD's write-back: before answering, make sure W replicas hold the
+        merged state, so a later read cannot return anything older."""
+        for t in pending:
+            t.cancel()
+        encoded = merged.encode()
+        holders = sum(1 for st in answers.values() if st.encode() == encoded)
+        if holders >= self.settings.w:
+            return
+        stale = [p for p, st in answers.items() if st.encode() != encoded]
+        unasked = [p for p in self.ring.preference_list(key, self.settings.n) if p not in answers]
+        self.counters.read_repairs += len(stale) + len(unasked)
+        writes = [asyncio.ensure_future(self._store(p, key, merged)) for p in stale + unasked]
+        acks = holders + await self._quorum(writes, self.settings.w - holders)
+        for write in writes:
+            if not write.done():
+                self._spawn(write)
+        if acks < self.settings.w:
+            raise self._fail("timeout", f"read repair reached {acks} of w={self.settings.w} replicas")
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,165 @@
+"""The wire protocol between clients and nodes, and between nodes.
+
+Transport is TCP. Each frame is a 4-byte big-endian length followed by that
+many bytes of msgpack: a map with at least `type` (a string) and `id` (an
+integer chosen by the sender of a request and echoed in its reply, so that
+requests can be pipelined on one connection and answered out of order).
+
+A connection starts with a handshake. The connecting side sends
+
+    {"type": "hello", "id": 0, "version": 1, "cluster": "c1", "node": "n2" | None}
+
+(`node` is the peer's id, None for a client) and the node answers `hello_ok`
+with its own id, or an `error` and closes: a peer from another cluster, or a
+protocol version it does not speak, is refused.
+
+Requests and their replies (every field named here is required):
+
+| request | fields | reply |
+|---|---|---|
+| `get` | key | `get_ok`: values (list of bytes), context (bytes or nil) |
+| `put` | key, value, context (bytes or nil) | `put_ok` |
+| `delete` | key, context | `delete_ok` |
+| `status` | | `status_ok`: node, ring share, peers, counters |
+| `replica_get` | key | `replica_get_ok`: state (bytes or nil) |
+| `replica_put` | key, state | `replica_put_ok` (after the state is durable) |
+| `coordinate` | op ("put"/"delete"), key, value, context | as `put`/`delete` |
+
+Any request may instead get `{"type": "error", "code": ..., "message": ...,
+"definite": bool}`. `definite` tells the client whether the operation
+certainly did not happen (`unavailable`, `bad_request`, `too_many_siblings`)
+or may have (`timeout`, `internal`): exactly what a history must record as
+`fail` versus `info`.
+
+Bad input: a frame over `MAX_FRAME` (16 MiB), bytes that are not msgpack, a
+map without a type or id, an unknown type or a field of the wrong type gets an
+error reply where an id can be found, and the connection is closed; the node
+goes on serving every other connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+MAX_FRAME = 16 << 20
+LENGTH = struct.Struct(">I")
+
+# Error codes, and whether each means "certainly not done".
+DEFINITE = {
+    "unavailable": True,
+    "bad_request": True,
+    "too_many_siblings": True,
+    "wrong_cluster": True,
+    "timeout": False,
+    "internal": False,
+}
+
+_BYTES = (bytes,)
+_OPT_BYTES = (bytes, type(None))
+_OPT_STR = (str, type(None))
+
+# For each message type, its required fields and their allowed types.
+SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "hello": {"version": (int,), "cluster": (str,), "node": _OPT_STR},
+    "hello_ok": {"version": (int,), "cluster": (str,), "node": (str,)},
+    "get": {"key": _BYTES},
+    "get_ok": {"values": (list,), "context": _OPT_BYTES},
+    "put": {"key": _BYTES, "value": _BYTES, "context": _OPT_BYTES},
+    "put_ok": {},
+    "delete": {"key": _BYTES, "context": _OPT_BYTES},
+    "delete_ok": {},
+    "status": {},
+    "status_ok": {"node": (str,)},
+    "replica_get": {"key": _BYTES},
+    "replica_get_ok": {"state": _OPT_BYTES},
+    "replica_put": {"key": _BYTES, "state": _BYTES},
+    "replica_put_ok": {},
+    "coordinate": {"op": (str,), "key": _BYTES, "value": _OPT_BYTES, "context": _OPT_BYTES},
+    "error": {"code": (str,), "message": (str,), "definite": (bool,)},
+}
+
+REQUESTS = frozenset({"get", "put", "delete", "status", "replica_get", "replica_put", "coordinate"})
+PEER_REQUESTS = frozenset({"replica_get", "replica_put", "coordinate"})
+
+
+class ProtocolError(Exception):
+    """A frame or message that breaks the protocol. `request_id` is the id
+    of the offending message when one could be read, so it can be answered."""
+
+    def __init__(self, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class RemoteError(Exception):
+    """An `error` reply, raised on the side that sent the request."""
+
+    def __init__(self, code: str, message: str, definite: bool) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.definite = definite
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return LENGTH.pack(len(body)) + body
+
+
+def error(request_id: int, code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "id": request_id, "code": code, "message": message,
+            "definite": DEFINITE.get(code, False)}
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Parse and validate one frame's body against `SCHEMA`."""
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ProtocolError(f"malformed msgpack: {type(e).__name__}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a frame must hold a map, not {type(message).__name__}")
+    request_id = message.get("id")
+    if not isinstance(request_id, int) or isinstance(request_id, bool) or not 0 <= request_id < 2**63:
+        raise ProtocolError("a frame needs an integer id")
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in SCHEMA:
+        raise ProtocolError(f"unknown message type {kind!r:.40}", request_id)
+    for name, types in SCHEMA[kind].items():
+        if name not in message:
+            raise ProtocolError(f"{kind}: missing field {name!r}", request_id)
+        value = message[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ProtocolError(f"{kind}: field {name!r} has the wrong type ({type(value).__name__})", request_id)
+    return message
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next message, or None at a clean end of stream."""
+    try:
+        head = await reader.readexactly(LENGTH.size)
+    except asyncio.IncompleteReadError as e:
+        if not e.partial:
+            return None
+        raise ProtocolError("connection closed inside a frame header") from None
+    (length,) = LENGTH.unpack(head)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("connection closed inside a frame") from None
+    return decode_body(body)
+
+
+def raise_if_error(reply: Mapping[str, Any]) -> None:
+    if reply.get("type") == "error":
+        raise RemoteError(str(reply.get("code")), str(reply.get("message")), bool(reply.get("definite")))
