@@ -1,0 +1,5 @@
+"""`python -m kvnode`: the same as the `kvnode` command."""
+
+from .cli import main
+
+main()
