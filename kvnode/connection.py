@@ -22,6 +22,10 @@ class ConnectionLost(ConnectionError):
     may or may not have been carried out."""
 
 
+class NotSent(ConnectionError):
+    """The connection was already closed: the request was not sent."""
+
+
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: dict[str, Any]) -> None:
         self._reader = reader
@@ -92,7 +96,7 @@ class Connection:
         not raised). Raises ConnectionLost or TimeoutError: both mean the
         request may have been carried out."""
         if self._closed:
-            raise ConnectionLost("connection already closed")
+            raise NotSent("connection already closed")
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -107,5 +111,8 @@ class Connection:
         self._reader_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._reader_task
+        self._closed = True
+        # A reader task cancelled before it first ran never reaches its finally.
+        self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()

@@ -19,7 +19,7 @@ import contextlib
 from typing import Any, Protocol
 
 from .clock import Clock
-from .connection import Connection, ConnectionLost
+from .connection import Connection, ConnectionLost, NotSent
 from .protocol import RemoteError
 
 
@@ -106,7 +106,10 @@ class TcpTransport:
 
     async def request(self, peer: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         conn = await self._connection(peer)
-        return await conn.request(message, timeout)
+        try:
+            return await conn.request(message, timeout)
+        except NotSent as e:
+            raise PeerUnreachable(f"{peer}: {e}") from None
 
     def connected(self) -> dict[str, bool]:
         return {p: (c := self._conns.get(p)) is not None and not c.closed for p in self._peers}
