@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 from rich.console import Console
@@ -115,13 +116,117 @@ def serve(config_file: str | None, node_id: str | None, log_file: str | None, **
         log.close()
 
 
+HEX = click.option("--hex", "as_hex", is_flag=True, help="Keys and values are hexadecimal.")
+ADDR = click.option("--addr", required=True, help="HOST:PORT of any node (comma-separate several to fail over).")
+CLUSTER = click.option("--cluster", default="kvnode", show_default=True, help="The cluster's name.")
+TIMEOUT = click.option("--timeout", default=5.0, show_default=True, type=float, help="Seconds.")
+
+
+@contextmanager
+def _client(addr: str, cluster: str, timeout: float) -> Iterator[Any]:
+    from .client import Client, KvError
+
+    try:
+        client = Client(addr, cluster=cluster, timeout=timeout)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--addr") from None
+    try:
+        yield client
+    except KvError as e:
+        outcome = "did not happen" if e.definite else "may or may not have happened"
+        raise click.ClickException(f"{e.code}: {e} (the operation {outcome})") from None
+    finally:
+        client.close()
+
+
+@cli.command()
+@ADDR
+@CLUSTER
+@TIMEOUT
+@click.argument("key")
+@HEX
+def get(addr: str, cluster: str, timeout: float, key: str, as_hex: bool) -> None:
+    """Print KEY's siblings, one per line, then its context (pass it to put)."""
+    with _client(addr, cluster, timeout) as client:
+        read = client.get(_encode(key, as_hex))
+    for value in read.values:
+        click.echo(_show(value, as_hex))
+    if not read.values:
+        click.echo("(absent)", err=True)
+    click.echo(f"context: {read.context.hex() if read.context else '-'}", err=True)
+
+
+def _context(text: str | None) -> bytes | None:
+    if text in (None, "", "-"):
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise click.BadParameter("the context is the hex string `kvnode get` printed", param_hint="--context") from None
+
+
+@cli.command()
+@ADDR
+@CLUSTER
+@TIMEOUT
+@click.argument("key")
+@click.argument("value")
+@click.option("--context", help="The context from a get: replaces the siblings it saw. Without: a sibling.")
+@HEX
+def put(addr: str, cluster: str, timeout: float, key: str, value: str, context: str | None, as_hex: bool) -> None:
+    """Write VALUE under KEY."""
+    with _client(addr, cluster, timeout) as client:
+        client.put(_encode(key, as_hex), _encode(value, as_hex), _context(context))
+
+
+@cli.command()
+@ADDR
+@CLUSTER
+@TIMEOUT
+@click.argument("key")
+@click.option("--context", help="The context from a get: deletes the siblings it saw.")
+@HEX
+def delete(addr: str, cluster: str, timeout: float, key: str, context: str | None, as_hex: bool) -> None:
+    """Delete KEY (a tombstone; a concurrent write survives as a sibling)."""
+    with _client(addr, cluster, timeout) as client:
+        client.delete(_encode(key, as_hex), _context(context))
+
+
+@cli.command()
+@ADDR
+@CLUSTER
+@TIMEOUT
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(addr: str, cluster: str, timeout: float, as_json: bool) -> None:
+    """A node's ring share, peers and counters."""
+    with _client(addr, cluster, timeout) as client:
+        info = client.status()
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(title=f"node {info.get('node')} of cluster {info.get('cluster')}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    settings = info.get("settings", {})
+    table.add_row("n/w/r", f"{settings.get('n')}/{settings.get('w')}/{settings.get('r')}")
+    for name in ("resolution", "quorum", "read_repair", "partitions"):
+        table.add_row(name, str(settings.get(name)))
+    table.add_row("ring share", f"{info.get('ring_share', 0):.2%} ({info.get('partitions_owned')} partitions)")
+    for peer, p in sorted(info.get("peers", {}).items()):
+        table.add_row(f"peer {peer}", f"{p['address']} {'connected' if p['connected'] else 'not connected'}")
+    for name, value in info.get("counters", {}).items():
+        table.add_row(name, f"{value:,}")
+    for name, value in info.get("storage", {}).items():
+        table.add_row(f"storage.{name}", f"{value:,}")
+    console.print(table)
+
+
 @cli.group()
 def db() -> None:
     """Inspect or edit a data directory offline (the node must be stopped)."""
 
 
 DIR = click.argument("directory", type=click.Path(file_okay=False))
-HEX = click.option("--hex", "as_hex", is_flag=True, help="Keys and values are hexadecimal.")
 
 
 @db.command("get")

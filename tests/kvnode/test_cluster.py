@@ -1,0 +1,207 @@
+"""End to end: clusters of real `kvnode serve` processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import hypothesis.strategies as st
+import msgpack
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+
+from kvnode.cli import cli
+from kvnode.client import Client, KvError, Unavailable
+from kvnode.ring import Ring
+
+from .cluster import LocalCluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster3(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path, 3) as c:
+        yield c
+
+
+def _client(c: LocalCluster, node: str, **kw: float) -> Client:
+    return Client(c.addr(node), cluster=c.cluster, **kw)
+
+
+def test_put_get_delete_round_trip_through_every_node(cluster3: LocalCluster) -> None:
+    clients = {n: _client(cluster3, n) for n in cluster3.ids}
+    try:
+        for i, client in enumerate(clients.values()):
+            client.put(f"key{i}", f"value{i}")
+        for client in clients.values():
+            for i in range(3):
+                assert client.get(f"key{i}").values == [f"value{i}".encode()]
+        read = clients["n2"].get("key0")
+        clients["n3"].delete("key0", read.context)
+        for client in clients.values():
+            assert client.get("key0").values == []
+        assert clients["n1"].get("never-written").values == []
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_concurrent_blind_puts_make_siblings_that_a_context_put_resolves(cluster3: LocalCluster) -> None:
+    clients = [_client(cluster3, n) for n in cluster3.ids]
+    try:
+        barrier = threading.Barrier(len(clients))
+
+        def blind(i: int) -> None:
+            barrier.wait()
+            clients[i].put("cart", f"item-{i}")
+
+        threads = [threading.Thread(target=blind, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        read = clients[0].get("cart")
+        assert sorted(read.values) == [b"item-0", b"item-1", b"item-2"]
+        clients[1].put("cart", b"merged", read.context)
+        for client in clients:
+            assert client.get("cart").values == [b"merged"]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_unavailable_is_definite_when_two_of_three_replicas_are_down(cluster3: LocalCluster) -> None:
+    with _client(cluster3, "n1") as client:
+        client.put("k", "before")
+        cluster3.kill("n2")
+        cluster3.kill("n3")
+        with pytest.raises(Unavailable) as info:
+            client.put("k", "after")
+        assert info.value.definite
+        with pytest.raises(Unavailable) as info2:
+            client.get("k")
+        assert info2.value.definite
+        cluster3.start("n2")
+        # One replica back: W=2 and R=2 are reachable again; the refused put never happened.
+        assert client.get("k").values == [b"before"]
+
+
+def test_sigkill_loses_no_acknowledged_write(cluster3: LocalCluster) -> None:
+    acknowledged: dict[str, bytes] = {}
+    with _client(cluster3, "n1") as client:
+        for i in range(150):
+            value = f"v{i}".encode()
+            client.put(f"key{i}", value)
+            acknowledged[f"key{i}"] = value
+    for node in cluster3.ids:
+        cluster3.kill(node)
+    cluster3.start_all()
+    with _client(cluster3, "n3") as client:
+        for key, value in acknowledged.items():
+            assert client.get(key).values == [value], key
+
+
+def test_sigterm_shuts_down_cleanly(cluster3: LocalCluster) -> None:
+    with _client(cluster3, "n1") as client:
+        client.put("k", "v")
+    assert cluster3.terminate("n1") == 0
+    events = [json.loads(line)["event"] for line in (cluster3.root / "n1.log").read_text().splitlines()]
+    assert events[0] == "started" and events[-1] == "stopped"
+    cluster3.start("n1")
+    with _client(cluster3, "n1") as client:
+        assert client.get("k").values == [b"v"]
+
+
+def test_a_client_of_another_cluster_is_refused(cluster3: LocalCluster) -> None:
+    with Client(cluster3.addr("n1"), cluster="someone-else") as client, pytest.raises(KvError) as info:
+        client.get("k")
+    assert info.value.code == "wrong_cluster" and info.value.definite
+
+
+def test_five_nodes_forward_puts_to_a_replica(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, 5) as c:
+        ring = Ring.build(c.ids)
+        # A key for which n1 is not a replica: n1 must forward the put.
+        key = next(f"k{i}" for i in range(1000) if "n1" not in ring.preference_list(f"k{i}".encode(), 3))
+        with _client(c, "n1") as client:
+            client.put(key, "forwarded")
+            assert client.get(key).values == [b"forwarded"]
+            assert client.status()["counters"]["forwarded"] >= 1
+        for node in c.ids:
+            with _client(c, node) as client:
+                assert client.get(key).values == [b"forwarded"]
+
+
+def test_cli_client_commands(cluster3: LocalCluster) -> None:
+    runner = CliRunner()
+    base = ["--addr", cluster3.addr("n2"), "--cluster", cluster3.cluster]
+    assert runner.invoke(cli, ["put", *base, "fruit", "apple"]).exit_code == 0
+    result = runner.invoke(cli, ["get", *base, "fruit"])
+    assert result.exit_code == 0 and result.output.startswith("apple\n")
+    context = result.output.splitlines()[-1].removeprefix("context: ")
+    assert runner.invoke(cli, ["put", *base, "fruit", "pear", "--context", context]).exit_code == 0
+    assert runner.invoke(cli, ["get", *base, "fruit"]).output.startswith("pear\n")
+    status = runner.invoke(cli, ["status", *base, "--json"])
+    assert status.exit_code == 0 and json.loads(status.output)["node"] == "n2"
+    table = runner.invoke(cli, ["status", *base])
+    assert "ring share" in table.output
+    down = runner.invoke(cli, ["get", "--addr", "127.0.0.1:1", "--timeout", "1", "k"])
+    assert down.exit_code == 1 and "did not happen" in down.output
+
+
+# ----------------------------------------------------------- protocol fuzzing
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _hello(cluster: str) -> bytes:
+    return _frame(msgpack.packb({"type": "hello", "id": 0, "version": 1, "cluster": cluster, "node": None}))
+
+
+WRONG_FRAMES = st.one_of(
+    st.binary(max_size=64).map(_frame),  # random bodies
+    st.binary(max_size=64),  # random bytes, no framing at all
+    st.just(struct.pack(">I", (16 << 20) + 1)),  # an oversized length
+    st.dictionaries(  # well-formed msgpack maps with wrong fields
+        st.sampled_from(["type", "id", "key", "value", "context", "state", "op"]),
+        st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.binary(max_size=8),
+                  st.sampled_from(["get", "put", "delete", "replica_put", "coordinate", "hello", "bogus"])),
+    ).map(lambda d: _frame(msgpack.packb(d))),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(WRONG_FRAMES, min_size=1, max_size=4), handshake=st.booleans())
+def test_garbage_never_crashes_a_node_nor_changes_data(
+    cluster3: LocalCluster, frames: list[bytes], handshake: bool
+) -> None:
+    with _client(cluster3, "n1") as client:
+        # Longer than any key the fuzzer makes, so only a bug can change it.
+        guard = "guard-key-0123456789"
+        if not client.get(guard).values:
+            client.put(guard, "intact")
+        before = client.get(guard).values
+        with socket.create_connection(("127.0.0.1", cluster3.ports["n1"]), timeout=2) as s:
+            if handshake:
+                s.sendall(_hello(cluster3.cluster))
+            for f in frames:
+                try:
+                    s.sendall(f)
+                except OSError:
+                    break
+            s.shutdown(socket.SHUT_WR)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+        assert client.get(guard).values == before == [b"intact"]
+        assert client.status()["node"] == "n1"
