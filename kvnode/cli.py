@@ -78,6 +78,7 @@ def cli() -> None:
               help="[default: async]")
 @click.option("--partitions", type=int, help="Ring partitions (a power of two).  [default: 256]")
 @click.option("--request-timeout", "request_timeout", type=float, help="Seconds.  [default: 2.0]")
+@click.option("--max-siblings", "max_siblings", type=int, help="Per key; a put beyond fails.  [default: 100]")
 @click.option("--sync", type=click.Choice(["always", "interval", "never"]),
               help="WAL fsync policy.  [default: always]")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Structured log file (default: stderr).")

@@ -157,15 +157,25 @@ class Coordinator:
         reachable = await self._reachable(replicas)
         if len(reachable) < s.w:
             raise self._fail("unavailable", f"{len(reachable)} of {s.n} replicas reachable, w={s.w}")
+        others = [p for p in replicas if p != self.node]
+        tasks: list[asyncio.Task[bool]] = []
+
+        def send(state: Versioned) -> None:
+            # The other replicas get the new state while this one fsyncs it.
+            encoded = state.encode()
+            tasks.extend(asyncio.ensure_future(self._send_state(p, key, encoded)) for p in others)
+
         try:
-            state = await self.replica.update(key, context=context, value=value, node=self.node)
+            await self.replica.update(key, context=context, value=value, node=self.node, made=send)
         except TooManySiblings as e:
             raise self._fail("too_many_siblings", str(e)) from None
         except ValueError as e:
             raise self._fail("bad_request", f"bad context: {e}") from None
-        encoded = state.encode()
-        others = [p for p in replicas if p != self.node]
-        tasks = [asyncio.ensure_future(self._send_state(p, key, encoded)) for p in others]
+        except BaseException:
+            # Sent but not durable here: the outcome is unknown, let the sends finish.
+            for task in tasks:
+                self._spawn(task)
+            raise
         acks = 1 + await self._quorum(tasks, s.w - 1)
         for task in tasks:
             if not task.done():

@@ -11,7 +11,7 @@ key on this node. A write returns only once the engine has made it durable
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from .offload import Offload
@@ -46,14 +46,26 @@ class Replica:
     async def read(self, key: bytes) -> Versioned:
         return self.resolver.decode(await self.read_raw(key))
 
-    async def update(self, key: bytes, *, context: bytes | None, value: bytes | None, node: str) -> Versioned:
+    async def update(
+        self,
+        key: bytes,
+        *,
+        context: bytes | None,
+        value: bytes | None,
+        node: str,
+        made: Callable[[Versioned], None] | None = None,
+    ) -> Versioned:
         """Apply a client's put (value None: delete) coordinated by `node`
         (this node). Raises ValueError (bad context) or TooManySiblings before
-        writing anything."""
+        writing anything. `made` is called with the new state as soon as it
+        is made, before it is durable here, so that the coordinator can send
+        it to the other replicas while this one fsyncs."""
         async with self._locked(key):
             current = await self.read(key)
             new = self.resolver.update(current, context=context, value=value, node=node)
             encoded = new.encode()
+            if made is not None:
+                made(new)
             await self._offload.run(lambda: self.engine.put(key, encoded))
             return new
 

@@ -205,3 +205,52 @@ def test_garbage_never_crashes_a_node_nor_changes_data(
                 pass
         assert client.get(guard).values == before == [b"intact"]
         assert client.status()["node"] == "n1"
+
+
+def test_sibling_limit_and_bad_context_are_definite_errors(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, 3, settings={"max_siblings": 2}) as c, _client(c, "n1") as client:
+        client.put("k", "a")
+        client.put("k", "b")  # blind: a sibling
+        with pytest.raises(KvError) as info:
+            client.put("k", "c")
+        assert info.value.code == "too_many_siblings" and info.value.definite
+        assert sorted(client.get("k").values) == [b"a", b"b"]
+        with pytest.raises(KvError) as bad:
+            client.put("k", "d", b"\xc1 not a context")
+        assert bad.value.code == "bad_request" and bad.value.definite
+        client.put("k", "resolved", client.get("k").context)
+        assert client.get("k").values == [b"resolved"]
+
+
+def test_serve_from_a_toml_config(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .cluster import free_port
+
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'id = "solo"\nlisten = "127.0.0.1:{port}"\ndata = "{tmp_path / "data"}"\n'
+        f'peers = {{ solo = "127.0.0.1:{port}" }}\nn = 1\nw = 1\nr = 1\nresolution = "lww"\n'
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "kvnode", "serve", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=10, connect_timeout=10) as client:
+            for _ in range(200):  # wait for the node to listen
+                try:
+                    client.connect()
+                    break
+                except KvError:
+                    threading.Event().wait(0.05)
+            client.put("k", "1")
+            client.put("k", "2")  # lww: one value, the later write
+            assert client.get("k").values == [b"2"]
+            assert client.status()["settings"]["resolution"] == "lww"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "kvnode", "serve", "--id", "x", "--w", "5"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "cannot exceed n" in bad.stderr
