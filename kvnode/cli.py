@@ -145,11 +145,13 @@ def _client(addr: str, cluster: str, timeout: float) -> Iterator[Any]:
 @CLUSTER
 @TIMEOUT
 @click.argument("key")
+@click.option("--local", is_flag=True, help="This node's own replica only: no quorum, no read repair.")
 @HEX
-def get(addr: str, cluster: str, timeout: float, key: str, as_hex: bool) -> None:
+def get(addr: str, cluster: str, timeout: float, key: str, local: bool, as_hex: bool) -> None:
     """Print KEY's siblings, one per line, then its context (pass it to put)."""
     with _client(addr, cluster, timeout) as client:
-        read = client.get(_encode(key, as_hex))
+        k = _encode(key, as_hex)
+        read = client.local_get(k) if local else client.get(k)
     for value in read.values:
         click.echo(_show(value, as_hex))
     if not read.values:

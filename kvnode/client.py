@@ -270,7 +270,17 @@ class AsyncClient:
 
     async def get(self, key: _Data) -> Read:
         """The key's sibling values and causal context."""
-        reply = await self._request({"type": "get", "key": _as_bytes(key, "a key")}, "get_ok")
+        return self._read(await self._request({"type": "get", "key": _as_bytes(key, "a key")}, "get_ok"))
+
+    async def local_get(self, key: _Data) -> Read:
+        """What the connected node's own replica holds for `key`, bypassing
+        the coordinator (no quorum, no read repair): for tests and final
+        checks that must see each replica's state."""
+        return self._read(
+            await self._request({"type": "local_get", "key": _as_bytes(key, "a key")}, "local_get_ok")
+        )
+
+    def _read(self, reply: dict[str, Any]) -> Read:
         values = reply["values"]
         if not all(isinstance(v, bytes) for v in values):
             raise KvError(
@@ -506,6 +516,10 @@ class Client:
     def get(self, key: _Data) -> Read:
         """The key's sibling values and causal context."""
         return self._call(self._async.get(key))
+
+    def local_get(self, key: _Data) -> Read:
+        """What the connected node's own replica holds for `key` (no quorum)."""
+        return self._call(self._async.local_get(key))
 
     def put(self, key: _Data, value: _Data, context: bytes | bytearray | memoryview | None = None) -> None:
         """Store `value`, superseding the siblings that `context` covers."""

@@ -20,6 +20,7 @@ Requests and their replies (every field named here is required):
 | `get` | key | `get_ok`: values (list of bytes), context (bytes or nil) |
 | `put` | key, value, context (bytes or nil) | `put_ok` |
 | `delete` | key, context | `delete_ok` |
+| `local_get` | key | `local_get_ok`: this replica's own values and context (no quorum) |
 | `status` | | `status_ok`: node, ring share, peers, counters |
 | `replica_get` | key | `replica_get_ok`: state (bytes or nil) |
 | `replica_put` | key, state | `replica_put_ok` (after the state is durable) |
@@ -74,6 +75,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "put_ok": {},
     "delete": {"key": _BYTES, "context": _OPT_BYTES},
     "delete_ok": {},
+    "local_get": {"key": _BYTES},
+    "local_get_ok": {"values": (list,), "context": _OPT_BYTES},
     "status": {},
     "status_ok": {"node": (str,)},
     "replica_get": {"key": _BYTES},
@@ -84,7 +87,9 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "error": {"code": (str,), "message": (str,), "definite": (bool,)},
 }
 
-REQUESTS = frozenset({"get", "put", "delete", "status", "replica_get", "replica_put", "coordinate"})
+REQUESTS = frozenset(
+    {"get", "put", "delete", "local_get", "status", "replica_get", "replica_put", "coordinate"}
+)
 PEER_REQUESTS = frozenset({"replica_get", "replica_put", "coordinate"})
 
 

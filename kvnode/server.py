@@ -209,6 +209,9 @@ class Node:
                 raise CoordinatorError("bad_request", "coordinate: op must be put (with a value) or delete")
             await c.put(m["key"], m["value"], m["context"])
             return {"type": f"{m['op']}_ok"}
+        if kind == "local_get":
+            state = await self.replica.read(m["key"])
+            return {"type": "local_get_ok", "values": state.values(), "context": state.client_context()}
         if kind == "replica_get":
             return {"type": "replica_get_ok", "state": await self.replica.read_raw(m["key"])}
         if kind == "replica_put":

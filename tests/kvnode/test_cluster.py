@@ -254,3 +254,37 @@ def test_serve_from_a_toml_config(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "kvnode", "serve", "--id", "x", "--w", "5"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "cannot exceed n" in bad.stderr
+
+
+@pytest.mark.parametrize("repair", ["off", "async", "sync"])
+def test_local_reads_show_each_replica_and_read_repair_mends_stale_ones(tmp_path: Path, repair: str) -> None:
+    from kvnode.storage import Engine
+    from kvnode.versions import DvvResolver, SiblingSet
+
+    c = LocalCluster(tmp_path, 3, settings={"read_repair": repair, "r": 3})
+    # Before the cluster starts, only n1's replica holds the key.
+    state = DvvResolver().update(SiblingSet(), context=None, value=b"v", node="n1")
+    with Engine.open(tmp_path / "n1") as db:
+        db.put(b"k", state.encode())
+    with c:
+        local = {n: _client(c, n) for n in c.ids}
+        try:
+
+            def holders() -> int:
+                return sum(1 for cl in local.values() if cl.local_get("k").values == [b"v"])
+
+            assert holders() == 1
+            assert local["n2"].get("k").values == [b"v"]  # R=3: every replica answers
+            if repair == "off":
+                assert holders() == 1
+            elif repair == "sync":
+                assert holders() >= 2  # written back to W replicas before the answer
+            else:
+                for _ in range(500):  # repaired after the answer: wait for it
+                    if holders() == 3:
+                        break
+                    threading.Event().wait(0.01)
+                assert holders() == 3
+        finally:
+            for cl in local.values():
+                cl.close()
