@@ -2,11 +2,13 @@
 
 Two readings, kept apart on purpose:
 
-- `wall_ns()` is wall-clock time in nanoseconds. It is used for one thing
-  only: the timestamps of last-write-wins versions (`kvnode.versions`). The
-  harness's clock nemesis skews a node with libfaketime, which moves the wall
-  clock and leaves the monotonic clock alone, so a skew changes exactly the
-  LWW timestamps and nothing else (timeouts keep working).
+- `wall_ns()` is wall-clock time in nanoseconds. It is used for the
+  timestamps of last-write-wins versions (`kvnode.versions`), and for the
+  age of stored hints (`kvnode.handoff`, which must survive a restart), and
+  for log timestamps. The harness's clock nemesis skews a node with
+  libfaketime, which moves the wall clock and leaves the monotonic clock
+  alone, so a skew changes exactly these (a node skewed forward also expires
+  its hints early, as a real one would) and timeouts keep working.
 - `monotonic()` is seconds on a clock that never goes backwards, for
   timeouts, failure detection and anything else that measures an interval.
 
@@ -28,8 +30,8 @@ class Clock(Protocol):
     """Where a node reads the time. Both methods are cheap and never block."""
 
     def wall_ns(self) -> int:
-        """Wall-clock nanoseconds since the epoch. Called only by the
-        coordinator to stamp a last-write-wins version; must not be used to
+        """Wall-clock nanoseconds since the epoch. Called to stamp
+        last-write-wins versions, hints and log lines; must not be used to
         measure intervals (it may jump, backwards included, under skew)."""
         ...
 
