@@ -73,7 +73,12 @@ def cli() -> None:
 @click.option("--w", type=int, help="Write quorum.  [default: 2]")
 @click.option("--r", type=int, help="Read quorum.  [default: 2]")
 @click.option("--resolution", type=click.Choice(["dvv", "lww"]), help="[default: dvv]")
-@click.option("--quorum", type=click.Choice(list(config_mod.QUORUM)), help="[default: strict]")
+@click.option("--quorum", type=click.Choice(list(config_mod.QUORUM)),
+              help="sloppy: fallbacks hold hints for down primaries and count toward W/R; "
+                   "strict: primaries only.  [default: sloppy]")
+@click.option("--hint-ttl", "hint_ttl", type=float, help="Seconds a hint is kept.  [default: 3600]")
+@click.option("--handoff-interval", "handoff_interval", type=float,
+              help="Seconds between hint deliveries.  [default: 1.0]")
 @click.option("--read-repair", "read_repair", type=click.Choice(list(config_mod.READ_REPAIR)),
               help="[default: async]")
 @click.option("--partitions", type=int, help="Ring partitions (a power of two).  [default: 256]")
@@ -221,6 +226,12 @@ def status(addr: str, cluster: str, timeout: float, as_json: bool) -> None:
         table.add_row(name, f"{value:,}")
     for name, value in info.get("storage", {}).items():
         table.add_row(f"storage.{name}", f"{value:,}")
+    handoff = info.get("handoff", {})
+    for target, count in sorted(handoff.get("pending", {}).items()):
+        table.add_row(f"hints pending for {target}", f"{count:,}")
+    for name in ("delivered", "expired"):
+        if name in handoff:
+            table.add_row(f"hints {name}", f"{handoff[name]:,}")
     console.print(table)
 
 

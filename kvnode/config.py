@@ -15,7 +15,7 @@ from .ring import DEFAULT_PARTITIONS
 from .versions import DEFAULT_MAX_SIBLINGS, RESOLUTIONS
 
 READ_REPAIR = ("off", "async", "sync")
-QUORUM = ("strict",)  # "sloppy" (fallbacks with hinted handoff) arrives with handoff
+QUORUM = ("sloppy", "strict")
 
 
 class ConfigError(ValueError):
@@ -49,12 +49,14 @@ class ClusterSettings:
     w: int = 2
     r: int = 2
     resolution: str = "dvv"
-    quorum: str = "strict"
+    quorum: str = "sloppy"
     read_repair: str = "async"
     partitions: int = DEFAULT_PARTITIONS
     request_timeout: float = 2.0  # seconds a coordinator waits for its quorum
     connect_timeout: float = 0.5  # seconds to reach a peer before counting it down
     max_siblings: int = DEFAULT_MAX_SIBLINGS
+    hint_ttl: float = 3600.0  # seconds a hint is kept for a node that does not come back
+    handoff_interval: float = 1.0  # seconds between hint delivery rounds
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "partitions", "max_siblings"):

@@ -8,8 +8,13 @@ put / delete (a delete is a put of a tombstone):
 1. If this node is not one of the key's replicas, it forwards the request to
    the first reachable replica and relays the answer: a new version must be
    made on a replica's own copy (see `versions`).
-2. It checks that at least W replicas are reachable; if not, `unavailable`
-   (definite: nothing has been written anywhere).
+2. It picks where the copies go: the reachable primaries and, with
+   `quorum="sloppy"`, for each unreachable primary the next reachable
+   fallback of the preference list, which keeps the copy as a hint for that
+   primary and hands it over when the primary is back (`handoff`). Hints
+   count toward W. With `quorum="strict"` only primaries count (Riak's
+   PW/PR). Fewer than W places: `unavailable` (definite: nothing has been
+   written anywhere).
 3. It makes the new version on its own copy (durable), which counts as the
    first acknowledgement, and sends the whole new state to the other N-1
    replicas, which merge it and acknowledge once durable.
@@ -17,7 +22,7 @@ put / delete (a delete is a put of a tombstone):
    time, or too many replicas fail after sending, it answers `timeout`
    (indeterminate: the write may survive on some replicas, as in Riak).
 
-get: asks all N replicas (its own copy included, if it is one), waits for R
+get: asks the same places (a fallback answers from its hint), waits for R
 answers, merges them and returns the values and the merged context. Read
 repair then brings stale replicas up to date: `async` sends the merged state
 after answering, `sync` writes it to W replicas before answering (ABD), `off`
@@ -43,6 +48,10 @@ from .replica import Replica
 from .ring import Ring
 from .transport import PeerUnreachable, Transport
 from .versions import TooManySiblings, Versioned
+
+# Where a copy goes: (node, None) for a primary's own replica, or
+# (fallback node, primary) for a hint the fallback keeps for that primary.
+Target = tuple[str, str | None]
 
 
 class CoordinatorError(Exception):
@@ -111,21 +120,37 @@ class Coordinator:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _send_state(self, peer: str, key: bytes, state: bytes) -> bool:
-        """Store `state` at `peer` (merged there); True once it is durable there."""
+    async def _send_state(self, peer: str, key: bytes, state: bytes, hint: str | None = None) -> bool:
+        """Store `state` at `peer` (merged there, or kept as a hint for the
+        primary `hint`); True once it is durable there."""
+        message: dict[str, Any] = {"type": "replica_put", "key": key, "state": state}
+        if hint is not None:
+            message["hint"] = hint
         try:
-            reply = await self.transport.request(
-                peer, {"type": "replica_put", "key": key, "state": state}, self.settings.request_timeout
-            )
+            reply = await self.transport.request(peer, message, self.settings.request_timeout)
         except (PeerUnreachable, TimeoutError, ConnectionLost, OSError):
             return False
         return reply.get("type") == "replica_put_ok"
 
-    async def _store(self, peer: str, key: bytes, state: Versioned) -> bool:
-        if peer == self.node:
+    async def _store(self, target: Target, key: bytes, state: Versioned) -> bool:
+        peer, hint = target
+        if peer == self.node and hint is None:
             await self.replica.merge(key, state)
             return True
-        return await self._send_state(peer, key, state.encode())
+        return await self._send_state(peer, key, state.encode(), hint)
+
+    async def _targets(self, key: bytes) -> tuple[tuple[str, ...], list[Target]]:
+        """The key's primaries, and where its copies go now: each reachable
+        primary, and with a sloppy quorum, for each unreachable primary the
+        next reachable fallback, holding a hint for it."""
+        placement = self.ring.placement(key, self.settings.n)
+        reachable = set(await self._reachable(placement.primaries))
+        targets: list[Target] = [(p, None) for p in placement.primaries if p in reachable]
+        down = [p for p in placement.primaries if p not in reachable]
+        if down and self.settings.quorum == "sloppy":
+            stand_ins = await self._reachable(placement.fallbacks)
+            targets += [(f, p) for p, f in zip(down, stand_ins, strict=False)]
+        return placement.primaries, targets
 
     async def _quorum(self, tasks: list[asyncio.Task[bool]], needed: int) -> int:
         """Wait until `needed` tasks returned True, all finished, or the
@@ -150,20 +175,20 @@ class Coordinator:
         else:
             self.counters.puts += 1
         s = self.settings
-        replicas = self.ring.preference_list(key, s.n)
-        if self.node not in replicas:
-            await self._forward(replicas, key, value, context)
+        primaries = self.ring.preference_list(key, s.n)
+        if self.node not in primaries:
+            await self._forward(primaries, key, value, context)
             return
-        reachable = await self._reachable(replicas)
-        if len(reachable) < s.w:
-            raise self._fail("unavailable", f"{len(reachable)} of {s.n} replicas reachable, w={s.w}")
-        others = [p for p in replicas if p != self.node]
+        _, targets = await self._targets(key)
+        if len(targets) < s.w:
+            raise self._fail("unavailable", f"{len(targets)} of {s.n} replicas reachable ({s.quorum} quorum), w={s.w}")
+        others = [t for t in targets if t != (self.node, None)]
         tasks: list[asyncio.Task[bool]] = []
 
         def send(state: Versioned) -> None:
             # The other replicas get the new state while this one fsyncs it.
             encoded = state.encode()
-            tasks.extend(asyncio.ensure_future(self._send_state(p, key, encoded)) for p in others)
+            tasks.extend(asyncio.ensure_future(self._send_state(p, key, encoded, h)) for p, h in others)
 
         try:
             await self.replica.update(key, context=context, value=value, node=self.node, made=send)
@@ -202,10 +227,14 @@ class Coordinator:
 
     # ---------------------------------------------------------------- get
 
-    async def _fetch(self, peer: str, key: bytes) -> Versioned:
-        if peer == self.node:
+    async def _fetch(self, target: Target, key: bytes) -> Versioned:
+        peer, hint = target
+        if peer == self.node and hint is None:
             return await self.replica.read(key)
-        reply = await self.transport.request(peer, {"type": "replica_get", "key": key}, self.settings.request_timeout)
+        message: dict[str, Any] = {"type": "replica_get", "key": key}
+        if hint is not None:
+            message["hint"] = hint
+        reply = await self.transport.request(peer, message, self.settings.request_timeout)
         if reply.get("type") != "replica_get_ok":
             raise ConnectionLost(f"{peer}: {reply.get('message', reply.get('type'))}")
         return self.replica.resolver.decode(reply["state"])
@@ -213,12 +242,11 @@ class Coordinator:
     async def get(self, key: bytes) -> ReadResult:
         self.counters.gets += 1
         s = self.settings
-        replicas = self.ring.preference_list(key, s.n)
-        reachable = await self._reachable(replicas)
-        if len(reachable) < s.r:
-            raise self._fail("unavailable", f"{len(reachable)} of {s.n} replicas reachable, r={s.r}")
-        tasks = {asyncio.ensure_future(self._fetch(p, key)): p for p in reachable}
-        answers: dict[str, Versioned] = {}
+        _, targets = await self._targets(key)
+        if len(targets) < s.r:
+            raise self._fail("unavailable", f"{len(targets)} of {s.n} replicas reachable ({s.quorum} quorum), r={s.r}")
+        tasks = {asyncio.ensure_future(self._fetch(t, key)): t for t in targets}
+        answers: dict[Target, Versioned] = {}
         pending = set(tasks)
         deadline = self.clock.monotonic() + s.request_timeout
         while pending and len(answers) < s.r:
@@ -250,8 +278,8 @@ class Coordinator:
         return merged
 
     async def _repair_async(
-        self, key: bytes, merged: Versioned, answers: dict[str, Versioned],
-        tasks: dict[asyncio.Task[Versioned], str], pending: set[asyncio.Task[Versioned]],
+        self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
+        tasks: dict[asyncio.Task[Versioned], Target], pending: set[asyncio.Task[Versioned]],
     ) -> None:
         # Wait for the replicas that had not answered yet, then repair all stale ones.
         if pending:
@@ -267,8 +295,8 @@ class Coordinator:
             await asyncio.gather(*(self._store(p, key, merged) for p in stale), return_exceptions=True)
 
     async def _repair_sync(
-        self, key: bytes, merged: Versioned, answers: dict[str, Versioned],
-        tasks: dict[asyncio.Task[Versioned], str], pending: set[asyncio.Task[Versioned]],
+        self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
+        tasks: dict[asyncio.Task[Versioned], Target], pending: set[asyncio.Task[Versioned]],
     ) -> None:
         """ABD's write-back: before answering, make sure W replicas hold the
         merged state, so a later read cannot return anything older."""
@@ -279,7 +307,7 @@ class Coordinator:
         if holders >= self.settings.w:
             return
         stale = [p for p, st in answers.items() if st.encode() != encoded]
-        unasked = [p for p in self.ring.preference_list(key, self.settings.n) if p not in answers]
+        unasked = [(p, None) for p in self.ring.preference_list(key, self.settings.n) if (p, None) not in answers]
         self.counters.read_repairs += len(stale) + len(unasked)
         writes = [asyncio.ensure_future(self._store(p, key, merged)) for p in stale + unasked]
         acks = holders + await self._quorum(writes, self.settings.w - holders)

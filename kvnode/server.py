@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from typing import Any
 
@@ -25,6 +26,7 @@ from . import protocol
 from .clock import Clock, SystemClock
 from .config import NodeConfig
 from .coordinator import Coordinator, CoordinatorError
+from .handoff import HandoffManager, HandoffSettings, HintStore, resolver_merge
 from .log import EventLog
 from .offload import Offload, ThreadOffload
 from .replica import Replica
@@ -57,6 +59,16 @@ class Node:
             config.id, s.cluster, {k: v for k, v in config.members.items() if k != config.id},
             clock=self.clock, connect_timeout=s.connect_timeout,
         )
+        self.hints = HintStore.open(
+            os.path.join(config.data, "hints"), clock=self.clock, offload=self.offload,
+            merge=resolver_merge(self.replica.resolver), log=self.log,
+        )
+        self.handoff = HandoffManager(
+            self.hints, self.transport, self.clock,
+            HandoffSettings(ttl=s.hint_ttl, interval=s.handoff_interval, request_timeout=s.request_timeout),
+            self.log,
+        )
+        self._tasks: list[asyncio.Task[Any]] = []
         self.coordinator = Coordinator(
             node=config.id, ring=self.ring, settings=s, replica=self.replica,
             transport=self.transport, clock=self.clock, log=self.log,
@@ -72,6 +84,7 @@ class Node:
     async def start(self) -> None:
         host, port = self.config.listen
         self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.MAX_FRAME + 64)
+        self._tasks.append(asyncio.ensure_future(self.handoff.run()))
         s = self.config.settings
         self.log.event("started", listen=f"{host}:{port}", data=self.config.data,
                        members=sorted(self.config.members), n=s.n, w=s.w, r=s.r,
@@ -105,10 +118,17 @@ class Node:
             await asyncio.wait(self._requests, timeout=2 * self.config.settings.request_timeout)
         for writer in list(self._connections):
             writer.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await self.handoff.close()
         await self.coordinator.close()
         await self.transport.close()
         await self.offload.run(self.engine.flush)
         self.engine.close()
+        self.hints.close()
         self.offload.close()
         self.log.event("stopped", **self.counters)
 
@@ -213,17 +233,36 @@ class Node:
             state = await self.replica.read(m["key"])
             return {"type": "local_get_ok", "values": state.values(), "context": state.client_context()}
         if kind == "replica_get":
+            hint = self._hint_target(m)
+            if hint is not None:
+                held = await self.hints.get(hint, m["key"])
+                return {"type": "replica_get_ok", "state": held.state if held else None}
             return {"type": "replica_get_ok", "state": await self.replica.read_raw(m["key"])}
         if kind == "replica_put":
             try:
                 incoming = self.replica.resolver.decode(m["state"])
             except ValueError as e:
                 raise CoordinatorError("bad_request", f"replica_put: {e}") from None
-            await self.replica.merge(m["key"], incoming)
+            hint = self._hint_target(m)
+            if hint is not None:
+                # A fallback keeps the copy for the primary, durably, and hands
+                # it over later; it does not own the key, so it does not merge it.
+                await self.hints.add(hint, m["key"], m["state"])
+            else:
+                await self.replica.merge(m["key"], incoming)
             return {"type": "replica_put_ok"}
         if kind == "status":
             return {"type": "status_ok", **self.status()}
         raise CoordinatorError("bad_request", f"unhandled request type {kind}")
+
+    def _hint_target(self, m: dict[str, Any]) -> str | None:
+        """The primary a replica_put/replica_get stands in for, or None."""
+        hint = m.get("hint")
+        if hint is None or hint == self.config.id:
+            return None
+        if not isinstance(hint, str) or hint not in self.config.members:
+            raise CoordinatorError("bad_request", f"hint for unknown node {hint!r:.40}")
+        return hint
 
     def status(self) -> dict[str, Any]:
         s = self.config.settings
@@ -242,5 +281,6 @@ class Node:
             "counters": {**self.counters, "gets": c.gets, "puts": c.puts, "deletes": c.deletes,
                          "forwarded": c.forwarded, "read_repairs": c.read_repairs,
                          **{f"errors.{k}": v for k, v in sorted(c.errors.items())}},
+            "handoff": self.handoff.stats(),
             "storage": {k: storage[k] for k in ("tables", "table_bytes", "memtable_bytes", "flushes", "compactions")},
         }

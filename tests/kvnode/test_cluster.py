@@ -288,3 +288,65 @@ def test_local_reads_show_each_replica_and_read_repair_mends_stale_ones(tmp_path
         finally:
             for cl in local.values():
                 cl.close()
+
+
+def _keys_with_primaries(ring: Ring, dead: set[str], both: bool, count: int) -> list[str]:
+    """Keys whose primaries include both dead nodes (both=True) or not."""
+    keys = []
+    for i in range(10_000):
+        key = f"key{i}"
+        hit = dead <= set(ring.preference_list(key.encode(), 3))
+        if hit == both:
+            keys.append(key)
+            if len(keys) == count:
+                break
+    return keys
+
+
+def _pending(c: LocalCluster, nodes: tuple[str, ...]) -> int:
+    total = 0
+    for n in nodes:
+        with _client(c, n) as cl:
+            total += sum(cl.status()["handoff"]["pending"].values())
+    return total
+
+
+@pytest.mark.parametrize("quorum", ["sloppy", "strict"])
+def test_two_dead_of_five_sloppy_writes_all_succeed_strict_ones_fail(tmp_path: Path, quorum: str) -> None:
+    settings = {"quorum": quorum, "handoff_interval": 0.2, "request_timeout": 1.0}
+    with LocalCluster(tmp_path, 5, settings=settings) as c:
+        ring = Ring.build(c.ids)
+        dead = {"n4", "n5"}
+        for node in sorted(dead):
+            c.kill(node)
+        doomed = _keys_with_primaries(ring, dead, True, 10)
+        fine = _keys_with_primaries(ring, dead, False, 10)
+        with Client(",".join(c.addr(n) for n in ("n1", "n2", "n3")), cluster=c.cluster) as client:
+            for key in fine:
+                client.put(key, "v")
+            for key in doomed:
+                if quorum == "sloppy":
+                    client.put(key, "v")  # fallbacks hold hints and count toward W
+                    assert client.get(key).values == [b"v"]
+                else:
+                    with pytest.raises(Unavailable) as info:
+                        client.put(key, "v")
+                    assert info.value.definite
+            pending = _pending(c, ("n1", "n2", "n3"))
+            if quorum == "strict":
+                assert pending == 0
+                return
+            assert pending > 0
+            for node in sorted(dead):
+                c.start(node)
+            # Hints are delivered once the primaries are back: wait for the count to fall.
+            for _ in range(300):
+                pending = _pending(c, ("n1", "n2", "n3"))
+                if pending == 0:
+                    break
+                threading.Event().wait(0.1)
+            assert pending == 0
+            for key in doomed:
+                for node in sorted(dead):
+                    with _client(c, node) as cl:
+                        assert cl.local_get(key).values == [b"v"], (key, node)
