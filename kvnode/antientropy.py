@@ -73,27 +73,10 @@ from .transport import Transport
 
 __all__ = ["REQUESTS", "SCHEMA", "AntiEntropy"]
 
-_INT = (int,)
-_LIST = (list,)
-
-# Message types, in the format of protocol.SCHEMA (to be merged into it).
-# `items` are lists of [key (bytes), state (bytes)] pairs.
-SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    # The hashes of nodes `indexes` of `level` of the peer's tree of `partition`;
-    # fanout/depth must match the peer's or it answers bad_request.
-    "ae_hashes": {"partition": _INT, "fanout": _INT, "depth": _INT, "level": _INT, "indexes": _LIST},
-    "ae_hashes_ok": {"hashes": _LIST},
-    # The peer's (key, state) pairs in leaf buckets `leaves`; `leaves` in the
-    # reply: how many of the requested leaves (a prefix) the items cover.
-    "ae_keys": {"partition": _INT, "fanout": _INT, "depth": _INT, "leaves": _LIST},
-    "ae_keys_ok": {"items": _LIST, "leaves": _INT},
-    # States for the peer to merge; `merged`: how many changed its copy.
-    "ae_push": {"partition": _INT, "items": _LIST},
-    "ae_push_ok": {"merged": _INT},
-}
-
-# The requests above; all are peer-to-peer (protocol.PEER_REQUESTS).
+# The exchange's messages are part of the wire protocol (protocol.SCHEMA,
+# where each is documented); these are they.
 REQUESTS = frozenset({"ae_hashes", "ae_keys", "ae_push"})
+SCHEMA = {k: v for k, v in protocol.SCHEMA.items() if k in REQUESTS or k.removesuffix("_ok") in REQUESTS}
 
 
 class _PeerError(Exception):

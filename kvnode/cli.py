@@ -79,6 +79,8 @@ def cli() -> None:
 @click.option("--hint-ttl", "hint_ttl", type=float, help="Seconds a hint is kept.  [default: 3600]")
 @click.option("--handoff-interval", "handoff_interval", type=float,
               help="Seconds between hint deliveries.  [default: 1.0]")
+@click.option("--ae-interval", "ae_interval", type=float,
+              help="Seconds between anti-entropy rounds; 0: only on demand.  [default: 10]")
 @click.option("--read-repair", "read_repair", type=click.Choice(list(config_mod.READ_REPAIR)),
               help="[default: async]")
 @click.option("--partitions", type=int, help="Ring partitions (a power of two).  [default: 256]")
@@ -233,6 +235,23 @@ def status(addr: str, cluster: str, timeout: float, as_json: bool) -> None:
         if name in handoff:
             table.add_row(f"hints {name}", f"{handoff[name]:,}")
     console.print(table)
+
+
+@cli.group()
+def admin() -> None:
+    """Operate a running node."""
+
+
+@admin.command("anti-entropy")
+@ADDR
+@CLUSTER
+@click.option("--timeout", default=60.0, show_default=True, type=float, help="Seconds.")
+def admin_anti_entropy(addr: str, cluster: str, timeout: float) -> None:
+    """Run an anti-entropy round on the node now: compare Merkle trees with the
+    other replicas of every range it holds and exchange what differs."""
+    with _client(addr, cluster, timeout) as client:
+        result = client.admin("ae_round")["result"]
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
 
 @cli.group()

@@ -314,7 +314,11 @@ class AsyncClient:
 
     async def status(self) -> dict[str, Any]:
         """The node's status: its id (`node`), ring share, peers and counters."""
-        reply = await self._request({"type": "status"}, "status_ok")
+        return await self.admin("status")
+
+    async def admin(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """An admin request of type `kind` (e.g. "ae_round"); the reply's fields."""
+        reply = await self._request({"type": kind, **fields}, f"{kind}_ok")
         return {k: v for k, v in reply.items() if k not in ("type", "id")}
 
     async def close(self) -> None:
@@ -532,6 +536,10 @@ class Client:
     def status(self) -> dict[str, Any]:
         """The node's status: its id (`node`), ring share, peers and counters."""
         return self._call(self._async.status())
+
+    def admin(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """An admin request of type `kind` (e.g. "ae_round"); the reply's fields."""
+        return self._call(self._async.admin(kind, **fields))
 
     def close(self) -> None:
         """Close the connection and stop the background thread. Requests

@@ -57,6 +57,7 @@ class ClusterSettings:
     max_siblings: int = DEFAULT_MAX_SIBLINGS
     hint_ttl: float = 3600.0  # seconds a hint is kept for a node that does not come back
     handoff_interval: float = 1.0  # seconds between hint delivery rounds
+    ae_interval: float = 10.0  # seconds between anti-entropy rounds; 0: only on demand
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "partitions", "max_siblings"):

@@ -25,6 +25,8 @@ Requests and their replies (every field named here is required):
 | `replica_get` | key | `replica_get_ok`: state (bytes or nil) |
 | `replica_put` | key, state | `replica_put_ok` (after the state is durable) |
 | `coordinate` | op ("put"/"delete"), key, value, context | as `put`/`delete` |
+| `ae_hashes`, `ae_keys`, `ae_push` | see SCHEMA | anti-entropy between replicas |
+| `ae_round` | | `ae_round_ok`: run an anti-entropy round now (admin) |
 
 Any request may instead get `{"type": "error", "code": ..., "message": ...,
 "definite": bool}`. `definite` tells the client whether the operation
@@ -84,13 +86,29 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "replica_put": {"key": _BYTES, "state": _BYTES},
     "replica_put_ok": {},
     "coordinate": {"op": (str,), "key": _BYTES, "value": _OPT_BYTES, "context": _OPT_BYTES},
+    # Anti-entropy (kvnode.antientropy). The hashes of nodes `indexes` of
+    # `level` of the peer's Merkle tree of `partition` (fanout/depth must match
+    # the peer's or it answers bad_request).
+    "ae_hashes": {"partition": (int,), "fanout": (int,), "depth": (int,), "level": (int,), "indexes": (list,)},
+    "ae_hashes_ok": {"hashes": (list,)},
+    # The peer's [key, state] pairs in leaf buckets `leaves`; the reply's
+    # `leaves`: how many of the requested leaves (a prefix) its items cover.
+    "ae_keys": {"partition": (int,), "fanout": (int,), "depth": (int,), "leaves": (list,)},
+    "ae_keys_ok": {"items": (list,), "leaves": (int,)},
+    # [key, state] pairs for the peer to merge; `merged`: how many changed its copy.
+    "ae_push": {"partition": (int,), "items": (list,)},
+    "ae_push_ok": {"merged": (int,)},
+    # Run one anti-entropy round now (admin).
+    "ae_round": {},
+    "ae_round_ok": {"result": (dict,)},
     "error": {"code": (str,), "message": (str,), "definite": (bool,)},
 }
 
 REQUESTS = frozenset(
-    {"get", "put", "delete", "local_get", "status", "replica_get", "replica_put", "coordinate"}
+    {"get", "put", "delete", "local_get", "status", "replica_get", "replica_put", "coordinate",
+     "ae_hashes", "ae_keys", "ae_push", "ae_round"}
 )
-PEER_REQUESTS = frozenset({"replica_get", "replica_put", "coordinate"})
+PEER_REQUESTS = frozenset({"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push"})
 
 
 class ProtocolError(Exception):

@@ -25,6 +25,9 @@ class Replica:
         self.resolver = resolver
         self._offload = offload
         self._locks: dict[bytes, asyncio.Lock] = {}
+        # Called with the key after each write to the engine has landed
+        # (anti-entropy keeps its Merkle trees current this way).
+        self.on_write: list[Callable[[bytes], None]] = []
         self._waiters: dict[bytes, int] = {}
 
     @asynccontextmanager
@@ -67,6 +70,7 @@ class Replica:
             if made is not None:
                 made(new)
             await self._offload.run(lambda: self.engine.put(key, encoded))
+            self._written(key)
             return new
 
     async def merge(self, key: bytes, incoming: Versioned) -> Versioned:
@@ -78,4 +82,9 @@ class Replica:
             encoded = merged.encode()
             if encoded != raw:
                 await self._offload.run(lambda: self.engine.put(key, encoded))
+                self._written(key)
             return merged
+
+    def _written(self, key: bytes) -> None:
+        for listener in self.on_write:
+            listener(key)

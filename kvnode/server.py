@@ -23,6 +23,8 @@ import signal
 from typing import Any
 
 from . import protocol
+from .antientropy import REQUESTS as AE_REQUESTS
+from .antientropy import AntiEntropy
 from .clock import Clock, SystemClock
 from .config import NodeConfig
 from .coordinator import Coordinator, CoordinatorError
@@ -68,6 +70,11 @@ class Node:
             HandoffSettings(ttl=s.hint_ttl, interval=s.handoff_interval, request_timeout=s.request_timeout),
             self.log,
         )
+        self.antientropy = AntiEntropy(
+            config.id, lambda: self.ring, s.n, self.replica, self.transport, self.clock,
+            offload=self.offload, log=self.log, timeout=s.request_timeout,
+        )
+        self.replica.on_write.append(self.antientropy.note_write)
         self._tasks: list[asyncio.Task[Any]] = []
         self.coordinator = Coordinator(
             node=config.id, ring=self.ring, settings=s, replica=self.replica,
@@ -84,8 +91,10 @@ class Node:
     async def start(self) -> None:
         host, port = self.config.listen
         self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.MAX_FRAME + 64)
-        self._tasks.append(asyncio.ensure_future(self.handoff.run()))
         s = self.config.settings
+        self._tasks.append(asyncio.ensure_future(self.handoff.run()))
+        if s.ae_interval > 0:
+            self._tasks.append(asyncio.ensure_future(self.antientropy.run(s.ae_interval)))
         self.log.event("started", listen=f"{host}:{port}", data=self.config.data,
                        members=sorted(self.config.members), n=s.n, w=s.w, r=s.r,
                        resolution=s.resolution, quorum=s.quorum, read_repair=s.read_repair,
@@ -251,8 +260,15 @@ class Node:
             else:
                 await self.replica.merge(m["key"], incoming)
             return {"type": "replica_put_ok"}
+        if kind in AE_REQUESTS:
+            return await self.antientropy.handle(m)
+        if kind == "ae_round":
+            return {"type": "ae_round_ok", "result": await self.antientropy.round()}
         if kind == "status":
-            return {"type": "status_ok", **self.status()}
+            ranges = await self.antientropy.summary()
+            return {"type": "status_ok", **self.status(),
+                    "antientropy": {**self.antientropy.counters,
+                                    "ranges": {str(p): r for p, r in sorted(ranges.items())}}}
         raise CoordinatorError("bad_request", f"unhandled request type {kind}")
 
     def _hint_target(self, m: dict[str, Any]) -> str | None:
