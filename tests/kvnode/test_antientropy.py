@@ -26,11 +26,9 @@ from kvnode.transport import PeerUnreachable
 from kvnode.versions import DvvResolver, LwwResolver, Resolver, SiblingSet
 
 
-@pytest.fixture(autouse=True)
-def _schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The integrator merges antientropy.SCHEMA into protocol.SCHEMA; so do we."""
-    assert not set(antientropy.SCHEMA) & set(protocol.SCHEMA)
-    monkeypatch.setattr(protocol, "SCHEMA", {**protocol.SCHEMA, **antientropy.SCHEMA})
+def test_the_exchange_speaks_the_wire_protocol() -> None:
+    assert antientropy.SCHEMA and all(protocol.SCHEMA[k] == v for k, v in antientropy.SCHEMA.items())
+    assert antientropy.REQUESTS <= protocol.PEER_REQUESTS
 
 
 def wire(message: dict[str, Any], rid: int) -> dict[str, Any]:

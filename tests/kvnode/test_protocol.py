@@ -33,6 +33,7 @@ _BY_TYPE: dict[type, st.SearchStrategy[Any]] = {
     bytes: st.binary(max_size=40),
     bool: st.booleans(),
     list: st.lists(st.binary(max_size=10), max_size=5),
+    dict: st.dictionaries(st.text(max_size=5), st.integers(0, 10), max_size=3),
     type(None): st.none(),
 }
 
@@ -52,7 +53,7 @@ def messages(draw: st.DrawFn, kind: str) -> dict[str, Any]:
 def sample(kind: str, request_id: int = 42, *, last: bool = False) -> dict[str, Any]:
     """A valid message of type `kind`, each field of its first allowed type
     (or its last: None where a field may be nil)."""
-    examples = {int: 1, str: "s", bytes: b"b", bool: True, list: [b"v"], type(None): None}
+    examples = {int: 1, str: "s", bytes: b"b", bool: True, list: [b"v"], dict: {"k": 1}, type(None): None}
     message: dict[str, Any] = {"type": kind, "id": request_id}
     for name, types in SCHEMA[kind].items():
         message[name] = examples[types[-1] if last else types[0]]
