@@ -89,12 +89,23 @@ def cli() -> None:
 @click.option("--sync", type=click.Choice(["always", "interval", "never"]),
               help="WAL fsync policy.  [default: always]")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Structured log file (default: stderr).")
+@click.option("--gossip-interval", "gossip_interval", type=float, help="Seconds.  [default: 1.0]")
+@click.option("--suspect-after", "suspect_after", type=float,
+              help="Seconds without a heartbeat before a node is suspect.  [default: 5]")
+@click.option("--dead-after", "dead_after", type=float, help="... and dead.  [default: 10]")
+@click.option("--secret-file", "secret_file", type=click.Path(dir_okay=False),
+              help="The cluster's shared secret: peers must prove they hold it (else $KVNODE_SECRET).")
+@click.option("--token-file", "token_file", type=click.Path(dir_okay=False),
+              help="A token clients must present (else $KVNODE_CLIENT_TOKEN).")
+@click.option("--seed", type=int, help="Seed for the node's random choices (gossip peers).")
 def serve(config_file: str | None, node_id: str | None, log_file: str | None, **flags: object) -> None:
     """Run a node until SIGTERM (which flushes and exits cleanly)."""
     import asyncio
 
+    from .auth import AuthConfigError
     from .clock import SystemClock
     from .log import EventLog
+    from .membership import GenerationError
     from .server import Node
 
     values = {"id": node_id, "log": log_file, **flags}
@@ -110,7 +121,7 @@ def serve(config_file: str | None, node_id: str | None, log_file: str | None, **
     log = EventLog(node_config.id, clock, stream)
     try:
         node = Node(node_config, clock=clock, log=log)
-    except LockHeldError as e:
+    except (LockHeldError, AuthConfigError, GenerationError) as e:
         raise click.ClickException(str(e)) from None
     except CorruptionError as e:
         raise click.ClickException(f"corrupt data directory: {e}") from None
@@ -132,10 +143,13 @@ TIMEOUT = click.option("--timeout", default=5.0, show_default=True, type=float, 
 
 @contextmanager
 def _client(addr: str, cluster: str, timeout: float) -> Iterator[Any]:
+    import os
+
     from .client import Client, KvError
 
+    token = os.environ.get("KVNODE_CLIENT_TOKEN")
     try:
-        client = Client(addr, cluster=cluster, timeout=timeout)
+        client = Client(addr, cluster=cluster, timeout=timeout, token=token.encode() if token else None)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--addr") from None
     try:

@@ -241,7 +241,9 @@ class AsyncClient:
         cluster: str = "kvnode",
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        token: bytes | None = None,
     ) -> None:
+        """`token`: presented to nodes that require a client token."""
         if not isinstance(cluster, str) or not cluster:
             raise ValueError("cluster must be a non-empty str")
         if not timeout > 0 or not connect_timeout > 0:
@@ -250,6 +252,7 @@ class AsyncClient:
         self._cluster = cluster
         self._timeout = float(timeout)
         self._connect_timeout = float(connect_timeout)
+        self._token = token
         self._conn: _Connection | None = None
         self._node: str | None = None
         self._lock: asyncio.Lock | None = None
@@ -411,7 +414,7 @@ class AsyncClient:
             where = _show(host, port)
             try:
                 conn = await _Connection.open(
-                    host, port, cluster=self._cluster, timeout=self._connect_timeout
+                    host, port, cluster=self._cluster, timeout=self._connect_timeout, token=self._token
                 )
             except protocol.RemoteError as e:
                 if e.code == "wrong_cluster":
@@ -495,9 +498,10 @@ class Client:
         cluster: str = "kvnode",
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        token: bytes | None = None,
     ) -> None:
         self._async = AsyncClient(
-            addresses, cluster=cluster, timeout=timeout, connect_timeout=connect_timeout
+            addresses, cluster=cluster, timeout=timeout, connect_timeout=connect_timeout, token=token
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

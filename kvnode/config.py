@@ -58,6 +58,9 @@ class ClusterSettings:
     hint_ttl: float = 3600.0  # seconds a hint is kept for a node that does not come back
     handoff_interval: float = 1.0  # seconds between hint delivery rounds
     ae_interval: float = 10.0  # seconds between anti-entropy rounds; 0: only on demand
+    gossip_interval: float = 1.0  # seconds between gossip rounds
+    suspect_after: float = 5.0  # seconds of silence before a node is suspect
+    dead_after: float = 10.0  # ... and dead
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "partitions", "max_siblings"):
@@ -84,6 +87,9 @@ class NodeConfig:
     settings: ClusterSettings = field(default_factory=ClusterSettings)
     sync: str = "always"  # the storage engine's WAL policy; "always" for real runs
     log: str | None = None  # a file for the structured log; None: stderr
+    secret_file: str | None = None  # the cluster's shared secret (else $KVNODE_SECRET); None: no peer auth
+    token_file: str | None = None  # a token clients must present (else $KVNODE_CLIENT_TOKEN); None: none
+    seed: int | None = None  # the node's RNG seed (gossip peer choice); None: derived from its id
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -98,7 +104,7 @@ class NodeConfig:
 
 
 _SETTING_NAMES = {f.name for f in fields(ClusterSettings)}
-_NODE_NAMES = {"id", "listen", "data", "peers", "sync", "log"}
+_NODE_NAMES = {"id", "listen", "data", "peers", "sync", "log", "secret_file", "token_file", "seed"}
 
 
 def build(values: dict[str, Any]) -> NodeConfig:

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 from typing import Any
 
-from . import protocol
+from . import auth, protocol
 
 
 class ConnectionLost(ConnectionError):
@@ -45,25 +45,54 @@ class Connection:
         cluster: str,
         node: str | None = None,
         timeout: float = 5.0,
+        secret: bytes | None = None,
+        token: bytes | None = None,
     ) -> Connection:
         """Connect and shake hands; raises OSError (refused, unreachable),
-        TimeoutError, or `protocol.RemoteError` if the node refuses us."""
+        TimeoutError, or `protocol.RemoteError` if the node refuses us.
+
+        A node (`node` set) that holds the cluster `secret` answers the
+        node's challenge and checks the node's own proof in return; a client
+        may present a `token`."""
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port, limit=protocol.MAX_FRAME + 64)
             try:
-                writer.write(protocol.encode(
-                    {"type": "hello", "id": 0, "version": protocol.VERSION, "cluster": cluster, "node": node}
-                ))
-                reply = await protocol.read_frame(reader)
-                if reply is None:
-                    raise ConnectionLost(f"{host}:{port} closed the connection during the handshake")
-                protocol.raise_if_error(reply)
-                if reply["type"] != "hello_ok":
-                    raise protocol.ProtocolError(f"expected hello_ok, got {reply['type']}")
+                reply = await cls._handshake(reader, writer, cluster, node, secret, token)
             except BaseException:
                 writer.close()
                 raise
         return cls(reader, writer, reply)
+
+    @staticmethod
+    async def _handshake(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cluster: str,
+        node: str | None, secret: bytes | None, token: bytes | None,
+    ) -> dict[str, Any]:
+        client_nonce = auth.make_challenge() if secret is not None and node is not None else None
+        writer.write(protocol.encode({
+            "type": "hello", "id": 0, "version": protocol.VERSION, "cluster": cluster, "node": node,
+            "nonce": client_nonce, "token": token,
+        }))
+        reply = await protocol.read_frame(reader)
+        transcript = None
+        if reply is not None and reply["type"] == "challenge":
+            if secret is None or node is None or client_nonce is None:
+                raise protocol.RemoteError("unauthorized", "the node wants a shared secret; none is configured", True)
+            transcript = auth.Transcript(cluster=cluster, client=node, server=reply["node"],
+                                         client_nonce=client_nonce, server_nonce=reply["nonce"])
+            writer.write(protocol.encode({"type": "auth", "id": 0, "proof": auth.prove(secret, "client", transcript)}))
+            reply = await protocol.read_frame(reader)
+        if reply is None:
+            raise ConnectionLost("the node closed the connection during the handshake")
+        protocol.raise_if_error(reply)
+        if reply["type"] != "hello_ok":
+            raise protocol.ProtocolError(f"expected hello_ok, got {reply['type']}")
+        # Mutual: the node must prove it holds the secret too.
+        if (secret is not None and node is not None
+                and (transcript is None or not auth.verify(secret, "server", transcript, reply.get("proof")))):
+            raise protocol.RemoteError(
+                    "unauthorized", f"node {reply['node']} did not prove it holds the cluster secret", True)
+        return reply
 
     @property
     def closed(self) -> bool:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,11 @@ class Coordinator:
         transport: Transport,
         clock: Clock,
         log: EventLog,
+        is_down: Callable[[str], bool] = lambda node: False,
     ) -> None:
+        """`is_down(node)`: the failure detector's verdict; a node it calls
+        down is not sent to (a fallback stands in) even if it still accepts
+        connections, as a paused process does."""
         self.node = node
         self.ring = ring
         self.settings = settings
@@ -96,6 +100,7 @@ class Coordinator:
         self.transport = transport
         self.clock = clock
         self.log = log
+        self.is_down = is_down
         self.counters = Counters()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -107,13 +112,16 @@ class Coordinator:
 
     async def _reachable(self, nodes: tuple[str, ...]) -> list[str]:
         checks = await asyncio.gather(
-            *(self._true() if n == self.node else self.transport.reachable(n) for n in nodes)
+            *(self._true() if n == self.node else self._peer_up(n) for n in nodes)
         )
         return [n for n, ok in zip(nodes, checks, strict=True) if ok]
 
     @staticmethod
     async def _true() -> bool:
         return True
+
+    async def _peer_up(self, node: str) -> bool:
+        return not self.is_down(node) and await self.transport.reachable(node)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

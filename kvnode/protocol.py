@@ -7,11 +7,17 @@ requests can be pipelined on one connection and answered out of order).
 
 A connection starts with a handshake. The connecting side sends
 
-    {"type": "hello", "id": 0, "version": 1, "cluster": "c1", "node": "n2" | None}
+    {"type": "hello", "id": 0, "version": 1, "cluster": "c1", "node": "n2" | None,
+     "nonce": bytes | None, "token": bytes | None}
 
 (`node` is the peer's id, None for a client) and the node answers `hello_ok`
 with its own id, or an `error` and closes: a peer from another cluster, or a
-protocol version it does not speak, is refused.
+protocol version it does not speak, is refused. When the cluster's nodes share
+a secret, a connecting node must prove it holds it: the node answers `hello`
+with a `challenge` (its own nonce), the peer replies `auth` (an HMAC over both
+nonces, both ids and the cluster), and only then comes `hello_ok`, carrying
+the node's own proof so the peer can check it in turn (`kvnode.auth`). A
+client (node None) may have to present a token instead.
 
 Requests and their replies (every field named here is required):
 
@@ -27,6 +33,7 @@ Requests and their replies (every field named here is required):
 | `coordinate` | op ("put"/"delete"), key, value, context | as `put`/`delete` |
 | `ae_hashes`, `ae_keys`, `ae_push` | see SCHEMA | anti-entropy between replicas |
 | `ae_round` | | `ae_round_ok`: run an anti-entropy round now (admin) |
+| `gossip` | from, members, ring_epoch, ring | `gossip_ok`: the same, what the asker lacks |
 
 Any request may instead get `{"type": "error", "code": ..., "message": ...,
 "definite": bool}`. `definite` tells the client whether the operation
@@ -49,6 +56,8 @@ from typing import Any
 
 import msgpack
 
+from . import auth, membership
+
 VERSION = 1
 MAX_FRAME = 16 << 20
 LENGTH = struct.Struct(">I")
@@ -59,6 +68,7 @@ DEFINITE = {
     "bad_request": True,
     "too_many_siblings": True,
     "wrong_cluster": True,
+    "unauthorized": True,
     "timeout": False,
     "internal": False,
 }
@@ -69,8 +79,10 @@ _OPT_STR = (str, type(None))
 
 # For each message type, its required fields and their allowed types.
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "hello": {"version": (int,), "cluster": (str,), "node": _OPT_STR},
-    "hello_ok": {"version": (int,), "cluster": (str,), "node": (str,)},
+    "hello": {"version": (int,), "cluster": (str,), "node": _OPT_STR, **auth.HELLO_FIELDS},
+    "hello_ok": {"version": (int,), "cluster": (str,), "node": (str,), **auth.HELLO_OK_FIELDS},
+    **auth.SCHEMA,  # challenge, auth: the handshake's middle steps when peers share a secret
+    **membership.SCHEMA,  # gossip, gossip_ok
     "get": {"key": _BYTES},
     "get_ok": {"values": (list,), "context": _OPT_BYTES},
     "put": {"key": _BYTES, "value": _BYTES, "context": _OPT_BYTES},
@@ -106,9 +118,13 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 
 REQUESTS = frozenset(
     {"get", "put", "delete", "local_get", "status", "replica_get", "replica_put", "coordinate",
-     "ae_hashes", "ae_keys", "ae_push", "ae_round"}
+     "ae_hashes", "ae_keys", "ae_push", "ae_round", "gossip"}
 )
-PEER_REQUESTS = frozenset({"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push"})
+# Only for nodes of the cluster: when peers share a secret, a connection must
+# have proved it holds the secret before it may send these.
+PEER_REQUESTS = frozenset(
+    {"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push", "gossip"}
+)
 
 
 class ProtocolError(Exception):

@@ -22,7 +22,7 @@ import os
 import signal
 from typing import Any
 
-from . import protocol
+from . import auth, protocol
 from .antientropy import REQUESTS as AE_REQUESTS
 from .antientropy import AntiEntropy
 from .clock import Clock, SystemClock
@@ -30,9 +30,11 @@ from .config import NodeConfig
 from .coordinator import Coordinator, CoordinatorError
 from .handoff import HandoffManager, HandoffSettings, HintStore, resolver_merge
 from .log import EventLog
+from .membership import Gossiper, GossipSettings, load_and_bump_generation
 from .offload import Offload, ThreadOffload
 from .replica import Replica
 from .ring import Ring
+from .rng import make_rng
 from .storage import Engine
 from .transport import TcpTransport, Transport
 from .versions import resolver
@@ -53,13 +55,24 @@ class Node:
         self.offload = offload or ThreadOffload()
         self.log = log or EventLog(config.id, self.clock)
         s = config.settings
+        self.secret = auth.load_secret(config.secret_file)
+        self.client_token = auth.load_secret(config.token_file, env="KVNODE_CLIENT_TOKEN")
         self.ring = Ring.build(config.members, partitions=s.partitions)
         self.engine = Engine.open(config.data, sync=config.sync)
+        self.generation = load_and_bump_generation(config.data)
         self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings),
                                self.offload)
         self.transport = transport or TcpTransport(
             config.id, s.cluster, {k: v for k, v in config.members.items() if k != config.id},
-            clock=self.clock, connect_timeout=s.connect_timeout,
+            clock=self.clock, connect_timeout=s.connect_timeout, secret=self.secret,
+        )
+        others = {k: f"{h}:{p}" for k, (h, p) in config.members.items() if k != config.id}
+        self.gossiper = Gossiper(
+            config.id, "{}:{}".format(*config.listen), generation=self.generation, seeds=sorted(others),
+            transport=self.transport, clock=self.clock, rng=make_rng(config.id, config.seed, stream="gossip"),
+            settings=GossipSettings(interval=s.gossip_interval, suspect_after=s.suspect_after,
+                                    dead_after=s.dead_after),
+            peers=others, log=self.log,
         )
         self.hints = HintStore.open(
             os.path.join(config.data, "hints"), clock=self.clock, offload=self.offload,
@@ -75,10 +88,13 @@ class Node:
             offload=self.offload, log=self.log, timeout=s.request_timeout,
         )
         self.replica.on_write.append(self.antientropy.note_write)
+        # A node back from the dead (or restarted) gets its hints at once.
+        self.gossiper.on_change(lambda node, old, new: self.handoff.on_node_alive(node) if new == "alive" else None)
         self._tasks: list[asyncio.Task[Any]] = []
         self.coordinator = Coordinator(
             node=config.id, ring=self.ring, settings=s, replica=self.replica,
             transport=self.transport, clock=self.clock, log=self.log,
+            is_down=lambda node: self.gossiper.state(node) != "alive",
         )
         self._server: asyncio.Server | None = None
         self._requests: set[asyncio.Task[Any]] = set()
@@ -93,6 +109,7 @@ class Node:
         self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.MAX_FRAME + 64)
         s = self.config.settings
         self._tasks.append(asyncio.ensure_future(self.handoff.run()))
+        self._tasks.append(asyncio.ensure_future(self.gossiper.run()))
         if s.ae_interval > 0:
             self._tasks.append(asyncio.ensure_future(self.antientropy.run(s.ae_interval)))
         self.log.event("started", listen=f"{host}:{port}", data=self.config.data,
@@ -148,7 +165,8 @@ class Node:
         self._connections.add(writer)
         peer = writer.get_extra_info("peername")
         try:
-            if not await self._handshake(reader, writer):
+            is_peer = await self._handshake(reader, writer)
+            if is_peer is None:
                 return
             while True:
                 try:
@@ -163,6 +181,11 @@ class Node:
                         writer, protocol.ProtocolError(f"{message['type']} is not a request", message["id"]), peer
                     )
                     return
+                if message["type"] in protocol.PEER_REQUESTS and not is_peer:
+                    self.log.event("refused_request", type=message["type"], reason="not an authenticated peer")
+                    writer.write(protocol.encode(protocol.error(
+                        message["id"], "unauthorized", f"{message['type']} is for authenticated peers only")))
+                    continue
                 task = asyncio.ensure_future(self._answer(message, writer))
                 self._requests.add(task)
                 task.add_done_callback(self._requests.discard)
@@ -172,32 +195,87 @@ class Node:
             self._connections.discard(writer)
             writer.close()
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool | None:
+        """Shake hands; None if refused, else whether the other side is an
+        authenticated peer (a node of this cluster) allowed peer requests."""
+        deadline = self.config.settings.request_timeout * 5
         try:
-            hello = await asyncio.wait_for(protocol.read_frame(reader), self.config.settings.request_timeout * 5)
+            hello = await asyncio.wait_for(protocol.read_frame(reader), deadline)
         except (protocol.ProtocolError, TimeoutError) as e:
             self._protocol_error(writer, e if isinstance(e, protocol.ProtocolError)
                                  else protocol.ProtocolError("no handshake"), writer.get_extra_info("peername"))
-            return False
+            return None
         if hello is None:
-            return False
+            return None
         rid = hello["id"]
+        settings = self.config.settings
+
+        def refuse(code: str, message: str) -> None:
+            writer.write(protocol.encode(protocol.error(rid, code, message)))
+
         if hello["type"] != "hello":
-            writer.write(protocol.encode(protocol.error(rid, "bad_request", "expected a hello handshake first")))
-            return False
+            refuse("bad_request", "expected a hello handshake first")
+            return None
         if hello["version"] != protocol.VERSION:
-            writer.write(protocol.encode(protocol.error(
-                rid, "bad_request", f"protocol version {hello['version']} not spoken (this node: {protocol.VERSION})")))
-            return False
-        if hello["cluster"] != self.config.settings.cluster:
+            refuse("bad_request", f"protocol version {hello['version']} not spoken (this node: {protocol.VERSION})")
+            return None
+        if hello["cluster"] != settings.cluster:
             self.log.event("refused_peer", reason="wrong_cluster", cluster=hello["cluster"], node=hello["node"])
-            writer.write(protocol.encode(protocol.error(
-                rid, "wrong_cluster",
-                f"this node belongs to cluster {self.config.settings.cluster!r}, not {hello['cluster']!r}")))
-            return False
+            refuse("wrong_cluster",
+                   f"this node belongs to cluster {settings.cluster!r}, not {hello['cluster']!r}")
+            return None
+        peer = hello["node"]
+        proof: bytes | None = None
+        if peer is None:
+            # A client: it may need a token, and without a shared secret in
+            # force nothing distinguishes it from a peer.
+            if self.client_token is not None and not auth.check_token(self.client_token, hello["token"]):
+                self.log.event("refused_client", reason="bad_token", peername=str(writer.get_extra_info("peername")))
+                refuse("unauthorized", "a valid client token is required")
+                return None
+            is_peer = self.secret is None
+        elif self.secret is None:
+            is_peer = True
+        else:
+            proof = await self._authenticate(reader, writer, hello)
+            if proof is None:
+                return None
+            is_peer = True
         writer.write(protocol.encode({"type": "hello_ok", "id": rid, "version": protocol.VERSION,
-                                      "cluster": self.config.settings.cluster, "node": self.config.id}))
-        return True
+                                      "cluster": settings.cluster, "node": self.config.id, "proof": proof}))
+        return is_peer
+
+    async def _authenticate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any]
+    ) -> bytes | None:
+        """Challenge a connecting node; its proof (our answer) if it holds the secret."""
+        assert self.secret is not None
+        rid, peer = hello["id"], hello["node"]
+
+        def refuse(reason: str) -> None:
+            self.log.event("refused_peer", reason=reason, node=peer,
+                           peername=str(writer.get_extra_info("peername")))
+            writer.write(protocol.encode(protocol.error(
+                rid, "unauthorized", f"node {peer!r} did not prove it holds the cluster secret ({reason})")))
+
+        if not auth.valid_nonce(hello["nonce"]):
+            refuse("no_nonce")
+            return None
+        nonce = auth.make_challenge()
+        writer.write(protocol.encode({"type": "challenge", "id": rid, "node": self.config.id, "nonce": nonce}))
+        try:
+            answer = await asyncio.wait_for(protocol.read_frame(reader), self.config.settings.request_timeout * 5)
+        except (protocol.ProtocolError, TimeoutError):
+            answer = None
+        if answer is None or answer["type"] != "auth":
+            refuse("no_answer")
+            return None
+        transcript = auth.Transcript(cluster=self.config.settings.cluster, client=peer, server=self.config.id,
+                                     client_nonce=hello["nonce"], server_nonce=nonce)
+        if not auth.verify(self.secret, "client", transcript, answer["proof"]):
+            refuse("bad_proof")
+            return None
+        return auth.prove(self.secret, "server", transcript)
 
     def _protocol_error(self, writer: asyncio.StreamWriter, error: protocol.ProtocolError, peer: object) -> None:
         self.counters["protocol_errors"] += 1
@@ -260,6 +338,11 @@ class Node:
             else:
                 await self.replica.merge(m["key"], incoming)
             return {"type": "replica_put_ok"}
+        if kind == "gossip":
+            try:
+                return self.gossiper.handle(m)
+            except ValueError as e:
+                raise CoordinatorError("bad_request", f"gossip: {e}") from None
         if kind in AE_REQUESTS:
             return await self.antientropy.handle(m)
         if kind == "ae_round":
@@ -298,5 +381,7 @@ class Node:
                          "forwarded": c.forwarded, "read_repairs": c.read_repairs,
                          **{f"errors.{k}": v for k, v in sorted(c.errors.items())}},
             "handoff": self.handoff.stats(),
+            "membership": self.gossiper.view(),
+            "generation": self.generation,
             "storage": {k: storage[k] for k in ("tables", "table_bytes", "memtable_bytes", "flushes", "compactions")},
         }

@@ -55,12 +55,14 @@ class TcpTransport:
         *,
         clock: Clock,
         connect_timeout: float,
+        secret: bytes | None = None,
     ) -> None:
         self._node = node
         self._cluster = cluster
         self._peers = peers
         self._clock = clock
         self._connect_timeout = connect_timeout
+        self._secret = secret
         self._conns: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
         self._failed_at: dict[str, float] = {}
@@ -82,7 +84,8 @@ class TcpTransport:
         self._connecting[peer] = future
         try:
             conn = await Connection.open(
-                host, port, cluster=self._cluster, node=self._node, timeout=self._connect_timeout
+                host, port, cluster=self._cluster, node=self._node, timeout=self._connect_timeout,
+                secret=self._secret,
             )
         except (OSError, TimeoutError, ConnectionLost, RemoteError) as e:
             self._failed_at[peer] = self._clock.monotonic()

@@ -32,6 +32,7 @@ class LocalCluster:
     size: int = 3
     settings: dict[str, object] = field(default_factory=dict)
     cluster: str = "test"
+    env: dict[str, str] | None = None  # extra environment for the node processes
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -58,7 +59,10 @@ class LocalCluster:
         ]
         for key, value in self.settings.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        self.procs[node] = subprocess.Popen(args, stderr=open(self.root / f"{node}.stderr", "ab"))  # noqa: SIM115
+        env = {**os.environ, **self.env} if self.env else None
+        self.procs[node] = subprocess.Popen(
+            args, stderr=open(self.root / f"{node}.stderr", "ab"), env=env  # noqa: SIM115
+        )
         self.wait_listening(node)
 
     def wait_listening(self, node: str, timeout: float = 20.0) -> None:
@@ -87,6 +91,13 @@ class LocalCluster:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def pause(self, node: str) -> None:
+        """SIGSTOP: the process keeps its sockets open but answers nothing."""
+        os.kill(self.procs[node].pid, signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        os.kill(self.procs[node].pid, signal.SIGCONT)
+
     def terminate(self, node: str) -> int:
         """SIGTERM: a clean shutdown; returns the exit status."""
         proc = self.procs.pop(node)
@@ -97,6 +108,7 @@ class LocalCluster:
         for node in list(self.procs):
             proc = self.procs.pop(node)
             if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)  # in case it was paused
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
 

@@ -125,7 +125,7 @@ class FakeNode:
                 return
             writer.write(protocol.encode(
                 {"type": "hello_ok", "id": 0, "version": protocol.VERSION,
-                 "cluster": self.cluster, "node": self.node}
+                 "cluster": self.cluster, "node": self.node, "proof": None}
             ))
             while (message := await protocol.read_frame(reader)) is not None:
                 self.received.append(message)

@@ -383,8 +383,8 @@ def test_anti_entropy_alone_makes_divergent_replicas_agree(tmp_path: Path, trigg
             def views() -> list[dict[bytes, list[bytes]]]:
                 return [{k: sorted(cl.local_get(k).values) for k in keys} for cl in local.values()]
 
-            assert views()[0] != views()[1]
-            if trigger == "admin":
+            if trigger == "admin":  # (periodic rounds may have converged it already)
+                assert views()[0] != views()[1]
                 result = local["n1"].admin("ae_round")["result"]
                 assert result["keys_repaired"] > 0
                 assert views()[0] == views()[1] == views()[2]
