@@ -121,7 +121,7 @@ def serve(config_file: str | None, node_id: str | None, log_file: str | None, **
     log = EventLog(node_config.id, clock, stream)
     try:
         node = Node(node_config, clock=clock, log=log)
-    except (LockHeldError, AuthConfigError, GenerationError) as e:
+    except (LockHeldError, AuthConfigError, GenerationError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except CorruptionError as e:
         raise click.ClickException(f"corrupt data directory: {e}") from None
@@ -266,6 +266,31 @@ def admin_anti_entropy(addr: str, cluster: str, timeout: float) -> None:
     with _client(addr, cluster, timeout) as client:
         result = client.admin("ae_round")["result"]
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+@admin.command("join")
+@ADDR
+@CLUSTER
+@click.option("--seed", required=True, help="HOST:PORT of any node of the cluster to join.")
+@click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds.")
+def admin_join(addr: str, cluster: str, seed: str, timeout: float) -> None:
+    """Make the (running, empty) node at --addr join the cluster --seed is in.
+    It takes partitions from the most loaded nodes; keys move in the background."""
+    with _client(addr, cluster, timeout) as client:
+        epoch = client.admin("join", seed=seed)["epoch"]
+    click.echo(f"joined: ring epoch {epoch}")
+
+
+@admin.command("leave")
+@ADDR
+@CLUSTER
+@click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds.")
+def admin_leave(addr: str, cluster: str, timeout: float) -> None:
+    """Make the node at --addr hand its partitions to the others and leave;
+    `kvnode status` shows it as left once every key has moved."""
+    with _client(addr, cluster, timeout) as client:
+        epoch = client.admin("leave")["epoch"]
+    click.echo(f"leaving: ring epoch {epoch}")
 
 
 @cli.group()

@@ -34,6 +34,9 @@ Requests and their replies (every field named here is required):
 | `ae_hashes`, `ae_keys`, `ae_push` | see SCHEMA | anti-entropy between replicas |
 | `ae_round` | | `ae_round_ok`: run an anti-entropy round now (admin) |
 | `gossip` | from, members, ring_epoch, ring | `gossip_ok`: the same, what the asker lacks |
+| `ring_get`, `ring_set` | (epoch, ring) | the versioned ring, read or installed if newer |
+| `join` | seed | `join_ok`: this node joined the seed's cluster (admin) |
+| `leave` | | `leave_ok`: this node hands its partitions over (admin) |
 
 Any request may instead get `{"type": "error", "code": ..., "message": ...,
 "definite": bool}`. `definite` tells the client whether the operation
@@ -113,17 +116,28 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     # Run one anti-entropy round now (admin).
     "ae_round": {},
     "ae_round_ok": {"result": (dict,)},
+    # Ring changes (joins and leaves). A ring dict is `Ring.to_dict()` plus
+    # "addresses": {node: "host:port"}.
+    "ring_get": {},
+    "ring_get_ok": {"epoch": (int,), "ring": (dict,), "node": (str,)},
+    "ring_set": {"epoch": (int,), "ring": (dict,)},
+    "ring_set_ok": {"epoch": (int,)},
+    "join": {"seed": (str,)},  # admin: join the cluster that `seed` (host:port) belongs to
+    "join_ok": {"epoch": (int,)},
+    "leave": {},  # admin: hand this node's partitions to the others and leave
+    "leave_ok": {"epoch": (int,)},
     "error": {"code": (str,), "message": (str,), "definite": (bool,)},
 }
 
 REQUESTS = frozenset(
     {"get", "put", "delete", "local_get", "status", "replica_get", "replica_put", "coordinate",
-     "ae_hashes", "ae_keys", "ae_push", "ae_round", "gossip"}
+     "ae_hashes", "ae_keys", "ae_push", "ae_round", "gossip", "ring_get", "ring_set", "join", "leave"}
 )
 # Only for nodes of the cluster: when peers share a secret, a connection must
 # have proved it holds the secret before it may send these.
 PEER_REQUESTS = frozenset(
-    {"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push", "gossip"}
+    {"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push", "gossip",
+     "ring_get", "ring_set"}
 )
 
 

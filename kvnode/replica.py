@@ -31,7 +31,7 @@ class Replica:
         self._waiters: dict[bytes, int] = {}
 
     @asynccontextmanager
-    async def _locked(self, key: bytes) -> AsyncIterator[None]:
+    async def locked(self, key: bytes) -> AsyncIterator[None]:
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiters[key] = self._waiters.get(key, 0) + 1
         try:
@@ -63,28 +63,28 @@ class Replica:
         writing anything. `made` is called with the new state as soon as it
         is made, before it is durable here, so that the coordinator can send
         it to the other replicas while this one fsyncs."""
-        async with self._locked(key):
+        async with self.locked(key):
             current = await self.read(key)
             new = self.resolver.update(current, context=context, value=value, node=node)
             encoded = new.encode()
             if made is not None:
                 made(new)
             await self._offload.run(lambda: self.engine.put(key, encoded))
-            self._written(key)
+            self.written(key)
             return new
 
     async def merge(self, key: bytes, incoming: Versioned) -> Versioned:
         """Fold a state sent by another node into ours; writes only if it changes."""
-        async with self._locked(key):
+        async with self.locked(key):
             raw = await self.read_raw(key)
             current = self.resolver.decode(raw)
             merged = self.resolver.merge(current, incoming)
             encoded = merged.encode()
             if encoded != raw:
                 await self._offload.run(lambda: self.engine.put(key, encoded))
-                self._written(key)
+                self.written(key)
             return merged
 
-    def _written(self, key: bytes) -> None:
+    def written(self, key: bytes) -> None:
         for listener in self.on_write:
             listener(key)

@@ -22,16 +22,18 @@ import os
 import signal
 from typing import Any
 
-from . import auth, protocol
+from . import auth, protocol, ring_state
 from .antientropy import REQUESTS as AE_REQUESTS
 from .antientropy import AntiEntropy
 from .clock import Clock, SystemClock
-from .config import NodeConfig
+from .config import NodeConfig, parse_address
+from .connection import Connection, ConnectionLost
 from .coordinator import Coordinator, CoordinatorError
 from .handoff import HandoffManager, HandoffSettings, HintStore, resolver_merge
 from .log import EventLog
 from .membership import Gossiper, GossipSettings, load_and_bump_generation
 from .offload import Offload, ThreadOffload
+from .rebalance import Rebalancer
 from .replica import Replica
 from .ring import Ring
 from .rng import make_rng
@@ -57,16 +59,24 @@ class Node:
         s = config.settings
         self.secret = auth.load_secret(config.secret_file)
         self.client_token = auth.load_secret(config.token_file, env="KVNODE_CLIENT_TOKEN")
-        self.ring = Ring.build(config.members, partitions=s.partitions)
         self.engine = Engine.open(config.data, sync=config.sync)
+        self.addresses = {k: f"{h}:{p}" for k, (h, p) in config.members.items()}
+        # The static ring of the configured members is epoch 0; joins and
+        # leaves make later epochs, spread by gossip and kept across restarts.
+        self.ring_epoch, self.ring = 0, Ring.build(config.members, partitions=s.partitions)
+        saved = ring_state.load(config.data)
+        if saved is not None:
+            self.ring_epoch, self.ring, addresses = saved
+            self.addresses.update(addresses)
         self.generation = load_and_bump_generation(config.data)
         self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings),
                                self.offload)
         self.transport = transport or TcpTransport(
-            config.id, s.cluster, {k: v for k, v in config.members.items() if k != config.id},
+            config.id, s.cluster,
+            {k: parse_address(a) for k, a in self.addresses.items() if k != config.id},
             clock=self.clock, connect_timeout=s.connect_timeout, secret=self.secret,
         )
-        others = {k: f"{h}:{p}" for k, (h, p) in config.members.items() if k != config.id}
+        others = {k: a for k, a in self.addresses.items() if k != config.id}
         self.gossiper = Gossiper(
             config.id, "{}:{}".format(*config.listen), generation=self.generation, seeds=sorted(others),
             transport=self.transport, clock=self.clock, rng=make_rng(config.id, config.seed, stream="gossip"),
@@ -88,8 +98,15 @@ class Node:
             offload=self.offload, log=self.log, timeout=s.request_timeout,
         )
         self.replica.on_write.append(self.antientropy.note_write)
-        # A node back from the dead (or restarted) gets its hints at once.
-        self.gossiper.on_change(lambda node, old, new: self.handoff.on_node_alive(node) if new == "alive" else None)
+        self.gossiper.on_change(self._member_changed)
+        if self.ring_epoch:
+            self.gossiper.set_ring(self.ring_epoch, self._ring_dict())
+        self.gossiper.on_ring(self._ring_from_gossip)
+        self.rebalancer = Rebalancer(
+            node=config.id, ring=lambda: self.ring, n=s.n, replica=self.replica, transport=self.transport,
+            offload=self.offload, log=self.log, timeout=s.request_timeout,
+        )
+        self._ring_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.coordinator = Coordinator(
             node=config.id, ring=self.ring, settings=s, replica=self.replica,
@@ -110,10 +127,11 @@ class Node:
         s = self.config.settings
         self._tasks.append(asyncio.ensure_future(self.handoff.run()))
         self._tasks.append(asyncio.ensure_future(self.gossiper.run()))
+        self._tasks.append(asyncio.ensure_future(self._rebalance()))
         if s.ae_interval > 0:
             self._tasks.append(asyncio.ensure_future(self.antientropy.run(s.ae_interval)))
         self.log.event("started", listen=f"{host}:{port}", data=self.config.data,
-                       members=sorted(self.config.members), n=s.n, w=s.w, r=s.r,
+                       members=sorted(self.ring.nodes), ring_epoch=self.ring_epoch, n=s.n, w=s.w, r=s.r,
                        resolution=s.resolution, quorum=s.quorum, read_repair=s.read_repair,
                        partitions=s.partitions, share=round(self.ring.shares().get(self.config.id, 0.0), 4))
 
@@ -157,6 +175,118 @@ class Node:
         self.hints.close()
         self.offload.close()
         self.log.event("stopped", **self.counters)
+
+    # ------------------------------------------------------ ring changes
+
+    def _member_changed(self, node: str, old: str | None, new: str) -> None:
+        if old is None:  # newly learned of: where it listens
+            address = self.gossiper.view().get(node, {}).get("address")
+            if isinstance(address, str) and node != self.config.id:
+                self.addresses[node] = address
+                self._set_peer(node, address)
+        if new == "alive":
+            # A node back from the dead (or restarted) gets its hints at once.
+            self.handoff.on_node_alive(node)
+
+    def _set_peer(self, node: str, address: str) -> None:
+        if isinstance(self.transport, TcpTransport):
+            self.transport.set_peer(node, parse_address(address))
+
+    def _ring_dict(self) -> dict[str, Any]:
+        nodes = set(self.ring.nodes)
+        return {**self.ring.to_dict(), "addresses": {k: a for k, a in self.addresses.items() if k in nodes}}
+
+    def _install_ring(self, epoch: int, data: dict[str, Any]) -> bool:
+        """Adopt a newer ring (from gossip, a join or a leave): place keys by
+        it from now on and move what this node no longer replicates."""
+        if epoch <= self.ring_epoch:
+            return False
+        try:
+            ring = Ring.from_dict(data)
+            addresses = {str(k): str(v) for k, v in dict(data.get("addresses", {})).items()}
+        except (ValueError, TypeError) as e:
+            self.log.event("bad_ring", epoch=epoch, error=str(e))
+            return False
+        if ring.partitions != self.config.settings.partitions:
+            self.log.event("bad_ring", epoch=epoch, error=f"{ring.partitions} partitions, not ours")
+            return False
+        for node, address in addresses.items():
+            if node != self.config.id:
+                self.addresses[node] = address
+                self._set_peer(node, address)
+        self.ring_epoch, self.ring = epoch, ring
+        self.coordinator.ring = ring
+        ring_state.save(self.config.data, epoch, ring, addresses)
+        self.log.event("ring_changed", epoch=epoch, nodes=list(ring.nodes),
+                       share=round(ring.shares().get(self.config.id, 0.0), 4))
+        self._ring_changed.set()
+        return True
+
+    def _ring_from_gossip(self, epoch: int, data: dict[str, Any]) -> None:
+        self._install_ring(epoch, data)
+
+    def _adopt(self, epoch: int, ring: Ring) -> None:
+        data = {**ring.to_dict(), "addresses": {k: a for k, a in self.addresses.items() if k in ring.nodes}}
+        if self._install_ring(epoch, data):
+            self.gossiper.set_ring(epoch, data)
+
+    async def _rebalance(self) -> None:
+        """A rebalancing pass at start (a crash may have cut the last one
+        short), after every ring change, and every second while keys remain
+        that could not be moved yet."""
+        while True:
+            self._ring_changed.clear()
+            try:
+                result = await self.rebalancer.run_pass()
+            except Exception as e:
+                self.log.event("rebalance_error", error=repr(e))
+                result = {"kept": 1}
+            if (self.config.id not in self.ring.nodes and not result["kept"]
+                    and self.gossiper.own.status == "leaving"):
+                self.gossiper.set_status("left")  # everything handed over
+                self.log.event("left", epoch=self.ring_epoch)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ring_changed.wait(), 1.0 if result["kept"] else None)
+
+    async def _join(self, seed: str) -> int:
+        host, port = parse_address(seed)
+        s = self.config.settings
+        try:
+            conn = await Connection.open(host, port, cluster=s.cluster, node=self.config.id,
+                                         timeout=s.connect_timeout * 4, secret=self.secret)
+        except (OSError, TimeoutError, protocol.RemoteError) as e:
+            raise CoordinatorError("unavailable", f"cannot reach the seed {seed}: {e}") from None
+        try:
+            reply = await conn.request({"type": "ring_get"}, s.request_timeout)
+            protocol.raise_if_error(reply)
+            base, epoch = Ring.from_dict(reply["ring"]), reply["epoch"]
+            seed_id = reply["node"]
+            self.addresses.update({str(k): str(v) for k, v in reply["ring"].get("addresses", {}).items()})
+            self.addresses[self.config.id] = "{}:{}".format(*self.config.listen)
+            if self.config.id in base.nodes:
+                self._adopt(epoch, base)  # already a member: just catch up
+                return epoch
+            joined = base.with_node(self.config.id)
+            self._install_ring(epoch + 1, {**joined.to_dict(), "addresses": dict(self.addresses)})
+            self.gossiper.set_ring(epoch + 1, self._ring_dict())
+            answer = await conn.request({"type": "ring_set", "epoch": epoch + 1, "ring": self._ring_dict()},
+                                        s.request_timeout)
+            protocol.raise_if_error(answer)
+        except (protocol.RemoteError, ValueError, TimeoutError, ConnectionLost) as e:
+            raise CoordinatorError("timeout", f"join via {seed} failed part way: {e}") from None
+        finally:
+            await conn.close()
+        self._set_peer(seed_id, f"{host}:{port}")
+        self.gossiper.seeds.append(seed_id)
+        return epoch + 1
+
+    async def _leave(self) -> int:
+        if self.config.id not in self.ring.nodes:
+            return self.ring_epoch
+        epoch = self.ring_epoch + 1
+        self._adopt(epoch, self.ring.without_node(self.config.id))
+        self.gossiper.set_status("leaving")
+        return epoch
 
     # -------------------------------------------------------- connections
 
@@ -338,6 +468,20 @@ class Node:
             else:
                 await self.replica.merge(m["key"], incoming)
             return {"type": "replica_put_ok"}
+        if kind == "ring_get":
+            return {"type": "ring_get_ok", "epoch": self.ring_epoch, "ring": self._ring_dict(),
+                    "node": self.config.id}
+        if kind == "ring_set":
+            try:
+                self._adopt(m["epoch"], Ring.from_dict(m["ring"]))
+                self.addresses.update({str(k): str(v) for k, v in m["ring"].get("addresses", {}).items()})
+            except ValueError as e:
+                raise CoordinatorError("bad_request", f"ring_set: {e}") from None
+            return {"type": "ring_set_ok", "epoch": self.ring_epoch}
+        if kind == "join":
+            return {"type": "join_ok", "epoch": await self._join(m["seed"])}
+        if kind == "leave":
+            return {"type": "leave_ok", "epoch": await self._leave()}
         if kind == "gossip":
             try:
                 return self.gossiper.handle(m)
@@ -359,7 +503,7 @@ class Node:
         hint = m.get("hint")
         if hint is None or hint == self.config.id:
             return None
-        if not isinstance(hint, str) or hint not in self.config.members:
+        if not isinstance(hint, str) or hint not in self.addresses:
             raise CoordinatorError("bad_request", f"hint for unknown node {hint!r:.40}")
         return hint
 
@@ -375,8 +519,11 @@ class Node:
                          "read_repair": s.read_repair, "partitions": s.partitions},
             "ring_share": self.ring.shares().get(self.config.id, 0.0),
             "partitions_owned": len(self.ring.partitions_of(self.config.id)),
-            "peers": {p: {"address": f"{h}:{port}", "connected": connected.get(p, False)}
-                      for p, (h, port) in sorted(self.config.members.items()) if p != self.config.id},
+            "peers": {p: {"address": a, "connected": connected.get(p, False)}
+                      for p, a in sorted(self.addresses.items()) if p != self.config.id},
+            "ring_epoch": self.ring_epoch,
+            "ring_nodes": list(self.ring.nodes),
+            "rebalance": self.rebalancer.stats(),
             "counters": {**self.counters, "gets": c.gets, "puts": c.puts, "deletes": c.deletes,
                          "forwarded": c.forwarded, "read_repairs": c.read_repairs,
                          **{f"errors.{k}": v for k, v in sorted(c.errors.items())}},

@@ -114,6 +114,13 @@ class TcpTransport:
         except NotSent as e:
             raise PeerUnreachable(f"{peer}: {e}") from None
 
+    def set_peer(self, peer: str, address: tuple[str, int]) -> None:
+        """Learn (or update) where a peer listens, e.g. a node that joined."""
+        if self._peers.get(peer) != address:
+            self._peers[peer] = address
+            self._failed_at.pop(peer, None)
+            self._conns.pop(peer, None)
+
     def connected(self) -> dict[str, bool]:
         return {p: (c := self._conns.get(p)) is not None and not c.closed for p in self._peers}
 
