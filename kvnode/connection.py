@@ -34,6 +34,7 @@ class Connection:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._closed = False
+        self._outbox = protocol.Outbox(writer)
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
@@ -101,8 +102,9 @@ class Connection:
     async def _read_loop(self) -> None:
         error: BaseException = ConnectionLost("connection closed by the node")
         try:
+            frames = protocol.FrameReader(self._reader)
             while True:
-                reply = await protocol.read_frame(self._reader)
+                reply = await frames.next()
                 if reply is None:
                     break
                 future = self._pending.pop(reply["id"], None)
@@ -130,7 +132,7 @@ class Connection:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._writer.write(protocol.encode({**message, "id": request_id}))
+            self._outbox.send({**message, "id": request_id})
             async with asyncio.timeout(timeout):
                 return await future
         finally:

@@ -45,7 +45,7 @@ from .config import ClusterSettings
 from .connection import ConnectionLost
 from .log import EventLog
 from .replica import Replica
-from .ring import Ring
+from .ring import Placement, Ring
 from .transport import PeerUnreachable, Transport
 from .versions import TooManySiblings, Versioned
 
@@ -102,6 +102,8 @@ class Coordinator:
         self.log = log
         self.is_down = is_down
         self.counters = Counters()
+        self._placements: dict[int, Placement] = {}
+        self._placed_by: Ring | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ helpers
@@ -111,17 +113,23 @@ class Coordinator:
         return CoordinatorError(code, message)
 
     async def _reachable(self, nodes: tuple[str, ...]) -> list[str]:
-        checks = await asyncio.gather(
-            *(self._true() if n == self.node else self._peer_up(n) for n in nodes)
-        )
-        return [n for n, ok in zip(nodes, checks, strict=True) if ok]
+        up: dict[str, bool] = {}
+        unknown = []
+        for n in nodes:
+            if n == self.node:
+                up[n] = True
+            elif self.is_down(n):
+                up[n] = False
+            elif self.transport.connected_to(n):
+                up[n] = True  # the common case: no task, no wait
+            else:
+                unknown.append(n)
+        if unknown:
+            checks = await asyncio.gather(*(self.transport.reachable(n) for n in unknown))
+            up.update(zip(unknown, checks, strict=True))
+        return [n for n in nodes if up[n]]
 
-    @staticmethod
-    async def _true() -> bool:
-        return True
 
-    async def _peer_up(self, node: str) -> bool:
-        return not self.is_down(node) and await self.transport.reachable(node)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -145,13 +153,24 @@ class Coordinator:
         if peer == self.node and hint is None:
             await self.replica.merge(key, state)
             return True
-        return await self._send_state(peer, key, state.encode(), hint)
+        return await self._send_state(peer, key, self.replica.encode(state), hint)
+
+    def placement(self, key: bytes) -> Placement:
+        """The key's primaries and fallbacks, cached per partition (the ring
+        is immutable; a new ring empties the cache)."""
+        if self._placed_by is not self.ring:
+            self._placements, self._placed_by = {}, self.ring
+        partition = self.ring.partition_of(key)
+        placement = self._placements.get(partition)
+        if placement is None:
+            placement = self._placements[partition] = self.ring.placement(key, self.settings.n)
+        return placement
 
     async def _targets(self, key: bytes) -> tuple[tuple[str, ...], list[Target]]:
         """The key's primaries, and where its copies go now: each reachable
         primary, and with a sloppy quorum, for each unreachable primary the
         next reachable fallback, holding a hint for it."""
-        placement = self.ring.placement(key, self.settings.n)
+        placement = self.placement(key)
         reachable = set(await self._reachable(placement.primaries))
         targets: list[Target] = [(p, None) for p in placement.primaries if p in reachable]
         down = [p for p in placement.primaries if p not in reachable]
@@ -183,7 +202,7 @@ class Coordinator:
         else:
             self.counters.puts += 1
         s = self.settings
-        primaries = self.ring.preference_list(key, s.n)
+        primaries = self.placement(key).primaries
         if self.node not in primaries:
             await self._forward(primaries, key, value, context)
             return
@@ -195,7 +214,7 @@ class Coordinator:
 
         def send(state: Versioned) -> None:
             # The other replicas get the new state while this one fsyncs it.
-            encoded = state.encode()
+            encoded = self.replica.encode(state)
             tasks.extend(asyncio.ensure_future(self._send_state(p, key, encoded, h)) for p, h in others)
 
         try:
@@ -245,7 +264,7 @@ class Coordinator:
         reply = await self.transport.request(peer, message, self.settings.request_timeout)
         if reply.get("type") != "replica_get_ok":
             raise ConnectionLost(f"{peer}: {reply.get('message', reply.get('type'))}")
-        return self.replica.resolver.decode(reply["state"])
+        return self.replica.decode(reply["state"])
 
     async def get(self, key: bytes) -> ReadResult:
         self.counters.gets += 1
@@ -253,8 +272,11 @@ class Coordinator:
         _, targets = await self._targets(key)
         if len(targets) < s.r:
             raise self._fail("unavailable", f"{len(targets)} of {s.n} replicas reachable ({s.quorum} quorum), r={s.r}")
-        tasks = {asyncio.ensure_future(self._fetch(t, key)): t for t in targets}
+        local: Target = (self.node, None)
         answers: dict[Target, Versioned] = {}
+        if local in targets:
+            answers[local] = await self.replica.read(key)  # no task: it never waits on I/O
+        tasks = {asyncio.ensure_future(self._fetch(t, key)): t for t in targets if t != local}
         pending = set(tasks)
         deadline = self.clock.monotonic() + s.request_timeout
         while pending and len(answers) < s.r:
@@ -273,7 +295,9 @@ class Coordinator:
         if s.read_repair == "sync":
             await self._repair_sync(key, merged, answers, tasks, pending)
         elif s.read_repair == "async":
-            self._spawn(self._repair_async(key, merged, answers, tasks, pending))
+            encoded = self.replica.encode(merged)
+            if pending or any(self.replica.encode(st) != encoded for st in answers.values()):
+                self._spawn(self._repair_async(key, merged, answers, tasks, pending))
         else:
             for t in pending:
                 t.cancel()
@@ -296,8 +320,8 @@ class Coordinator:
                 if not t.cancelled() and t.exception() is None:
                     answers[tasks[t]] = t.result()
                     merged = self.replica.resolver.merge(merged, t.result())
-        encoded = merged.encode()
-        stale = [p for p, st in answers.items() if st.encode() != encoded]
+        encoded = self.replica.encode(merged)
+        stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded]
         if stale:
             self.counters.read_repairs += len(stale)
             await asyncio.gather(*(self._store(p, key, merged) for p in stale), return_exceptions=True)
@@ -310,12 +334,12 @@ class Coordinator:
         merged state, so a later read cannot return anything older."""
         for t in pending:
             t.cancel()
-        encoded = merged.encode()
-        holders = sum(1 for st in answers.values() if st.encode() == encoded)
+        encoded = self.replica.encode(merged)
+        holders = sum(1 for st in answers.values() if self.replica.encode(st) == encoded)
         if holders >= self.settings.w:
             return
-        stale = [p for p, st in answers.items() if st.encode() != encoded]
-        unasked = [(p, None) for p in self.ring.preference_list(key, self.settings.n) if (p, None) not in answers]
+        stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded]
+        unasked = [(p, None) for p in self.placement(key).primaries if (p, None) not in answers]
         self.counters.read_repairs += len(stale) + len(unasked)
         writes = [asyncio.ensure_future(self._store(p, key, merged)) for p in stale + unasked]
         acks = holders + await self._quorum(writes, self.settings.w - holders)

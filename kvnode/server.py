@@ -298,9 +298,11 @@ class Node:
             is_peer = await self._handshake(reader, writer)
             if is_peer is None:
                 return
+            outbox = protocol.Outbox(writer)
+            frames = protocol.FrameReader(reader)
             while True:
                 try:
-                    message = await protocol.read_frame(reader)
+                    message = await frames.next()
                 except protocol.ProtocolError as e:
                     self._protocol_error(writer, e, peer)
                     return
@@ -313,10 +315,10 @@ class Node:
                     return
                 if message["type"] in protocol.PEER_REQUESTS and not is_peer:
                     self.log.event("refused_request", type=message["type"], reason="not an authenticated peer")
-                    writer.write(protocol.encode(protocol.error(
-                        message["id"], "unauthorized", f"{message['type']} is for authenticated peers only")))
+                    outbox.send(protocol.error(
+                        message["id"], "unauthorized", f"{message['type']} is for authenticated peers only"))
                     continue
-                task = asyncio.ensure_future(self._answer(message, writer))
+                task = asyncio.ensure_future(self._answer(message, outbox))
                 self._requests.add(task)
                 task.add_done_callback(self._requests.discard)
         except (ConnectionError, OSError):
@@ -415,7 +417,7 @@ class Node:
 
     # ----------------------------------------------------------- requests
 
-    async def _answer(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, message: dict[str, Any], outbox: protocol.Outbox) -> None:
         self.counters["requests"] += 1
         rid = message["id"]
         try:
@@ -426,8 +428,10 @@ class Node:
             self.log.event("internal_error", type=message["type"], error=repr(e))
             reply = protocol.error(rid, "internal", f"{type(e).__name__}: {e}")
         reply["id"] = rid
-        if not writer.is_closing():
-            writer.write(protocol.encode(reply))
+        try:
+            outbox.send(reply)
+        except protocol.ProtocolError as e:  # a reply too large for a frame
+            outbox.send(protocol.error(rid, "internal", str(e)))
 
     async def _dispatch(self, m: dict[str, Any]) -> dict[str, Any]:
         kind = m["type"]
@@ -457,7 +461,7 @@ class Node:
             return {"type": "replica_get_ok", "state": await self.replica.read_raw(m["key"])}
         if kind == "replica_put":
             try:
-                incoming = self.replica.resolver.decode(m["state"])
+                incoming = self.replica.decode(m["state"])
             except ValueError as e:
                 raise CoordinatorError("bad_request", f"replica_put: {e}") from None
             hint = self._hint_target(m)

@@ -33,6 +33,11 @@ class Transport(Protocol):
         Never raises; never sends a request."""
         ...
 
+    def connected_to(self, peer: str) -> bool:
+        """Whether a connection to `peer` is open now (no I/O): a fast yes
+        for `reachable`; False means "ask `reachable`", not "down"."""
+        ...
+
     async def request(self, peer: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send a request to `peer` and return its reply (an `error` reply is
         returned, not raised). Raises PeerUnreachable if nothing was sent,
@@ -113,6 +118,10 @@ class TcpTransport:
             return await conn.request(message, timeout)
         except NotSent as e:
             raise PeerUnreachable(f"{peer}: {e}") from None
+
+    def connected_to(self, peer: str) -> bool:
+        conn = self._conns.get(peer)
+        return conn is not None and not conn.closed
 
     def set_peer(self, peer: str, address: tuple[str, int]) -> None:
         """Learn (or update) where a peer listens, e.g. a node that joined."""
