@@ -242,6 +242,13 @@ def status(addr: str, cluster: str, timeout: float, as_json: bool) -> None:
         table.add_row(name, f"{value:,}")
     for name, value in info.get("storage", {}).items():
         table.add_row(f"storage.{name}", f"{value:,}")
+    table.add_row("ring epoch", f"{info.get('ring_epoch', 0)} ({', '.join(info.get('ring_nodes', []))})")
+    for member, m in sorted(info.get("membership", {}).items()):
+        table.add_row(f"member {member}", f"{m.get('state')} ({m.get('status')}, generation {m.get('generation')})")
+    ranges = info.get("antientropy", {}).get("ranges", {})
+    if ranges:
+        keys = sum(r.get("keys", 0) for r in ranges.values())
+        table.add_row("anti-entropy", f"{len(ranges)} ranges, {keys:,} keys (roots: status --json)")
     handoff = info.get("handoff", {})
     for target, count in sorted(handoff.get("pending", {}).items()):
         table.add_row(f"hints pending for {target}", f"{count:,}")
