@@ -69,7 +69,6 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from time import perf_counter, process_time
 from typing import Any
@@ -77,6 +76,7 @@ from typing import Any
 import msgpack
 from tabulate import tabulate
 
+from bench.common import filesystem, positive, version
 from kvnode.client import AsyncClient, KvError
 from tests.kvnode.cluster import LocalCluster
 
@@ -575,30 +575,6 @@ def table(lines: list[Row], label: str) -> str:
     return tabulate(body, headers=headers, colalign=["left"] + ["right"] * (len(headers) - 1))
 
 
-def _filesystem(path: str) -> str:
-    """The type and device of the mount holding `path`, read from /proc/mounts."""
-    real = os.path.realpath(path)
-    best = ("", "unknown filesystem", "")
-    with contextlib.suppress(OSError), open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            device, mount, kind = parts[0], parts[1], parts[2]
-            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best[0]):
-                best = (mount, kind, device)
-    mount, kind, device = best
-    return f"{kind} on {device} at {mount}" if mount else kind
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def fsync_probe(directory: str, size: int) -> tuple[float, float]:
     """p50 and p99 (seconds) of one `size`-byte append + fdatasync in `directory`."""
     path = os.path.join(directory, "fsync-probe")
@@ -639,7 +615,7 @@ def header(p: Params, base: str, probe: tuple[float, float]) -> str:
         "node benchmark: a 3-node kvnode cluster on loopback vs a bare request/response floor",
         f"python {platform.python_version()} ({platform.python_implementation()}) on "
         f"{platform.platform()}; {cpus} CPUs ({usable} usable)",
-        f"msgpack {_version('msgpack')}; dir {base} ({_filesystem(base)}); one {p.value_size}-byte "
+        f"msgpack {version('msgpack')}; dir {base} ({filesystem(base)}); one {p.value_size}-byte "
         f"append + fdatasync there: p50 {_ms(probe[0])} ms, p99 {_ms(probe[1])} ms",
         f"cluster: {NODES} nodes, {settings} (the rest the node's defaults); {p.clients} clients "
         f"round-robin over the nodes; {p.seconds:g}s of 50/50 get/put over {p.keys:,} keys; "
@@ -661,13 +637,6 @@ def ratio_lines(put: Row, floor: Row) -> list[str]:
 # --------------------------------------------------------------------- main
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -683,9 +652,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "p50(put)/p50(floor).",
     )
     parser.add_argument("--seconds", type=_seconds, default=20.0, help="seconds of each run (default 20)")
-    parser.add_argument("--clients", type=_positive, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--keys", type=_positive, default=1000, help="keys, written once beforehand (default 1000)")
-    parser.add_argument("--value-size", type=_positive, default=1024, help="bytes per value (default 1024)")
+    parser.add_argument("--clients", type=positive, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--keys", type=positive, default=1000, help="keys, written once beforehand (default 1000)")
+    parser.add_argument("--value-size", type=positive, default=1024, help="bytes per value (default 1024)")
     parser.add_argument("--dir", default=None, help="where to make the temporary directory (default: the system temp dir)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--put-context", choices=PUT_CONTEXTS, default="shared",

@@ -42,7 +42,6 @@ is not importable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import random
@@ -53,12 +52,12 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tabulate import tabulate
 
+from bench.common import filesystem, positive, version
 from kvnode.storage import Engine, InlineBackground
 
 if TYPE_CHECKING:
@@ -517,30 +516,6 @@ def bloom_table(rows: list[BloomRow]) -> str:
     return tabulate(body, headers=headers, colalign=["left"] + ["right"] * (len(headers) - 1))
 
 
-def _filesystem(path: str) -> str:
-    """The type and device of the mount holding `path`, read from /proc/mounts."""
-    real = os.path.realpath(path)
-    best = ("", "unknown filesystem", "")
-    with contextlib.suppress(OSError), open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            device, mount, kind = parts[0], parts[1], parts[2]
-            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best[0]):
-                best = (mount, kind, device)
-    mount, kind, device = best
-    return f"{kind} on {device} at {mount}" if mount else kind
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def header(p: Params, base: str, engines: list[str]) -> str:
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
@@ -549,9 +524,9 @@ def header(p: Params, base: str, engines: list[str]) -> str:
         "storage benchmark: kvnode.storage vs sqlite3 vs RocksDB (rocksdict)",
         f"python {platform.python_version()} ({platform.python_implementation()}) on "
         f"{platform.platform()}; {cpus} CPUs ({usable} usable)",
-        f"sqlite {sqlite3.sqlite_version}; rocksdict {_version('rocksdict')}; "
-        f"msgpack {_version('msgpack')}",
-        f"dir {base} ({_filesystem(base)})",
+        f"sqlite {sqlite3.sqlite_version}; rocksdict {version('rocksdict')}; "
+        f"msgpack {version('msgpack')}",
+        f"dir {base} ({filesystem(base)})",
         f"engines {', '.join(engines)}; keys {p.keys:,} x {VALUE_SIZE}-byte values in random order; "
         f"batch {p.batch:,} ({commits:,} commits, one fsync each)",
         f"reads {p.reads:,} present + {p.reads:,} missing; scans {p.scans:,} x "
@@ -578,13 +553,6 @@ def targets(results: dict[str, Result]) -> list[str]:
 # --------------------------------------------------------------------- main
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def _engine_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in ENGINES]
@@ -601,13 +569,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Random writes, random reads (present and missing keys) and range scans, for "
         "kvnode.storage, sqlite3 and RocksDB at equal durability; prints ops/s and ratios to sqlite3.",
     )
-    parser.add_argument("--keys", type=_positive, default=1_000_000, help="keys to write (default 1,000,000)")
-    parser.add_argument("--batch", type=_positive, default=1000, help="keys per durable commit (default 1000)")
-    parser.add_argument("--reads", type=_positive, default=None,
+    parser.add_argument("--keys", type=positive, default=1_000_000, help="keys to write (default 1,000,000)")
+    parser.add_argument("--batch", type=positive, default=1000, help="keys per durable commit (default 1000)")
+    parser.add_argument("--reads", type=positive, default=None,
                         help="random reads of present keys, and as many of missing keys "
                         "(default: 100,000, or --keys if fewer)")
-    parser.add_argument("--scans", type=_positive, default=100, help="range scans (default 100)")
-    parser.add_argument("--scan-length", type=_positive, default=1000, help="keys per range scan (default 1000)")
+    parser.add_argument("--scans", type=positive, default=100, help="range scans (default 100)")
+    parser.add_argument("--scan-length", type=positive, default=1000, help="keys per range scan (default 1000)")
     parser.add_argument("--dir", default=None, help="where to make the temporary directories (default: the system temp dir)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--engines", type=_engine_list, default=list(ENGINES),

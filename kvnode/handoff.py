@@ -58,7 +58,6 @@ import functools
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,6 +65,7 @@ import msgpack
 
 from .clock import Clock
 from .connection import ConnectionLost
+from .keylocks import KeyLocks
 from .offload import Offload
 from .storage import Background, Engine, FileSystem
 from .transport import PeerUnreachable, Transport
@@ -177,8 +177,8 @@ class HintStore:
         self._merge = merge
         self._log: EventSink = log if log is not None else _NoLog()
         self._counts: dict[str, int] = {}
-        self._locks: dict[bytes, asyncio.Lock] = {}
-        self._waiters: dict[bytes, int] = {}
+        # Serializes read-modify-write of one hint (add, compare-and-delete).
+        self._locks = KeyLocks()
         # A scan continues after the last key it saw with last + b"\0"; keep
         # that within the engine's key limit.
         self._max_key = engine.options.max_key_size - 1
@@ -210,20 +210,6 @@ class HintStore:
             raise
         return store
 
-    @asynccontextmanager
-    async def _locked(self, engine_key: bytes) -> AsyncIterator[None]:
-        # Serializes read-modify-write of one hint (add, compare-and-delete).
-        lock = self._locks.setdefault(engine_key, asyncio.Lock())
-        self._waiters[engine_key] = self._waiters.get(engine_key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._waiters[engine_key] -= 1
-            if not self._waiters[engine_key]:
-                del self._waiters[engine_key]
-                del self._locks[engine_key]
-
     def _counted(self, target: str, delta: int) -> None:
         count = self._counts.get(target, 0) + delta
         if count > 0:
@@ -244,7 +230,7 @@ class HintStore:
             raise ValueError(f"hint key of {len(ek)} bytes exceeds {self._max_key}")
         if not isinstance(state, bytes):
             raise TypeError(f"state must be bytes, not {type(state).__name__}")
-        async with self._locked(ek):
+        async with self._locks.hold(ek):
             raw = await self._offload.run(lambda: self._engine.get(ek))
             merged = state
             if raw is not None:
@@ -261,7 +247,7 @@ class HintStore:
 
     async def _delete_if(self, ek: bytes, expected: bytes) -> bool:
         """Delete hint `ek` if it still holds `expected`; True if deleted."""
-        async with self._locked(ek):
+        async with self._locks.hold(ek):
             raw = await self._offload.run(lambda: self._engine.get(ek))
             if raw != expected:
                 return False

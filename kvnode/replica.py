@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
+from .keylocks import KeyLocks
 from .offload import Offload
 from .storage import Engine
 from .versions import Resolver, Versioned
@@ -34,7 +35,7 @@ class Replica:
         self.engine = engine
         self.resolver = resolver
         self._offload = offload
-        self._locks: dict[bytes, asyncio.Lock] = {}
+        self._locks = KeyLocks()
         # Called with the key after each write to the engine has landed
         # (anti-entropy keeps its Merkle trees current this way).
         self.on_write: list[Callable[[bytes], None]] = []
@@ -46,20 +47,10 @@ class Replica:
         self._encoded: OrderedDict[int, tuple[Versioned, bytes]] = OrderedDict()
         self._writing = False
         self._writer: asyncio.Future[None] | None = None
-        self._waiters: dict[bytes, int] = {}
 
-    @asynccontextmanager
-    async def locked(self, key: bytes) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._waiters[key] = self._waiters.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._waiters[key] -= 1
-            if not self._waiters[key]:
-                del self._waiters[key]
-                del self._locks[key]
+    def locked(self, key: bytes) -> AbstractAsyncContextManager[None]:
+        """Hold `key`'s lock: no other update or merge of it runs meanwhile."""
+        return self._locks.hold(key)
 
     async def read_raw(self, key: bytes) -> bytes | None:
         # On the loop's thread: a read never waits for a disk write (the
