@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,19 +179,47 @@ class Coordinator:
             targets += [(f, p) for p, f in zip(down, stand_ins, strict=False)]
         return placement.primaries, targets
 
+    async def _until(self, tasks: Iterable[asyncio.Future[Any]], enough: Callable[[], bool]) -> None:
+        """Wait until `enough()` holds (checked as each task finishes), every
+        task has finished, or the request timeout has passed. One callback
+        per task and one timer, where a loop of `asyncio.wait` calls would
+        register and unregister callbacks on every pending task each time."""
+        pending = [t for t in tasks if not t.done()]
+        if not pending or enough():
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        left = len(pending)
+
+        def finished(_: asyncio.Future[Any]) -> None:
+            nonlocal left
+            left -= 1
+            if (left == 0 or enough()) and not woken.done():
+                woken.set_result(None)
+
+        for t in pending:
+            t.add_done_callback(finished)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                await woken
+        except TimeoutError:
+            pass
+        finally:
+            for t in pending:
+                t.remove_done_callback(finished)
+
+    @staticmethod
+    def _ok(t: asyncio.Future[Any]) -> bool:
+        return t.done() and not t.cancelled() and t.exception() is None
+
     async def _quorum(self, tasks: list[asyncio.Task[bool]], needed: int) -> int:
         """Wait until `needed` tasks returned True, all finished, or the
         request timeout passed; return how many returned True."""
-        acks = 0
-        pending = set(tasks)
-        deadline = self.clock.monotonic() + self.settings.request_timeout
-        while pending and acks < needed:
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                break
-            done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            acks += sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result())
-        return acks
+
+        def acks() -> int:
+            return sum(1 for t in tasks if self._ok(t) and t.result())
+
+        await self._until(tasks, lambda: acks() >= needed)
+        return acks()
 
     # ---------------------------------------------------------------- put
 
@@ -277,16 +305,12 @@ class Coordinator:
         if local in targets:
             answers[local] = await self.replica.read(key)  # no task: it never waits on I/O
         tasks = {asyncio.ensure_future(self._fetch(t, key)): t for t in targets if t != local}
-        pending = set(tasks)
-        deadline = self.clock.monotonic() + s.request_timeout
-        while pending and len(answers) < s.r:
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                break
-            done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if not t.cancelled() and t.exception() is None:
-                    answers[tasks[t]] = t.result()
+        have = len(answers)
+        await self._until(tasks, lambda: have + sum(1 for t in tasks if self._ok(t)) >= s.r)
+        for t, target in tasks.items():
+            if self._ok(t):
+                answers[target] = t.result()
+        pending = {t for t in tasks if not t.done()}
         if len(answers) < s.r:
             for t in pending:
                 t.cancel()
