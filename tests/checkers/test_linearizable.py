@@ -1,0 +1,490 @@
+"""The linearizability checker: generated histories cross-checked against a
+brute-force checker, and the classic hand cases.
+
+Generated histories: a random sequential execution of the model, each op
+stretched into a random interval around its linearization point, spread over
+processes (a process whose op crashes never returns), plus crashed ops that
+never took effect and failed ops. Those are valid by construction; a mutated
+copy (one output changed, or one op's kind swapped) is checked against the
+brute-force checker, which tries every order consistent with real time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import checkers.linearizable as lin
+from checkers.history import Op, complete, pair
+from checkers.linearizable import check
+from checkers.models import Model, model
+
+Spec = tuple[str, Any, Any]  # (f, key, argument)
+
+
+@contextmanager
+def search_only() -> Iterator[None]:
+    """Force the WGL search (no unique-register shortcut)."""
+    with mock.patch.object(lin, "_unique_register", None):
+        yield
+
+
+# --- brute force ---------------------------------------------------------------
+
+def brute(history: list[Op], m: Model, initial: Any = None) -> bool:
+    """Every order consistent with real time; crashed ops optional. Memoized
+    on (placed set, state) only to stay fast; no pruning otherwise."""
+    ops = complete(pair(history))
+    n = len(ops)
+    s0 = m.init(initial)
+    ok = frozenset(i for i, o in enumerate(ops) if o.end is not None)
+
+    @functools.cache
+    def rec(placed: frozenset[int], state: Any) -> bool:
+        if ok <= placed:
+            return True
+        for i in range(n):
+            if i in placed:
+                continue
+            start = ops[i].invoke.index
+            if any(j not in placed and ops[j].end is not None and ops[j].end < start  # type: ignore[operator]
+                   for j in range(n)):
+                continue
+            for s in m.step(state, ops[i]):
+                if rec(placed | {i}, s):
+                    return True
+        return False
+
+    return rec(frozenset(), s0)
+
+
+# --- sequential specs ------------------------------------------------------------
+# gen(draw, state) -> (f, key, arg); run(state, f, key, arg) -> (type, output, state')
+
+V = st.integers(0, 2)
+
+
+def reg_gen(cas: bool, unique: bool) -> Callable[..., Spec]:
+    counter = iter(range(100, 10**6))
+
+    def gen(draw: Any, state: Any) -> Spec:
+        f = draw(st.sampled_from(["read", "write", "cas"] if cas else ["read", "write"]))
+        if f == "write":
+            return f, None, next(counter) if unique else draw(V)
+        if f == "cas":
+            return f, None, [draw(V), draw(V)]
+        return f, None, None
+    return gen
+
+
+def reg_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
+    if f == "read":
+        return "ok", state, state
+    if f == "write":
+        return "ok", arg, arg
+    if arg[0] == state:
+        return "ok", arg, arg[1]
+    return "fail", arg, state
+
+
+def multi_gen(draw: Any, state: Any) -> Spec:
+    txn = []
+    for _ in range(draw(st.integers(1, 2))):
+        k = draw(st.sampled_from(["x", "y"]))
+        if draw(st.booleans()):
+            txn.append([draw(st.sampled_from(["r", "read", ":read"])), k, None])
+        else:
+            txn.append([draw(st.sampled_from(["w", "write", ":write"])), k, draw(V)])
+    return "txn", None, txn
+
+
+def multi_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
+    regs = dict(state)
+    out = []
+    for mf, k, v in arg:
+        if "r" in mf and "w" not in mf:
+            out.append([mf, k, regs.get(k)])
+        else:
+            regs[k] = v
+            out.append([mf, k, v])
+    return "ok", out, tuple(sorted(regs.items()))
+
+
+def kv_gen(draw: Any, state: Any) -> Spec:
+    f = draw(st.sampled_from(["get", "put", "append"]))
+    return f, draw(st.sampled_from(["a", "b"])), None if f == "get" else draw(st.sampled_from("xy"))
+
+
+def kv_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
+    d = dict(state)
+    if f == "get":
+        return "ok", d.get(key, ""), state
+    d[key] = arg if f == "put" else d.get(key, "") + arg
+    return "ok", None, tuple(sorted(d.items()))
+
+
+def set_gen(draw: Any, state: Any) -> Spec:
+    if draw(st.booleans()):
+        return "add", None, draw(st.integers(0, 3))
+    return "read", None, None
+
+
+def set_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
+    if f == "read":
+        return "ok", sorted(state), state
+    return "ok", None, tuple(sorted(set(state) | {arg}))
+
+
+def mutex_gen(draw: Any, state: Any) -> Spec:
+    return ("release" if state else "acquire"), None, None
+
+
+def mutex_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
+    return "ok", None, f == "acquire"
+
+
+SPECS: dict[str, tuple[Callable[..., Spec], Callable[..., tuple[str, Any, Any]], Any, Any]] = {
+    # name: (gen, run, initial state in the spec, initial passed to the checker)
+    "register": (reg_gen(False, False), reg_run, 0, 0),
+    "cas-register": (reg_gen(True, False), reg_run, 0, 0),
+    "multi-register": (multi_gen, multi_run, (), None),
+    "kv": (kv_gen, kv_run, (), None),
+    "set": (set_gen, set_run, (), None),
+    "mutex": (mutex_gen, mutex_run, False, None),
+}
+
+
+def mutate_output(draw: Any, name: str, f: str, arg: Any, out: Any) -> tuple[str, Any, Any]:
+    """One changed output (or, for the mutex, one op's kind swapped)."""
+    if name in ("register", "cas-register"):
+        return ("read", None, draw(V)) if f == "read" else ("write", draw(V), None)
+    if name == "multi-register":
+        return f, arg, [[m, k, draw(V) if "w" not in str(m) else v] for m, k, v in out]
+    if name == "kv":
+        return ("get", None, draw(st.sampled_from(["", "x", "y", "xy", "yx", "xx"]))) if f == "get" \
+            else ("append" if f == "put" else "put", arg, None)
+    if name == "set":
+        return ("read", None, draw(st.lists(st.integers(0, 3), max_size=3, unique=True))) \
+            if f == "read" else (f, draw(st.integers(0, 3)), out)
+    return ("release" if f == "acquire" else "acquire"), None, None
+
+
+@st.composite
+def histories(draw: Any, name: str, unique: bool = False, mutate: bool = False) -> list[Op]:
+    gen, run, state, _ = SPECS[name]
+    if unique:
+        gen = reg_gen(False, True)
+    n = draw(st.integers(1, 6))
+    recs: list[dict[str, Any]] = []
+    for k in range(n):
+        f, key, arg = gen(draw, state)
+        typ, out, state = run(state, f, key, arg)
+        point = 10 * k + 5
+        outcome = typ if typ == "fail" else draw(st.sampled_from(["ok"] * 6 + ["info", "none"]))
+        recs.append({"f": f, "key": key, "arg": arg, "out": out, "outcome": outcome,
+                     "start": point - draw(st.integers(0, 25)), "end": point + draw(st.integers(0, 25))})
+    for _ in range(draw(st.integers(0, min(2, 8 - n)))):  # crashed or failed, never took effect
+        f, key, arg = gen(draw, state)
+        start = draw(st.integers(-5, 10 * n + 5))
+        recs.append({"f": f, "key": key, "arg": arg, "out": None,
+                     "outcome": draw(st.sampled_from(["info", "none", "fail"])),
+                     "start": start, "end": start + draw(st.integers(0, 30))})
+    if mutate:
+        victims = [r for r in recs if r["outcome"] == "ok"]
+        if victims:
+            r = draw(st.sampled_from(victims))
+            r["f"], r["arg"], r["out"] = mutate_output(draw, name, r["f"], r["arg"], r["out"])
+    # processes: one op in flight each; a crashed process never returns
+    recs.sort(key=lambda r: (r["start"], r["end"]))
+    free_at: dict[int, int] = {}
+    for r in recs:
+        p = next((p for p, t in free_at.items() if t < r["start"]), len(free_at) + 100)
+        r["process"] = p
+        free_at[p] = r["end"] if r["outcome"] in ("ok", "fail") else 10**9
+    events = []
+    for j, r in enumerate(recs):
+        events.append((r["start"], 0, j, "invoke"))
+        if r["outcome"] != "none":
+            events.append((r["end"], 1, j, r["outcome"]))
+    events.sort()
+    history = []
+    for i, (t, _, j, typ) in enumerate(events):
+        r = recs[j]
+        if typ == "invoke":
+            value = r["arg"]
+        elif typ == "ok":
+            value = r["out"] if r["f"] in ("read", "get", "txn") else r["arg"]
+        else:
+            value = None
+        history.append(Op(index=i, time=t * 10**7, process=r["process"], type=typ,  # type: ignore[arg-type]
+                          f=r["f"], key=r["key"], value=value))
+    return history
+
+
+def agree(name: str, history: list[Op]) -> bool:
+    initial = SPECS[name][3]
+    expected = brute(history, model(name), initial)
+    with search_only():
+        res = check(history, name, initial=initial)
+    assert res.valid is expected, (res, history)
+    if expected is False:
+        (a,) = res.anomalies
+        assert a.type == "nonlinearizable"
+        indexes = {o["index"] for o in a.details["operations"]}
+        assert a.details["op"] in indexes
+        assert set(a.details["prefix"]) <= indexes
+        assert a.details["states"]
+    return expected
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@settings(max_examples=150)
+@given(data=st.data())
+def test_generated_valid_histories_are_valid(name: str, data: st.DataObject) -> None:
+    h = data.draw(histories(name))
+    assert agree(name, h) is True
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@settings(max_examples=300)
+@given(data=st.data())
+def test_mutated_histories_agree_with_brute_force(name: str, data: st.DataObject) -> None:
+    agree(name, data.draw(histories(name, mutate=True)))
+
+
+@settings(max_examples=150)
+@given(data=st.data(), mutate=st.booleans())
+def test_unique_register_path_agrees_with_search(data: st.DataObject, mutate: bool) -> None:
+    h = data.draw(histories("register", unique=True, mutate=mutate))
+    with search_only():
+        searched = check(h, "register", initial=0)
+    fast = check(h, "register", initial=0)
+    assert fast.valid is searched.valid is brute(h, model("register"), 0)
+
+
+def test_generated_mutations_find_invalid_histories() -> None:
+    """The mutation strategy has teeth: it does produce invalid histories."""
+    found = {name: 0 for name in SPECS}
+
+    @settings(max_examples=100, database=None)
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        for name in SPECS:
+            if not agree(name, data.draw(histories(name, mutate=True))):
+                found[name] += 1
+
+    run()
+    assert all(v > 0 for v in found.values()), found
+
+
+# --- hand cases --------------------------------------------------------------------
+
+def H(*events: tuple[Any, ...]) -> list[Op]:
+    """(process, type, f, value[, key]) tuples, 0.1 s apart."""
+    return [Op(index=i, time=i * 10**8, process=e[0], type=e[1], f=e[2], value=e[3],
+               key=e[4] if len(e) > 4 else None) for i, e in enumerate(events)]
+
+
+def verdict(history: list[Op], name: str, initial: Any = None) -> Any:
+    with search_only():
+        res = check(history, name, initial=initial)
+    assert res.valid is brute(history, model(name), initial)
+    return res.valid
+
+
+def test_herlihy_wing_register_new_old_inversion() -> None:
+    # A writes 1 over a long time; B reads 1, then (after B returns) C reads 0.
+    h = H((0, "invoke", "write", 1), (1, "invoke", "read", None), (1, "ok", "read", 1),
+          (2, "invoke", "read", None), (2, "ok", "read", 0), (0, "ok", "write", 1))
+    assert verdict(h, "register", 0) is False
+    # the same reads overlapping each other: fine
+    h = H((0, "invoke", "write", 1), (1, "invoke", "read", None), (2, "invoke", "read", None),
+          (1, "ok", "read", 1), (2, "ok", "read", 0), (0, "ok", "write", 1))
+    assert verdict(h, "register", 0) is True
+
+
+def test_stale_read_after_completed_write() -> None:
+    h = H((0, "invoke", "write", 1), (0, "ok", "write", 1), (1, "invoke", "read", None),
+          (1, "ok", "read", 0))
+    with search_only():
+        res = check(h, "register", initial=0)
+    assert res.valid is False
+    (a,) = res.anomalies
+    assert a.explanation == "read of 0 by process 1 at 0.20 s: the register can only hold 1 here"
+    assert a.details["op"] == 2 and a.details["prefix"] == [0] and a.details["states"] == ["1"]
+    assert a.details["key"] is None and a.details["concurrent"] == []
+    assert a.details["operations"][1] == {
+        "index": 2, "process": 1, "f": "read", "value": None, "result": 0, "outcome": "ok",
+        "start": 2 * 10**8, "end": 3 * 10**8}
+    assert res.counts["operations"] == 2 and res.counts["partitions"] == 1 and res.counts["steps"] > 0
+    assert res.details["partitions"]["None"]["valid"] is False
+
+
+def test_valid_only_if_info_write_took_effect() -> None:
+    h = H((0, "invoke", "write", 1), (0, "info", "write", None), (1, "invoke", "read", None),
+          (1, "ok", "read", 1), (2, "invoke", "read", None), (2, "ok", "read", 1))
+    assert verdict(h, "register", 0) is True
+    # but once read as 1, it cannot vanish again
+    h = h + H((3, "invoke", "read", None), (3, "ok", "read", 0))[0:0] + [
+        Op(index=6, time=6 * 10**8, process=3, type="invoke", f="read"),
+        Op(index=7, time=7 * 10**8, process=3, type="ok", f="read", value=0)]
+    assert verdict(h, "register", 0) is False
+    # a write that never completed counts the same
+    h = H((0, "invoke", "write", 1), (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert verdict(h, "register", 0) is True
+
+
+def test_info_write_cannot_take_effect_before_its_invocation() -> None:
+    h = H((1, "invoke", "read", None), (1, "ok", "read", 1), (0, "invoke", "write", 1),
+          (0, "info", "write", None))
+    assert verdict(h, "register", 0) is False
+
+
+def test_cas_with_unknown_outcome() -> None:
+    base = ((0, "invoke", "cas", [0, 1]), (0, "info", "cas", None))
+    assert verdict(H(*base, (1, "invoke", "read", None), (1, "ok", "read", 1)), "cas-register", 0) is True
+    assert verdict(H(*base, (1, "invoke", "read", None), (1, "ok", "read", 0)), "cas-register", 0) is True
+    assert verdict(H(*base, (1, "invoke", "read", None), (1, "ok", "read", 1),
+                     (1, "invoke", "read", None), (1, "ok", "read", 0)), "cas-register", 0) is False
+    # a failed cas did nothing
+    h = H((0, "invoke", "cas", [0, 1]), (0, "fail", "cas", None), (1, "invoke", "read", None),
+          (1, "ok", "read", 1))
+    assert verdict(h, "cas-register", 0) is False
+
+
+def test_partitions_by_key() -> None:
+    h = H((0, "invoke", "write", 1, "x"), (0, "ok", "write", 1, "x"),
+          (1, "invoke", "read", None, "y"), (1, "ok", "read", 1, "y"),
+          (2, "invoke", "read", None, "x"), (2, "ok", "read", 1, "x"))
+    res = check(h, "register", initial=0)
+    assert res.valid is False and res.counts["partitions"] == 2
+    (a,) = res.anomalies
+    assert a.details["key"] == "y"
+    assert res.details["partitions"] == {
+        "'x'": {"valid": True, "steps": res.details["partitions"]["'x'"]["steps"], "operations": 2},
+        "'y'": {"valid": False, "steps": res.details["partitions"]["'y'"]["steps"], "operations": 1}}
+
+
+def test_other_models_hand_cases() -> None:
+    kv = H((0, "invoke", "append", "x", "k"), (0, "ok", "append", None, "k"),
+           (1, "invoke", "get", None, "k"), (1, "ok", "get", "", "k"))
+    assert verdict(kv, "kv") is False
+    assert verdict(H((0, "invoke", "get", None, "k"), (0, "ok", "get", None, "k")), "kv") is True
+    s = H((0, "invoke", "add", 1), (1, "invoke", "add", 2), (0, "ok", "add", 1),
+          (2, "invoke", "read", None), (2, "ok", "read", [2]), (1, "ok", "add", 2))
+    assert verdict(s, "set") is False
+    mu = H((0, "invoke", "acquire", None), (0, "ok", "acquire", None),
+           (1, "invoke", "acquire", None), (1, "ok", "acquire", None))
+    assert verdict(mu, "mutex") is False
+    res = check(mu, "mutex")
+    assert res.anomalies[0].explanation.endswith("the mutex can only be held here")
+    mr = H((0, "invoke", "txn", [["w", "x", 1], ["w", "y", 1]]),
+           (0, "ok", "txn", [["w", "x", 1], ["w", "y", 1]]),
+           (1, "invoke", "txn", [["r", "x", None], ["r", "y", None]]),
+           (1, "ok", "txn", [["r", "x", 1], ["r", "y", None]]))
+    assert verdict(mr, "multi-register") is False
+
+
+def test_identical_crashed_writes_are_interchangeable() -> None:
+    events: list[tuple[Any, ...]] = []
+    for p in range(20):
+        events += [(p, "invoke", "write", 1), (p, "info", "write", None)]
+    events += [(99, "invoke", "read", None), (99, "ok", "read", 2)]
+    h = H(*events)
+    with search_only():
+        res = check(h, "register", initial=0)
+    assert res.valid is False
+    assert res.counts["steps"] < 100  # not 2^20
+
+
+def hard_history(n: int = 14) -> list[Op]:
+    """Many concurrent distinct writes, then an impossible read: the search
+    must visit every (subset of writes, last write) configuration."""
+    events: list[tuple[Any, ...]] = [(p, "invoke", "write", p) for p in range(n)]
+    events += [(p, "ok", "write", p) for p in range(n)]
+    events += [(99, "invoke", "read", None), (99, "ok", "read", 99)]
+    events += [(99, "invoke", "write", 0), (99, "ok", "write", 0)]  # values not unique
+    return H(*events)
+
+
+def test_time_limit_gives_unknown() -> None:
+    res = check(hard_history(), "register", initial=0, time_limit=0.05)
+    assert res.valid == "unknown"
+    assert res.reason is not None and "time limit" in res.reason and "model steps" in res.reason
+
+
+def test_memory_limit_gives_unknown() -> None:
+    res = check(hard_history(), "register", initial=0, memory_limit=10_000)
+    assert res.valid == "unknown"
+    assert res.reason is not None and "memory limit" in res.reason
+
+
+def test_hard_history_without_limits_is_invalid() -> None:
+    res = check(hard_history(8), "register", initial=0)
+    assert res.valid is False
+    assert res.anomalies[0].details["op"] == 16  # the read of 99
+    assert len(res.anomalies[0].details["prefix"]) == 8
+    assert len(res.anomalies[0].details["states"]) == 8  # whichever write came last
+
+
+def test_errors_are_unknown_not_crashes() -> None:
+    res = check(H((0, "invoke", "frobnicate", 1), (0, "ok", "frobnicate", 1)), "register")
+    assert res.valid == "unknown" and res.reason is not None and "frobnicate" in res.reason
+    res = check(H((0, "ok", "read", 1)), "register")  # a completion without invocation
+    assert res.valid == "unknown"
+    res = check([], "no-such-model")
+    assert res.valid == "unknown" and "cas-register" in (res.reason or "")
+
+
+def test_empty_and_crash_only_histories_are_valid() -> None:
+    assert check([], "register").valid is True
+    h = H((0, "invoke", "write", 1), (0, "info", "write", None))
+    assert check(h, "cas-register").valid is True
+
+
+def test_keyboard_interrupt_propagates() -> None:
+    class Boom:
+        name = "boom"
+
+        def init(self, initial: Any = None) -> Any:
+            raise KeyboardInterrupt
+
+        def step(self, state: Any, op: Any) -> Any:
+            return [state]
+
+        def partition(self, op: Any) -> Any:
+            return None
+
+        def describe(self, state: Any) -> str:
+            return ""
+
+        def explain(self, op: Any) -> str:
+            return ""
+
+    with pytest.raises(KeyboardInterrupt):
+        check(H((0, "invoke", "x", 1), (0, "ok", "x", 1)), Boom())
+
+
+def test_unique_register_counterexamples_carry_the_search_prefix_and_states() -> None:
+    # Unique writes take the O(n log n) path; the counterexample still shows
+    # the longest linearizable prefix and the states before the failing read.
+    from checkers.history import Op
+
+    events = [
+        (0, "invoke", "write", 1), (1, "invoke", "read", None), (0, "ok", "write", 1), (1, "ok", "read", 1),
+        (2, "invoke", "write", 2), (2, "ok", "write", 2), (0, "invoke", "read", None), (0, "ok", "read", 2),
+        (1, "invoke", "read", None), (1, "ok", "read", 1),
+    ]
+    ops = [Op(index=i, time=i, process=p, type=t, f=f, value=v) for i, (p, t, f, v) in enumerate(events)]
+    result = check(ops, "register")
+    assert result.valid is False
+    details = result.anomalies[0].details
+    assert details["op"] == 8
+    assert len(details["prefix"]) == 4 and details["states"] == ["2"]
