@@ -1,16 +1,247 @@
 """The `harness` command line.
 
-Only the entry point exists yet: `harness run`, `harness check` and
-`harness serve` arrive with the runner, checker and report issues.
+Commands: `harness check PATH` (judge a recorded history for
+linearizability). `harness run` and `harness serve` arrive with the runner
+and report issues.
+
+Exit codes, as in Jepsen (DESIGN.md): 0 valid, 1 invalid, 2 unknown,
+254 bad arguments (a usage error, a missing file, a history that cannot be
+read), 255 internal error. Ctrl-C exits 130.
 """
 
+from __future__ import annotations
+
+import dataclasses
+import html
+import importlib
+import json
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
 import click
+from tabulate import tabulate
+
+from checkers.history import HistoryError, Op
+
+from .history import FORMATS, HistoryFormatError, detect_format, read_history, resolve_history_path
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
+EXIT_BAD_ARGS, EXIT_INTERNAL, EXIT_INTERRUPTED = 254, 255, 130
+
+MODELS = ("register", "cas-register", "multi-register", "kv", "set", "mutex")
+DEFAULT_MODEL = {"porcupine-kv": "kv", "porcupine-etcd": "cas-register"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BadInput(click.ClickException):
+    """A bad argument found after parsing (exit 254)."""
+
+    exit_code = EXIT_BAD_ARGS
+
+
+class HarnessGroup(click.Group):
+    """A click group whose standalone `main` maps errors to Jepsen's exit
+    codes instead of click's (click exits 2 on a usage error, which here
+    means "unknown")."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.Exit as e:
+            _exit(e.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Aborted!", err=True)
+            _exit(EXIT_INTERRUPTED)
+        except click.ClickException as e:  # UsageError, BadParameter, BadInput, FileError ...
+            e.show()
+            _exit(EXIT_BAD_ARGS)
+        except (FileNotFoundError, HistoryFormatError, HistoryError) as e:
+            click.echo(f"Error: {e}", err=True)
+            _exit(EXIT_BAD_ARGS)
+        except Exception as e:
+            traceback.print_exc(file=sys.stderr)
+            click.echo(f"Internal error: {type(e).__name__}: {e}", err=True)
+            _exit(EXIT_INTERNAL)
+        _exit(rv if isinstance(rv, int) else 0)
+
+
+def _exit(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dynamo-harness")
 def cli() -> None:
     """A Jepsen-style correctness harness for replicated key-value stores."""
+
+
+def _parse_initial(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _json_default(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return dataclasses.asdict(v)
+    if isinstance(v, bytes | bytearray):
+        return {"$bytes": bytes(v).hex()}
+    if isinstance(v, set | frozenset):
+        try:
+            return sorted(v)
+        except TypeError:
+            return list(v)
+    return repr(v)
+
+
+def _describe_op(op: Op) -> str:
+    key = f" key {op.key!r}" if op.key is not None else ""
+    value = "" if op.value is None else f" {op.value!r}"
+    return f"#{op.index} process {op.process} {op.type} {op.f}{key}{value} at {op.time / 1e9:.3f} s"
+
+
+def _verdict_rows(
+    result: Any, history: Sequence[Op], *, path: Path, fmt: str, model: str, elapsed: float
+) -> list[tuple[str, str]]:
+    counts = getattr(result, "counts", {}) or {}
+
+    def count(*names: str) -> str:
+        for n in names:
+            if n in counts:
+                return str(counts[n])
+        return "-"
+
+    valid = result.valid
+    verdict = {True: "valid", False: "INVALID"}.get(valid, "unknown") if isinstance(valid, bool) else str(valid)
+    ops = count("operations", "ops")
+    if ops == "-":
+        ops = str(sum(1 for o in history if o.type == "invoke" and o.process != "nemesis"))
+    rows = [
+        ("history", f"{path} ({fmt}, {len(history)} events)"),
+        ("model", model),
+        ("verdict", verdict),
+        ("operations", ops),
+        ("partitions", count("partitions", "keys")),
+        ("steps", count("steps", "model_steps")),
+        ("time", f"{elapsed:.3f} s"),
+    ]
+    if valid == "unknown" and getattr(result, "reason", None):
+        rows.append(("reason", str(result.reason)))
+    return rows
+
+
+def _anomaly_lines(result: Any, history: Sequence[Op]) -> list[str]:
+    lines: list[str] = []
+    for anomaly in getattr(result, "anomalies", ())[:1]:
+        lines.append(anomaly.explanation)
+        for i in anomaly.ops[:3]:
+            if 0 <= i < len(history) and history[i].index == i:
+                lines.append("  " + _describe_op(history[i]))
+    return lines
+
+
+def _simple_page(title: str, result: Any) -> str:
+    verdict = "valid" if result.valid is True else str(result.valid)
+    reason = f"<p>{html.escape(str(result.reason))}</p>" if getattr(result, "reason", None) else ""
+    t = html.escape(title)
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>"
+        f"<body><h1>{t}</h1><p>Verdict: <strong>{html.escape(verdict)}</strong>; "
+        f"no counterexample to show.</p>{reason}</body></html>\n"
+    )
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(("auto", *FORMATS)), default="auto", show_default=True,
+    help="History format; auto detects it from the content.",
+)
+@click.option(
+    "--model", type=click.Choice(MODELS), default=None,
+    help="Model to check against [default: kv for porcupine-kv, cas-register for porcupine-etcd, else register].",
+)
+@click.option("--initial", metavar="VALUE", default=None,
+              help="The model's initial value: JSON if it parses, else a string.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              default=None, help="Give up (verdict unknown) after S seconds.")
+@click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB", default=None,
+              help="Give up (verdict unknown) past MB mebibytes of search state.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="OUT.html", help="Write the counterexample (or the verdict) as HTML.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout (the table goes to stderr).")
+@click.pass_context
+def check(
+    ctx: click.Context,
+    path: Path,
+    fmt: str,
+    model: str | None,
+    initial: str | None,
+    time_limit: float | None,
+    memory_limit: int | None,
+    html_out: Path | None,
+    as_json: bool,
+) -> None:
+    """Check the history at PATH for linearizability.
+
+    PATH is a history file (this project's history.jsonl, a Jepsen EDN
+    history, a Porcupine etcd or kv log) or a run directory of the store.
+    Exits 0 valid, 1 invalid, 2 unknown, 254 bad arguments.
+    """
+    file = resolve_history_path(path)
+    if fmt == "auto":
+        fmt = detect_format(file)
+    history = read_history(file, fmt)
+    model_name = model or DEFAULT_MODEL.get(fmt, "register")
+
+    linearizable = importlib.import_module("checkers.linearizable")
+    started = time.perf_counter()
+    result = linearizable.check(
+        history,
+        model_name,
+        initial=_parse_initial(initial),
+        time_limit=time_limit,
+        memory_limit=None if memory_limit is None else memory_limit * 1024 * 1024,
+    )
+    elapsed = time.perf_counter() - started
+
+    rows = _verdict_rows(result, history, path=file, fmt=fmt, model=model_name, elapsed=elapsed)
+    text = tabulate(rows, tablefmt="plain")
+    if result.valid is False:
+        text += "\n\n" + "\n".join(_anomaly_lines(result, history))
+    click.echo(text, err=as_json)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), default=_json_default, indent=2))
+
+    if html_out is not None:
+        title = f"{file.name}: {model_name}"
+        if result.valid is False:
+            report = importlib.import_module("harness.report.linearizability")
+            page = report.render_counterexample(result, history, title=title)
+        else:
+            page = _simple_page(title, result)
+        html_out.write_text(page, encoding="utf-8")
+        click.echo(f"wrote {html_out}", err=True)
+
+    ctx.exit({True: EXIT_VALID, False: EXIT_INVALID}.get(result.valid, EXIT_UNKNOWN)
+             if isinstance(result.valid, bool) else
+             (EXIT_UNKNOWN if result.valid == "unknown" else EXIT_INTERNAL))
 
 
 def main() -> None:

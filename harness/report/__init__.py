@@ -1,0 +1,1 @@
+"""Reports: HTML and text views of runs and checker results."""

@@ -1,0 +1,1 @@
+"""Tests of `harness`: history readers and writers, the command line."""

@@ -1,0 +1,319 @@
+"""`harness.history`: the JSON Lines writer and reader, and the readers of
+Jepsen EDN and Porcupine etcd/kv histories, on hand-written fixtures in
+`tests/data/histories/`."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from checkers.history import Op, pair
+from harness.history import (
+    HistoryFormatError,
+    HistoryWriter,
+    detect_format,
+    fill_invocations,
+    read_edn,
+    read_history,
+    read_jsonl,
+    read_porcupine_etcd,
+    read_porcupine_kv,
+    resolve_history_path,
+)
+
+DATA = Path(__file__).parent.parent / "data" / "histories"
+
+
+def _dense(ops: list[Op]) -> None:
+    assert [o.index for o in ops] == list(range(len(ops)))
+
+
+# -- JSON Lines -------------------------------------------------------------
+
+
+def test_writer_round_trip(tmp_path: Path) -> None:
+    ops = [
+        Op(index=0, time=0, process=0, type="invoke", f="write", key="k", value=b"\x00\xff", node="n1"),
+        Op(index=1, time=5, process="nemesis", type="info", f="start-partition",
+           value={"n1": ["n2", "n3"]}),
+        Op(index=2, time=9, process=0, type="ok", f="write", key="k", value=b"\x00\xff", node="n1"),
+        Op(index=3, time=10, process=1, type="invoke", f="write", key="k", value=[1, "a", None],
+           extra={"obs": ["x", "y"]}),
+        Op(index=4, time=20, process=1, type="info", f="write", key="k", value=[1, "a", None],
+           error="timeout", extra={"obs": ["x", "y"]}),
+        Op(index=5, time=21, process=2, type="invoke", f="read", value=None),
+        Op(index=6, time=22, process=2, type="ok", f="read", value={"$bytes": 3, "é": True}),
+    ]
+    path = tmp_path / "history.jsonl"
+    with HistoryWriter(path) as w:
+        for op in ops[:3]:
+            w.write(op)
+        # flushed per line: readable while the writer is still open
+        assert read_jsonl(path) == ops[:3]
+        for op in ops[3:]:
+            w.write(op)
+    assert read_jsonl(path) == ops
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["value"] == {"$bytes": "00ff"}
+    assert "error" not in first and first["key"] == "k"
+    # appending continues the same file
+    with HistoryWriter(path) as w:
+        w.write(Op(index=7, time=30, process=2, type="invoke", f="read"))
+    assert len(read_jsonl(path)) == 8
+
+
+def test_writer_sets_become_lists_and_bad_values_fail(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    with HistoryWriter(path) as w:
+        w.write(Op(index=0, time=0, process=0, type="ok", f="read", value=frozenset({3, 1, 2})))
+        with pytest.raises(TypeError):
+            w.write(Op(index=1, time=0, process=0, type="ok", f="read", value=object()))
+        with pytest.raises(ValueError, match="shadows"):
+            w.write(Op(index=1, time=0, process=0, type="ok", f="read", extra={"value": 1}))
+    assert [o.value for o in read_jsonl(path)] == [[1, 2, 3]]
+
+
+def test_writer_threads(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    with HistoryWriter(path) as w:
+        def work(p: int) -> None:
+            for i in range(200):
+                w.write(Op(index=0, time=i, process=p, type="invoke", f="write", value="x" * 50))
+        threads = [threading.Thread(target=work, args=(p,)) for p in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    ops = read_jsonl(path)
+    assert len(ops) == 800
+    _dense(ops)
+
+
+def test_jsonl_fixture_keeps_nemesis_and_fields() -> None:
+    ops = read_jsonl(DATA / "register.jsonl")
+    _dense(ops)
+    assert ops[1].process == "nemesis" and ops[1].value == {"n1": ["n2", "n3"]}
+    assert ops[4].error == "timeout" and ops[4].node == "n2"
+    assert ops[3].value is None  # our own format is not rewritten
+
+
+def test_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"process":0,"type":"invoke","f":"read"}\n\n{"process":0,"type":"ok",\n')
+    with pytest.raises(HistoryFormatError, match=r"h\.jsonl:3: not JSON"):
+        read_jsonl(path)
+    path.write_text('{"process":0,"type":"begin","f":"read"}\n')
+    with pytest.raises(HistoryFormatError, match=r"h\.jsonl:1: type must be"):
+        read_jsonl(path)
+    path.write_text('{"type":"invoke","f":"read"}\n')
+    with pytest.raises(HistoryFormatError, match=r":1: op has no process"):
+        read_jsonl(path)
+
+
+# -- EDN --------------------------------------------------------------------
+
+
+def test_edn_vector_with_comments_multiline_maps_and_nemesis() -> None:
+    ops = read_edn(DATA / "register-valid.edn")
+    _dense(ops)
+    assert [(o.process, o.type, o.f) for o in ops] == [
+        (0, "invoke", "write"), (0, "ok", "write"), (1, "invoke", "read"), (1, "ok", "read")]
+    assert [o.time for o in ops] == [1000, 2000, 3000, 4000]
+    assert ops[2].extra["source_index"] == 3
+    # the ok read's value fills in its invocation's; the completion keeps it
+    assert ops[2].value == 1 and ops[3].value == 1
+    assert len(pair(ops)) == 2
+
+
+def test_edn_one_map_per_line_without_time() -> None:
+    ops = read_edn(DATA / "register-invalid.edn")
+    _dense(ops)
+    assert [o.time for o in ops] == [0, 1, 2, 3]
+    assert ops[2].value == 2 and ops[3].value == 2
+
+
+def test_edn_multi_register_values() -> None:
+    ops = read_edn(DATA / "multi-register.edn")
+    assert ops[0].value == [["write", "x", 1], ["write", "y", 2]]
+    assert ops[2].value == [["read", "x", 1], ["read", "y", 2]]  # filled from the ok
+    assert ops[3].value == [["read", "x", 1], ["read", "y", 2]]
+
+
+def test_edn_mutex_records_without_values() -> None:
+    ops = read_edn(DATA / "mutex.edn")
+    _dense(ops)
+    assert [o.f for o in ops] == ["acquire", "acquire", "acquire", "release", "release", "acquire"]
+    assert all(o.value is None for o in ops)
+    assert ops[5].type == "fail" and ops[5].error == "timeout"
+
+
+def test_edn_odds_and_ends(tmp_path: Path) -> None:
+    path = tmp_path / "h.edn"
+    path.write_text(
+        '{:process 0 :type :invoke :f :add :value 1 :node "n1" :extra-field [:a "b;c]"]}\n'
+        "{:process 0 :type :ok :f :add :value 1 :error nil}\n"
+        "{:process 1 :type :invoke :f :read :value nil}\n"
+        "{:process 1 :type :ok :f :read :value #{3 1 2}}\n"
+        "{:process 2 :type :invoke :f :write :value 5}\n"
+        "{:process 2 :type :ok :f :write :value nil}\n"
+    )
+    ops = read_edn(path)
+    assert ops[0].node == "n1" and ops[0].extra == {"extra-field": ["a", "b;c]"]}
+    assert ops[3].value == [1, 2, 3]
+    assert ops[4].value == 5  # a nil completion does not erase the argument
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "match"),
+    [
+        ("{:process 0 :type :invoke :f :read}\n\n{:process 0 :type :ok\n :f :read", 3, "unterminated"),
+        ("{:process 0 :type :invoke :f :read}\n[1 2]\n", 2, "expected an op map"),
+        ("; c\n{:process 0 :type :invoke :f :read}\n{:process 0 :type :nope :f :read}\n", 3, "type"),
+        ("{:process 0 :type :invoke :f :read}\n}\n", 2, "unmatched"),
+        ("{:process 0 :type :invoke :f :read :time :soon}\n", 1, "time"),
+    ],
+)
+def test_edn_errors_name_file_and_line(tmp_path: Path, text: str, line: int, match: str) -> None:
+    path = tmp_path / "bad.edn"
+    path.write_text(text)
+    with pytest.raises(HistoryFormatError, match=rf"bad\.edn:{line}: .*{match}"):
+        read_edn(path)
+
+
+def test_edn_malformed_fixture() -> None:
+    with pytest.raises(HistoryFormatError, match=r"malformed\.edn:3: cannot parse EDN") as e:
+        read_edn(DATA / "malformed.edn")
+    assert e.value.line == 3 and isinstance(e.value, ValueError)
+
+
+def test_edn_many_ops_batched(tmp_path: Path) -> None:
+    path = tmp_path / "h.edn"
+    lines = []
+    for i in range(600):
+        lines.append(f"{{:process {i % 5} :type :invoke :f :write :value {i}}}")
+        lines.append(f"{{:process {i % 5} :type :ok :f :write :value {i}}}")
+    lines[1001] = "{:process 0 :type :ok :f :write :value 1 2}"  # 1-based line 1002
+    path.write_text("\n".join(lines))
+    with pytest.raises(HistoryFormatError, match=r"h\.edn:1002:"):
+        read_edn(path)
+    lines[1001] = "{:process 0 :type :ok :f :write :value 1}"
+    path.write_text("\n".join(lines))
+    ops = read_edn(path)
+    assert len(ops) == 1200
+    _dense(ops)
+
+
+# -- Porcupine --------------------------------------------------------------
+
+
+def test_porcupine_etcd() -> None:
+    ops = read_porcupine_etcd(DATA / "etcd-valid.log")
+    _dense(ops)
+    got = [(o.process, o.type, o.f, o.value, o.error) for o in ops]
+    assert got == [
+        (0, "invoke", "read", None, None),  # read of nil: the key is absent
+        (1, "invoke", "write", 3, None),
+        (0, "ok", "read", None, None),
+        (1, "ok", "write", 3, None),
+        (2, "invoke", "cas", [3, 0], None),
+        (2, "ok", "cas", [3, 0], None),
+        (3, "invoke", "cas", [1, 4], None),
+        (3, "fail", "cas", [1, 4], None),  # the compare did not match: definite
+        (4, "invoke", "write", 2, None),
+        (4, "info", "write", None, "timed-out"),
+        (0, "invoke", "read", None, None),
+        (0, "info", "read", None, "timed-out"),  # :fail :read :timed-out is unknown
+        (1, "invoke", "read", 0, None),  # filled in from the ok
+        (1, "ok", "read", 0, None),
+    ]
+    assert [o.time for o in ops] == list(range(len(ops)))
+
+
+def test_porcupine_etcd_bad_op_line() -> None:
+    with pytest.raises(HistoryFormatError, match=r"etcd-malformed\.log:3: cannot parse value"):
+        read_porcupine_etcd(DATA / "etcd-malformed.log")
+
+
+def test_porcupine_etcd_garbled_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.write_text("INFO  jepsen.util - 0 :invoke :read nil\nINFO  jepsen.util - 0 :ok\n"
+                    "INFO  jepsen.util - Something else entirely\n")
+    with pytest.raises(HistoryFormatError, match=r"x\.log:2: cannot parse op line"):
+        read_porcupine_etcd(path)
+
+
+def test_porcupine_kv() -> None:
+    ops = read_porcupine_kv(DATA / "kv-c01.txt")
+    _dense(ops)
+    assert [(o.process, o.type, o.f, o.key) for o in ops][:2] == [
+        (9, "invoke", "append", "0"), (4, "invoke", "get", "0")]
+    assert ops[1].value == "x 9 0 y" and ops[3].value == "x 9 0 y"
+    assert ops[4].key == "5" and ops[4].value == "x 2 0 y"
+
+
+def test_fill_invocations_leaves_unpaired_alone() -> None:
+    ops = [Op(index=0, time=0, process=0, type="ok", f="read", value=1)]
+    assert fill_invocations(ops) == ops
+
+
+# -- detection and run directories -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("register.jsonl", "jsonl"),
+        ("register-valid.edn", "edn"),
+        ("register-invalid.edn", "edn"),
+        ("multi-register.edn", "edn"),
+        ("mutex.edn", "edn"),
+        ("etcd-valid.log", "porcupine-etcd"),
+        ("kv-c01.txt", "porcupine-kv"),
+    ],
+)
+def test_detect_format(name: str, fmt: str) -> None:
+    assert detect_format(DATA / name) == fmt
+
+
+def test_detect_by_content_not_extension(tmp_path: Path) -> None:
+    for src, fmt in [("register.jsonl", "jsonl"), ("register-valid.edn", "edn"),
+                     ("etcd-valid.log", "porcupine-etcd"), ("kv-c01.txt", "porcupine-kv")]:
+        p = tmp_path / f"{fmt}.dat"
+        p.write_bytes((DATA / src).read_bytes())
+        assert detect_format(p) == fmt
+        assert len(read_history(p)) > 0
+    unknown = tmp_path / "x.dat"
+    unknown.write_text("hello\n")
+    with pytest.raises(HistoryFormatError, match="format"):
+        detect_format(unknown)
+
+
+def test_read_history_explicit_format() -> None:
+    assert len(read_history(DATA / "kv-c01.txt", "edn")) == 6
+    with pytest.raises(ValueError, match="unknown history format"):
+        read_history(DATA / "kv-c01.txt", "csv")
+
+
+def test_run_directories(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    old = store / "register" / "20240101T000000"
+    new = store / "register" / "20240102T000000"
+    for d in (old, new):
+        d.mkdir(parents=True)
+    (old / "history.jsonl").write_text("")
+    (new / "history.jsonl").write_bytes((DATA / "register.jsonl").read_bytes())
+    assert resolve_history_path(new) == new / "history.jsonl"
+    assert resolve_history_path(store / "register") == new / "history.jsonl"  # newest run
+    os.symlink(old, store / "latest")
+    assert resolve_history_path(store) == store / "latest" / "history.jsonl"
+    (store / "latest").unlink()
+    (store / "latest").write_text("register/20240102T000000\n")
+    assert len(read_history(store)) == 5
+    with pytest.raises(FileNotFoundError):
+        resolve_history_path(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError):
+        resolve_history_path(old.parent.parent.parent)  # tmp_path: no history anywhere
