@@ -1,0 +1,71 @@
+"""bench/checker.py: a tiny run completes and prints its sections (figures are never asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from checkers.history import complete, pair
+from checkers.unique_register import check_unique_register
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--histories", "3", "--big-ops", "500", "--skip-huge", "--seed", "3"]
+
+
+def _load() -> ModuleType:
+    # Loaded by path: `bench` is not an installed package, and under plain
+    # `pytest` this directory (tests/bench) could shadow it as a namespace package.
+    name = "_bench_checker_under_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "checker.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def test_tiny_run_prints_every_section(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(TINY) == 0
+    out = capsys.readouterr().out
+    assert bench.BIG in out and "fast path alone" in out
+    assert bench.HUGE not in out
+    if bench.load_linearizable()[0] is not None:
+        assert bench.ETCD in out and "vs Porcupine, hardest history" in out
+        assert "vs Porcupine, all histories" in out and "model steps" in out
+    else:
+        assert "not importable" in out
+
+
+def test_huge_part_prints_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--histories", "1", "--big-ops", "100", "--huge-ops", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert bench.HUGE in out and "peak RSS" in out
+
+
+def test_missing_linearizable_is_skipped_with_a_note(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "checkers.linearizable", None)  # import now raises ImportError
+    assert bench.main(TINY) == 0
+    out = capsys.readouterr().out
+    assert "note: checkers.linearizable is not importable" in out
+    assert bench.ETCD in out and "skipped" in out
+    assert bench.BIG in out and "fast path alone" in out
+
+
+def test_generated_large_histories_are_linearizable() -> None:
+    for seed in range(5):
+        shape = bench.Shape(ops=300, processes=6, unique=True, crash_write=0.2, crash_read=0.1)
+        ops = complete(pair(bench.simulate(random.Random(seed), shape)))
+        result = check_unique_register(ops)
+        assert result is not None and result.valid is True, seed
