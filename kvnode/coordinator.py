@@ -319,9 +319,7 @@ class Coordinator:
         if s.read_repair == "sync":
             await self._repair_sync(key, merged, answers, tasks, pending)
         elif s.read_repair == "async":
-            encoded = self.replica.encode(merged)
-            if pending or any(self.replica.encode(st) != encoded for st in answers.values()):
-                self._spawn(self._repair_async(key, merged, answers, tasks, pending))
+            self._repair_later(key, merged, answers, tasks, pending)
         else:
             for t in pending:
                 t.cancel()
@@ -333,22 +331,49 @@ class Coordinator:
             merged = self.replica.resolver.merge(merged, other)
         return merged
 
-    async def _repair_async(
+    def _repair_later(
         self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
         tasks: dict[asyncio.Task[Versioned], Target], pending: set[asyncio.Task[Versioned]],
     ) -> None:
-        # Wait for the replicas that had not answered yet, then repair all stale ones.
-        if pending:
-            done, _ = await asyncio.wait(pending, timeout=self.settings.request_timeout)
-            for t in done:
-                if not t.cancelled() and t.exception() is None:
+        """Async read repair: once the replicas that had not answered do (or
+        time out), write the merged version to every stale one. Callbacks,
+        not a task per read: most reads find nothing to repair."""
+        late = set(pending)  # the answers still to come
+        waiting = set(pending)
+
+        def settle() -> None:
+            nonlocal merged
+            for t in late:
+                if self._ok(t):
                     answers[tasks[t]] = t.result()
                     merged = self.replica.resolver.merge(merged, t.result())
-        encoded = self.replica.encode(merged)
-        stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded]
-        if stale:
-            self.counters.read_repairs += len(stale)
-            await asyncio.gather(*(self._store(p, key, merged) for p in stale), return_exceptions=True)
+            encoded = self.replica.encode(merged)
+            stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded]
+            if stale:
+                self.counters.read_repairs += len(stale)
+                for target in stale:
+                    self._spawn(self._store(target, key, merged))
+
+        if not waiting:
+            settle()
+            return
+        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, lambda: finish(None))
+
+        def finish(t: asyncio.Future[Any] | None) -> None:
+            if t is not None:
+                waiting.discard(t)
+                if waiting:
+                    return
+            elif not waiting:
+                return
+            timer.cancel()
+            for other in list(waiting):
+                other.remove_done_callback(finish)
+            waiting.clear()
+            settle()
+
+        for t in list(waiting):
+            t.add_done_callback(finish)
 
     async def _repair_sync(
         self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],

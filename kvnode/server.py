@@ -318,6 +318,12 @@ class Node:
                     outbox.send(protocol.error(
                         message["id"], "unauthorized", f"{message['type']} is for authenticated peers only"))
                     continue
+                if message["type"] == "replica_get" and "hint" not in message:
+                    # Answered at once from memory: no task for the most
+                    # frequent peer request.
+                    outbox.send({"type": "replica_get_ok", "id": message["id"],
+                                 "state": self.replica.engine.get(message["key"])})
+                    continue
                 task = asyncio.ensure_future(self._answer(message, outbox))
                 self._requests.add(task)
                 task.add_done_callback(self._requests.discard)
