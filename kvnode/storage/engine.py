@@ -40,7 +40,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from . import manifest as manifest_mod
@@ -122,7 +122,6 @@ class _Counters:
     write_stalls: int = 0
     wal_records_recovered: int = 0
     wal_bytes_dropped: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def _file_name(number: int, kind: str) -> str:
