@@ -45,6 +45,14 @@ Pruning beyond plain WGL:
   whose written values are all distinct, `checkers.unique_register` decides
   the part in O(n log n) (Gibbons & Korach) when it applies.
 
+Cost per step: the model is called once per distinct (operation, state)
+pair, its answer kept in a per-operation dict (states are hashable and few);
+for the built-in `register` and `cas-register` each operation's transition is
+precompiled to a small tuple instead (no dispatch on `f`, no `freeze` in the
+loop). Model states are interned to small ints and a memoized configuration
+is the single int `lin | state_id << n`. The steps counted are the candidate
+evaluations of WGL, whether or not the transition was already known.
+
 Limits: `time_limit` (seconds, checked on a monotonic clock every 1000 model
 steps) and `memory_limit` (bytes). Memory is estimated, not measured: the
 memo cache dominates, and each entry is costed at 150 bytes plus the bitset
@@ -69,7 +77,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checkers.history import Op, Operation, complete, pair
-from checkers.models import Model, freeze
+from checkers.models import CasRegister, Model, Register, argument, freeze, output
 from checkers.models import model as model_by_name
 from checkers.result import Anomaly, Result, worst
 
@@ -224,6 +232,37 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
     return Result(checker=CHECKER, valid=False, anomalies=(_anomaly(key, ops, m, out),))
 
 
+_READ, _READ_ANY, _WRITE, _CAS = 0, 1, 2, 3
+
+
+def _register_specs(ops: list[Operation], m: Model) -> list[tuple[Any, ...] | None] | None:
+    """For the built-in `register` and `cas-register` (exactly those classes:
+    a subclass may override `step`), each op's transition precompiled to a
+    small tuple, the same as `Register.step` / `CasRegister.step` computes;
+    None for an op the generic `step` must handle (it raises the error).
+    Called after `m.init`, which sets `m.initial`."""
+    if type(m) is not Register and type(m) is not CasRegister:
+        return None
+    initial = m.initial
+    out: list[tuple[Any, ...] | None] = []
+    for o in ops:
+        f = str(o.f).lstrip(":")
+        spec: tuple[Any, ...] | None = None
+        try:
+            if f == "read":
+                known, v = output(o)
+                spec = (_READ, initial if v is None else freeze(v)) if known else (_READ_ANY,)
+            elif f == "write":
+                spec = (_WRITE, freeze(argument(o)))
+            elif f == "cas" and type(m) is CasRegister:
+                expected, new = argument(o)
+                spec = (_CAS, initial if expected is None else freeze(expected), freeze(new), output(o)[0])
+        except (TypeError, ValueError):
+            spec = None
+        out.append(spec)
+    return out
+
+
 def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
     """Wing & Gong + Lowe over one part; see the module docstring."""
     n = len(ops)
@@ -282,18 +321,57 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
     for i in range(n):
         if ok[i]:
             ok_mask |= 1 << i
+    bits = [1 << i for i in range(n)]
 
     # Memory estimate per cache entry.
     entry_bytes = 150 + n // 8 + sys.getsizeof(state)
     max_entries = None if budget.memory_limit is None else max(1, budget.memory_limit // entry_bytes)
 
-    cache: set[tuple[int, Hashable]] = {(0, state)}
-    # stack frames: (call entry, state before, bitset before, other next states)
-    calls: list[tuple[int, Hashable, int, list[Hashable]]] = []
+    # Model transitions, memoized per (op, state): trans[i][state] is the
+    # tuple of (next state, its memo key part) pairs, already filtered of
+    # useless steps for crashed ops. States are interned to small ids, and a
+    # configuration (lin, state) is memoized as the int `lin | id << n`, so
+    # the hot loop hashes one int instead of a tuple and calls the model
+    # once per distinct (op, state) instead of once per step.
+    trans: list[dict[Hashable, tuple[tuple[Hashable, int], ...]]] = [{} for _ in range(n)]
+    sid_of: dict[Hashable, int] = {state: 0}
+    step = m.step
+
+    specs = _register_specs(ops, m)
+
+    def transitions(i: int, st: Hashable) -> tuple[tuple[Hashable, int], ...]:
+        sp = specs[i] if specs is not None else None
+        if sp is None:
+            succ = list(step(st, ops[i]))
+        elif sp[0] == _READ:
+            succ = [st] if sp[1] == st else []
+        elif sp[0] == _READ_ANY:
+            succ = [st]
+        elif sp[0] == _WRITE:
+            succ = [sp[1]]
+        else:  # _CAS: (kind, expected, new, outcome known)
+            succ = [sp[2]] if sp[1] == st else ([] if sp[3] else [st])
+        if match[call_entry[i]] < 0:  # crashed op: a step that changes nothing is useless
+            succ = [x for x in succ if x != st]
+        out = []
+        for x in succ:
+            sid = sid_of.get(x)
+            if sid is None:
+                sid = sid_of[x] = len(sid_of)
+            out.append((x, sid << n))
+        t = tuple(out)
+        trans[i][st] = t
+        return t
+
+    cache: set[int] = {0}
+    # stack frames: (call entry, state before, its key part, bitset before,
+    # possible next states, index of the one taken)
+    calls: list[tuple[int, Hashable, int, int, tuple[tuple[Hashable, int], ...], int]] = []
     lin = 0
+    skey = 0  # memo key part of `state`
     remaining = n_ok
     steps = 0
-    next_check = budget.steps + _CHECK_EVERY
+    check_at = _CHECK_EVERY - budget.steps % _CHECK_EVERY
 
     best_depth = -1
     best_op = -1
@@ -301,7 +379,8 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
     best_key = -1
     best_states: list[Hashable] = []
 
-    step = m.step
+    cache_add = cache.add
+    calls_append = calls.append
     e = nxt[HEAD]
     while True:
         if is_call[e]:
@@ -311,38 +390,40 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
                 e = nxt[e]
                 continue
             steps += 1
-            succ = list(step(state, ops[i]))
-            r = match[e]
-            if r < 0:  # crashed op: a step that changes nothing is useless
-                succ = [s for s in succ if s != state]
-            if not succ:
-                e = nxt[e]
-                continue
-            new_lin = lin | (1 << i)
-            chosen = -1
-            for k, s in enumerate(succ):
-                if (new_lin, s) not in cache:
-                    chosen = k
+            succ = trans[i].get(state)
+            if succ is None:
+                succ = transitions(i, state)
+            new_lin = lin | bits[i]
+            found = False
+            for nxt_state in succ:
+                if (new_lin | nxt_state[1]) not in cache:
+                    found = True
                     break
-            if chosen < 0:
+            if not found:  # no possible next state, or all explored before
                 e = nxt[e]
-                continue
-            s = succ[chosen]
-            cache.add((new_lin, s))
-            calls.append((e, state, lin, succ[chosen + 1:]))
-            state = s
-            lin = new_lin
-            # lift
-            nxt[prv[e]] = nxt[e]
-            prv[nxt[e]] = prv[e]
-            if r >= 0:
-                nxt[prv[r]] = nxt[r]
-                prv[nxt[r]] = prv[r]
-                remaining -= 1
-                if remaining == 0:
-                    budget.steps += steps
-                    return _Outcome(valid=True, steps=steps)
-            e = nxt[HEAD]
+            else:
+                s, sk = nxt_state
+                cache_add(new_lin | sk)
+                calls_append((e, state, skey, lin, succ, succ.index(nxt_state)))
+                state = s
+                skey = sk
+                lin = new_lin
+                # lift
+                a = prv[e]
+                b = nxt[e]
+                nxt[a] = b
+                prv[b] = a
+                r = match[e]
+                if r >= 0:
+                    a = prv[r]
+                    b = nxt[r]
+                    nxt[a] = b
+                    prv[b] = a
+                    remaining -= 1
+                    if remaining == 0:
+                        budget.steps += steps
+                        return _Outcome(valid=True, steps=steps)
+                e = nxt[HEAD]
         else:
             if e == TAIL:  # cannot happen while an ok op remains; defensive
                 budget.steps += steps
@@ -364,7 +445,7 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
                     budget.steps += steps
                     return _Outcome(valid=False, steps=steps, op=best_op, prefix=best_prefix,
                                     states=best_states)
-                c_e, c_state, c_lin, rest = calls.pop()
+                c_e, state, skey, lin, succ, k = calls.pop()
                 # unlift
                 r = match[c_e]
                 if r >= 0:
@@ -373,17 +454,15 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
                     remaining += 1
                 nxt[prv[c_e]] = c_e
                 prv[nxt[c_e]] = c_e
-                state, lin = c_state, c_lin
-                i = op_of[c_e]
-                new_lin = lin | (1 << i)
-                k = 0
-                while k < len(rest) and (new_lin, rest[k]) in cache:
+                new_lin = lin | bits[op_of[c_e]]
+                k += 1
+                while k < len(succ) and (new_lin | succ[k][1]) in cache:
                     k += 1
-                if k < len(rest):  # the same op, another possible next state
-                    s = rest[k]
-                    cache.add((new_lin, s))
-                    calls.append((c_e, state, lin, rest[k + 1:]))
-                    state, lin = s, new_lin
+                if k < len(succ):  # the same op, another possible next state
+                    s, sk = succ[k]
+                    cache_add(new_lin | sk)
+                    calls_append((c_e, state, skey, lin, succ, k))
+                    state, skey, lin = s, sk, new_lin
                     nxt[prv[c_e]] = nxt[c_e]
                     prv[nxt[c_e]] = prv[c_e]
                     if r >= 0:
@@ -394,8 +473,8 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
                 else:
                     e = nxt[c_e]
                 break
-        if budget.steps + steps >= next_check:
-            next_check += _CHECK_EVERY
+        if steps >= check_at:
+            check_at += _CHECK_EVERY
             if budget.deadline is not None and time.monotonic() > budget.deadline:
                 budget.steps += steps
                 raise _LimitReached(

@@ -69,3 +69,24 @@ def test_generated_large_histories_are_linearizable() -> None:
         ops = complete(pair(bench.simulate(random.Random(seed), shape)))
         result = check_unique_register(ops)
         assert result is not None and result.valid is True, seed
+
+
+def test_etcd_histories_are_jepsen_shaped() -> None:
+    histories = bench.etcd_histories(5, 6)
+    for h in histories:
+        completed = sum(op.type in ("ok", "fail") for op in h)
+        infos = [op for op in h if op.type == "info"]
+        assert 60 <= completed <= 100
+        assert infos and all(op.f in ("write", "cas") for op in infos)  # timed-out reads end in fail
+        crashed = {op.process for op in infos}
+        assert len(crashed) == len(infos)  # a new process id after every info...
+        for op in h:  # ...so a crashed process never invokes again
+            assert not (op.type == "invoke" and op.process in crashed and op.index > max(
+                i.index for i in infos if i.process == op.process))
+    easy = bench.etcd_histories(5, 6, easy=True)
+    assert easy != histories
+
+
+def test_easy_etcd_flag_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main([*TINY, "--easy-etcd"]) == 0
+    assert bench.ETCD in capsys.readouterr().out

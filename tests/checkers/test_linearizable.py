@@ -488,3 +488,39 @@ def test_unique_register_counterexamples_carry_the_search_prefix_and_states() ->
     details = result.anomalies[0].details
     assert details["op"] == 8
     assert len(details["prefix"]) == 4 and details["states"] == ["2"]
+
+
+class _GenericCasRegister(model("cas-register").__class__):  # type: ignore[misc]
+    """The same model seen through a subclass: the search then calls `step`
+    instead of the precompiled register transitions."""
+
+
+def _random_register_history(rng: Any, n: int) -> list[Op]:
+    events: list[tuple[float, int, Op]] = []
+    for i in range(n):
+        f = rng.choice(["read", "write", "cas"])
+        arg: Any = None if f == "read" else rng.randrange(3) if f == "write" else [rng.randrange(3), rng.randrange(3)]
+        start = rng.random() * 10
+        outcome = rng.choice(["ok", "ok", "ok", "info", "fail"])
+        result: Any = rng.choice([None, 0, 1, 2]) if f == "read" and outcome == "ok" else arg
+        events.append((start, 0, Op(index=0, time=0, process=i, type="invoke", f=f, value=arg)))
+        events.append((start + rng.random() * 4, 1, Op(index=0, time=0, process=i, type=outcome,  # type: ignore[arg-type]
+                                                      f=f, value=result)))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [Op(index=k, time=k, process=o.process, type=o.type, f=o.f, value=o.value) for k, (_, _, o) in enumerate(events)]
+
+
+def test_precompiled_register_transitions_agree_with_model_step() -> None:
+    import random
+
+    rng = random.Random(11)
+    with search_only():
+        for _ in range(400):
+            h = _random_register_history(rng, rng.randrange(1, 10))
+            for initial in (None, 0):
+                fast = check(h, "cas-register", initial=initial)
+                slow = check(h, _GenericCasRegister(), initial=initial)
+                assert fast.valid == slow.valid
+                assert fast.counts["steps"] == slow.counts["steps"]
+                if fast.valid is False:
+                    assert fast.anomalies[0].details == slow.anomalies[0].details
