@@ -400,6 +400,34 @@ class Mutex(BaseModel):
         return f"the mutex can only be {_or(states)} here"
 
 
+class Queue(BaseModel):
+    """A FIFO queue: enqueue(v); dequeue returns the oldest value (None when
+    empty). Herlihy & Wing's running example."""
+
+    name: str = "queue"
+
+    def init(self, initial: Any = None) -> State:
+        return tuple(freeze(v) for v in (initial or ()))
+
+    def step(self, state: State, op: Operation) -> Iterable[State]:
+        assert isinstance(state, tuple)
+        f = _fname(op.f)
+        if f in ("enqueue", "enq"):
+            return [(*state, freeze(argument(op)))]
+        if f in ("dequeue", "deq"):
+            known, out = output(op)
+            if not state:
+                return [state] if not known or out is None else []
+            if not known:
+                return [state, state[1:]]  # it may or may not have taken the head
+            return [state[1:]] if freeze(out) == state[0] else []
+        raise ValueError(f"queue: unknown operation {op.f!r}")
+
+    def describe(self, state: State) -> str:
+        assert isinstance(state, tuple)
+        return "[" + ", ".join(repr(v) for v in state) + "]" if state else "empty"
+
+
 MODELS: dict[str, Callable[[], Model]] = {
     "register": Register,
     "cas-register": CasRegister,
@@ -407,6 +435,7 @@ MODELS: dict[str, Callable[[], Model]] = {
     "kv": KV,
     "set": SetModel,
     "mutex": Mutex,
+    "queue": Queue,
 }
 
 

@@ -32,7 +32,7 @@ from .history import FORMATS, HistoryFormatError, detect_format, read_history, r
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_BAD_ARGS, EXIT_INTERNAL, EXIT_INTERRUPTED = 254, 255, 130
 
-MODELS = ("register", "cas-register", "multi-register", "kv", "set", "mutex")
+MODELS = ("register", "cas-register", "multi-register", "kv", "set", "mutex", "queue")
 DEFAULT_MODEL = {"porcupine-kv": "kv", "porcupine-etcd": "cas-register"}
 
 

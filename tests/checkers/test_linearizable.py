@@ -150,6 +150,18 @@ def mutex_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
     return "ok", None, f == "acquire"
 
 
+def queue_gen(draw: Any, state: Any) -> Spec:
+    if draw(st.booleans()):
+        return "enqueue", None, draw(st.integers(0, 3))
+    return "dequeue", None, None
+
+
+def queue_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
+    if f == "enqueue":
+        return "ok", arg, (*state, arg)
+    return ("ok", state[0], state[1:]) if state else ("ok", None, state)
+
+
 SPECS: dict[str, tuple[Callable[..., Spec], Callable[..., tuple[str, Any, Any]], Any, Any]] = {
     # name: (gen, run, initial state in the spec, initial passed to the checker)
     "register": (reg_gen(False, False), reg_run, 0, 0),
@@ -158,6 +170,7 @@ SPECS: dict[str, tuple[Callable[..., Spec], Callable[..., tuple[str, Any, Any]],
     "kv": (kv_gen, kv_run, (), None),
     "set": (set_gen, set_run, (), None),
     "mutex": (mutex_gen, mutex_run, False, None),
+    "queue": (queue_gen, queue_run, (), None),
 }
 
 
@@ -173,6 +186,9 @@ def mutate_output(draw: Any, name: str, f: str, arg: Any, out: Any) -> tuple[str
     if name == "set":
         return ("read", None, draw(st.lists(st.integers(0, 3), max_size=3, unique=True))) \
             if f == "read" else (f, draw(st.integers(0, 3)), out)
+    if name == "queue":
+        return ("dequeue", None, draw(st.sampled_from([None, 0, 1, 2, 3]))) if f == "dequeue" \
+            else ("enqueue", draw(st.integers(0, 3)), None)
     return ("release" if f == "acquire" else "acquire"), None, None
 
 
@@ -220,7 +236,7 @@ def histories(draw: Any, name: str, unique: bool = False, mutate: bool = False) 
         if typ == "invoke":
             value = r["arg"]
         elif typ == "ok":
-            value = r["out"] if r["f"] in ("read", "get", "txn") else r["arg"]
+            value = r["out"] if r["f"] in ("read", "get", "txn", "dequeue") else r["arg"]
         else:
             value = None
         history.append(Op(index=i, time=t * 10**7, process=r["process"], type=typ,  # type: ignore[arg-type]
@@ -524,3 +540,28 @@ def test_precompiled_register_transitions_agree_with_model_step() -> None:
                 assert fast.counts["steps"] == slow.counts["steps"]
                 if fast.valid is False:
                     assert fast.anomalies[0].details == slow.anomalies[0].details
+
+
+def _queue_ops(events: list[tuple[int, str, str, Any]]) -> list[Op]:
+    return [Op(index=i, time=i, process=p, type=t, f=f, value=v) for i, (p, t, f, v) in enumerate(events)]  # type: ignore[arg-type]
+
+
+def test_herlihy_wing_queue_examples() -> None:
+    # H&W 1990, figure 1 (a): A enqueues x, B enqueues y concurrently with it,
+    # then B dequeues x: linearizable (x before y).
+    ok = _queue_ops([
+        ("A", "invoke", "enqueue", "x"), ("B", "invoke", "enqueue", "y"),
+        ("A", "ok", "enqueue", "x"), ("B", "ok", "enqueue", "y"),
+        ("B", "invoke", "dequeue", None), ("B", "ok", "dequeue", "x"),
+    ])
+    assert check(ok, "queue").valid is True
+    # Figure 1 (b): A enqueues x, then B enqueues y, strictly after; then A
+    # dequeues y. Not linearizable: x was enqueued first and is still there.
+    bad = _queue_ops([
+        ("A", "invoke", "enqueue", "x"), ("A", "ok", "enqueue", "x"),
+        ("B", "invoke", "enqueue", "y"), ("B", "ok", "enqueue", "y"),
+        ("A", "invoke", "dequeue", None), ("A", "ok", "dequeue", "y"),
+    ])
+    result = check(bad, "queue")
+    assert result.valid is False
+    assert result.anomalies[0].details["states"] == ["['x', 'y']"]

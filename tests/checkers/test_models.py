@@ -26,14 +26,14 @@ def steps(m: Model, state: Any, o: Operation) -> list[Any]:
 
 
 def test_registry() -> None:
-    assert set(MODELS) == {"register", "cas-register", "multi-register", "kv", "set", "mutex"}
+    assert set(MODELS) == {"register", "cas-register", "multi-register", "kv", "set", "mutex", "queue"}
     for name in MODELS:
         m = model(name)
         assert m.name == name
         assert isinstance(m, Model)
         hash(m.init(None))
     with pytest.raises(ValueError, match="cas-register"):
-        model("queue")
+        model("stack")
 
 
 def test_register() -> None:

@@ -164,7 +164,7 @@ def test_html_valid_writes_a_simple_page(monkeypatch: pytest.MonkeyPatch, tmp_pa
     "args",
     [
         ["check"],  # missing PATH
-        ["check", "--model", "queue", str(DATA / "register-valid.edn")],
+        ["check", "--model", "stack", str(DATA / "register-valid.edn")],
         ["check", "--format", "csv", str(DATA / "register-valid.edn")],
         ["check", "--time-limit", "-1", str(DATA / "register-valid.edn")],
         ["check", "--time-limit", "soon", str(DATA / "register-valid.edn")],
@@ -212,7 +212,7 @@ def test_help_and_version_exit_0() -> None:
 def test_main_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
     from harness import cli as cli_module
 
-    monkeypatch.setattr(sys, "argv", ["harness", "check", "--model", "queue", "x"])
+    monkeypatch.setattr(sys, "argv", ["harness", "check", "--model", "stack", "x"])
     with pytest.raises(SystemExit) as e:
         cli_module.main()
     assert e.value.code == 254
