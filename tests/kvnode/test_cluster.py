@@ -163,7 +163,8 @@ def _frame(body: bytes) -> bytes:
 
 
 def _hello(cluster: str) -> bytes:
-    return _frame(msgpack.packb({"type": "hello", "id": 0, "version": 1, "cluster": cluster, "node": None}))
+    return _frame(msgpack.packb({"type": "hello", "id": 0, "version": 1, "cluster": cluster, "node": None,
+                                 "nonce": None, "token": None}))
 
 
 WRONG_FRAMES = st.one_of(
@@ -192,6 +193,8 @@ def test_garbage_never_crashes_a_node_nor_changes_data(
         with socket.create_connection(("127.0.0.1", cluster3.ports["n1"]), timeout=2) as s:
             if handshake:
                 s.sendall(_hello(cluster3.cluster))
+                reply = msgpack.unpackb(s.recv(65536)[4:])
+                assert reply["type"] == "hello_ok"
             for f in frames:
                 try:
                     s.sendall(f)
