@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -200,12 +201,12 @@ def test_garbage_never_crashes_a_node_nor_changes_data(
                     s.sendall(f)
                 except OSError:
                     break
-            s.shutdown(socket.SHUT_WR)
-            try:
+            # The node may already have closed (or reset) the connection over
+            # the garbage: that is what it should do.
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_WR)
                 while s.recv(65536):
                     pass
-            except OSError:
-                pass
         assert client.get(guard).values == before == [b"intact"]
         assert client.status()["node"] == "n1"
 
