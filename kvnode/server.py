@@ -67,7 +67,9 @@ class Node:
         saved = ring_state.load(config.data)
         if saved is not None:
             self.ring_epoch, self.ring, addresses = saved
-            self.addresses.update(addresses)
+            # The configured --peers map wins: behind a proxy or NAT, what a
+            # peer advertises is not where this node can reach it.
+            self.addresses.update({k: a for k, a in addresses.items() if k not in config.members})
         self.generation = load_and_bump_generation(config.data)
         self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings),
                                self.offload)
@@ -181,7 +183,7 @@ class Node:
     def _member_changed(self, node: str, old: str | None, new: str) -> None:
         if old is None:  # newly learned of: where it listens
             address = self.gossiper.view().get(node, {}).get("address")
-            if isinstance(address, str) and node != self.config.id:
+            if isinstance(address, str) and node != self.config.id and node not in self.config.members:
                 self.addresses[node] = address
                 self._set_peer(node, address)
         if new == "alive":
@@ -189,6 +191,8 @@ class Node:
             self.handoff.on_node_alive(node)
 
     def _set_peer(self, node: str, address: str) -> None:
+        if node in self.config.members:
+            return  # dial what --peers says, whatever gossip advertises
         if isinstance(self.transport, TcpTransport):
             self.transport.set_peer(node, parse_address(address))
 
@@ -211,7 +215,7 @@ class Node:
             self.log.event("bad_ring", epoch=epoch, error=f"{ring.partitions} partitions, not ours")
             return False
         for node, address in addresses.items():
-            if node != self.config.id:
+            if node != self.config.id and node not in self.config.members:
                 self.addresses[node] = address
                 self._set_peer(node, address)
         self.ring_epoch, self.ring = epoch, ring
