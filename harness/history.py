@@ -125,6 +125,28 @@ def _sorted_list(items: list[Any]) -> list[Any]:
         return items
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _fields(index: int, time: int, process: Process, type: OpType, f: str, key: Any, value: Any,
+            node: str | None, error: str | None, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": index, "time": time, "process": process, "type": type, "f": f}
+    if key is not None:
+        out["key"] = key if isinstance(key, _PLAIN) else _encode(key)
+    out["value"] = value if isinstance(value, _PLAIN) else _encode(value)
+    if node is not None:
+        out["node"] = node
+    if error is not None:
+        out["error"] = error
+    if extra:
+        for k, v in extra.items():
+            if k in _CORE:
+                raise ValueError(f"op {index}: extra field {k!r} shadows a core field")
+            out[k] = _encode(v)
+    return out
+
+
 class HistoryWriter:
     """Appends ops to a `history.jsonl`, one line each, flushed as written
     (so a crash of the harness leaves every op written so far). Safe to share
@@ -142,7 +164,14 @@ class HistoryWriter:
     def write(self, op: Op) -> None:
         """Append one op. Raises TypeError for a value JSON cannot hold and
         ValueError for an `extra` field that shadows a core field."""
-        line = json.dumps(self.encode(op), ensure_ascii=False, separators=(",", ":")) + "\n"
+        self.write_fields(op.index, op.time, op.process, op.type, op.f, op.key, op.value, op.node, op.error,
+                          op.extra)
+
+    def write_fields(self, index: int, time: int, process: Process, type: OpType, f: str, key: Any = None,
+                     value: Any = None, node: str | None = None, error: str | None = None,
+                     extra: Mapping[str, Any] | None = None) -> None:
+        """`write` without building an `Op` first (the runner's hot path)."""
+        line = _ENCODER.encode(_fields(index, time, process, type, f, key, value, node, error, extra)) + "\n"
         with self._lock:
             if self._file is None:
                 raise ValueError(f"{self.path}: history writer is closed")
@@ -154,25 +183,8 @@ class HistoryWriter:
     @staticmethod
     def encode(op: Op) -> dict[str, Any]:
         """The JSON object written for `op`."""
-        out: dict[str, Any] = {
-            "index": op.index,
-            "time": op.time,
-            "process": op.process,
-            "type": op.type,
-            "f": op.f,
-        }
-        if op.key is not None:
-            out["key"] = _encode(op.key)
-        out["value"] = _encode(op.value)
-        if op.node is not None:
-            out["node"] = op.node
-        if op.error is not None:
-            out["error"] = op.error
-        for k, v in op.extra.items():
-            if k in _CORE:
-                raise ValueError(f"op {op.index}: extra field {k!r} shadows a core field")
-            out[k] = _encode(v)
-        return out
+        return _fields(op.index, op.time, op.process, op.type, op.f, op.key, op.value, op.node, op.error,
+                       op.extra)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,140 @@
+"""A complete, minimal system under test for `harness run --system
+examples.lonely_kv:LonelyKV`: a key-value server that keeps one value per key
+in memory and does not replicate at all. Every node is an island, so the
+harness must find it out (reads through other nodes miss acknowledged writes;
+final reads disagree).
+
+It shows the two halves of an adapter (harness/systems/base.py):
+
+- a `DB`: the command that starts one node in the foreground (the backend
+  daemonizes, kills and pauses it), when it is ready, its log files, and
+  whether it has converged (it cannot tell: None);
+- a `Client` per workload: open a connection to one node, turn an
+  `Invocation` into a request, and decide `ok`, `fail` (certainly did not
+  happen: nothing was sent) or `info` (may have happened).
+
+The server: `python -m examples.lonely_kv --listen HOST:PORT`. One JSON
+object per line each way: {"op": "get", "key": K} -> {"values": [V]} (or []),
+{"op": "put", "key": K, "value": V} -> {"ok": true}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from harness.systems.base import Completion, Invocation, NodeSetup
+
+# ------------------------------------------------------------------ server
+
+async def serve(host: str, port: int) -> None:
+    data: dict[str, str] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                request = json.loads(line)
+                if request["op"] == "get":
+                    key = request["key"]
+                    reply: dict[str, Any] = {"values": [data[key]] if key in data else []}
+                else:
+                    data[request["key"]] = request["value"]
+                    reply = {"ok": True}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, ValueError, KeyError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A key-value server that replicates nothing.")
+    parser.add_argument("--listen", required=True, help="HOST:PORT")
+    host, _, port = parser.parse_args().listen.rpartition(":")
+    asyncio.run(serve(host, int(port)))
+
+
+# ------------------------------------------------------------------ adapter
+
+class LonelyDB:
+    def command(self, node: NodeSetup) -> tuple[list[str], dict[str, str]]:
+        return [node.place.python, "-m", "examples.lonely_kv", "--listen", node.place.listen], {}
+
+    async def ready(self, node: NodeSetup, timeout: float) -> bool:
+        host, _, port = node.place.client.rpartition(":")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(host, int(port))
+                writer.close()
+                return True
+            except OSError:
+                await asyncio.sleep(0.05)
+        return False
+
+    def log_files(self, node: NodeSetup) -> list[str]:
+        return []
+
+    async def converged(self, nodes: list[NodeSetup]) -> bool | None:
+        return None  # it cannot tell; the runner waits a little instead
+
+
+class LonelyClient:
+    def __init__(self) -> None:
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.address = ("", 0)
+
+    async def open(self, node: NodeSetup) -> None:
+        host, _, port = node.place.client.rpartition(":")
+        self.address = (host, int(port))
+
+    async def invoke(self, op: Invocation) -> Completion:
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(*self.address)
+        except OSError as e:
+            return Completion("fail", error=f"connect: {e}")  # nothing was sent
+        assert self.reader is not None
+        if op.f == "read":
+            request: dict[str, Any] = {"op": "get", "key": op.key}
+        else:
+            request = {"op": "put", "key": op.key, "value": op.value}
+        try:
+            self.writer.write(json.dumps(request).encode() + b"\n")
+            reply = json.loads(await self.reader.readline())
+        except (OSError, ValueError) as e:
+            await self.close()
+            return Completion("info", error=f"{type(e).__name__}: {e}")  # sent: it may have happened
+        if op.f == "read":
+            return Completion("ok", reply["values"])
+        return Completion("ok", op.value)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class LonelyKV:
+    name = "lonely-kv"
+
+    def __init__(self) -> None:
+        self.db = LonelyDB()
+
+    def client(self, workload: str) -> LonelyClient:
+        if workload != "register":
+            raise ValueError(f"lonely-kv only has a client for the register workload, not {workload!r}")
+        return LonelyClient()
+
+
+if __name__ == "__main__":
+    main()

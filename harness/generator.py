@@ -1,0 +1,98 @@
+"""The client side of a run: one worker per client slot, each bound to a node,
+taking operations from its workload worker, pacing them, recording each
+invocation and completion, and turning into a new process after an
+indeterminate (`info`) completion, as DESIGN.md says (old id + concurrency).
+
+Pacing: `rate` operations per second in total, each worker waiting a random
+time between 0 and twice its mean interval before each operation (Jepsen's
+stagger), so that workers do not march in lockstep. Each worker draws its
+operations and its pauses from random streams of its own, seeded from the
+run's seed: the schedule of operations does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from harness.recorder import Recorder
+from harness.systems.base import Client, Completion, Invocation
+from workloads.base import Workload
+
+OpenClient = Callable[[str], Awaitable[Client]]  # node -> an open client
+
+
+@dataclass(frozen=True)
+class Pace:
+    rate: float | None  # operations per second over all workers; None: as fast as they complete
+    concurrency: int
+
+    def delay(self, rng: random.Random) -> float:
+        if not self.rate:
+            return 0.0
+        return rng.uniform(0.0, 2.0 * self.concurrency / self.rate)
+
+
+async def invoke(client: Client, op: Invocation, timeout: float) -> Completion:
+    """The completion of `op`; never raises (but passes cancellation on)."""
+    try:
+        async with asyncio.timeout(timeout):  # no task per operation, unlike wait_for
+            return await client.invoke(op)
+    except TimeoutError:
+        return Completion("info", error=f"timeout: no answer in {timeout:g} s")
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        return Completion("info", error=f"{type(e).__name__}: {e}"[:200])
+
+
+def record_completion(recorder: Recorder, process: int, node: str, op: Invocation, c: Completion) -> None:
+    recorder.record(process, c.type, op.f, key=op.key, value=op.value if c.value is None else c.value,
+                    node=node, error=c.error, extra=c.extra)
+
+
+async def _open(open_client: OpenClient, node: str, deadline: float) -> Client | None:
+    while True:
+        try:
+            return await open_client(node)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if time.monotonic() + 0.5 >= deadline:
+                return None
+            await asyncio.sleep(0.5)
+
+
+async def worker(index: int, node: str, *, workload: Workload, open_client: OpenClient, recorder: Recorder,
+                 deadline: float, pace: Pace, seed: int, op_timeout: float) -> None:
+    """Run one client slot until the monotonic `deadline`."""
+    gen = workload.worker(index, random.Random(f"{seed}:ops:{index}"))
+    pauses = random.Random(f"{seed}:pace:{index}")
+    process = index
+    client = await _open(open_client, node, deadline)
+    try:
+        while client is not None:
+            wait = pace.delay(pauses)
+            if time.monotonic() + wait >= deadline:
+                return
+            if wait:
+                await asyncio.sleep(wait)
+            op = gen.next()
+            recorder.record(process, "invoke", op.f, key=op.key, value=op.value, node=node, extra=op.extra)
+            completion = await invoke(client, op, op_timeout)
+            record_completion(recorder, process, node, op, completion)
+            gen.completed(op, completion)
+            if completion.type == "info":
+                # This process may still have an operation in flight: it is
+                # gone for good, and the worker goes on as a new one.
+                process += pace.concurrency
+                gen.new_process()
+                await client.close()
+                client = None
+                client = await _open(open_client, node, deadline)
+    finally:
+        if client is not None:
+            await client.close()

@@ -1,0 +1,134 @@
+"""The workloads' generators: key cycling bounds, read-modify-writes that
+carry the right context and `obs`, and the cart's view as a register."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from checkers import siblings
+from checkers.history import Op
+from harness.systems.base import Completion
+from workloads.base import WorkloadOptions
+from workloads.cart import CartWorkload, as_register
+from workloads.keys import KeySchedule
+from workloads.register import RegisterWorkload, single_values
+
+
+@given(concurrency=st.integers(1, 20), max_ops=st.integers(1, 200), active=st.integers(1, 8),
+       ops=st.lists(st.integers(0, 19), max_size=400), seed=st.integers(0, 2**16))
+@settings(max_examples=60)
+def test_no_key_takes_more_than_its_bound(concurrency: int, max_ops: int, active: int, ops: list[int],
+                                          seed: int) -> None:
+    keys = KeySchedule.for_writes(concurrency=concurrency, max_ops_per_key=max_ops, active=active)
+    rngs = [random.Random(seed + w) for w in range(concurrency)]
+    done = [0] * concurrency
+    per_key: Counter[str] = Counter()
+    for w in ops:  # an arbitrary interleaving of the workers
+        w %= concurrency
+        per_key[keys.key(done[w], rngs[w])] += 1
+        done[w] += 1
+    assert all(n <= concurrency * keys.ops_per_generation for n in per_key.values())
+    assert set(keys.used_keys()) == set(per_key)
+
+
+def test_the_same_seed_gives_every_worker_the_same_keys() -> None:
+    def run() -> list[str]:
+        keys = KeySchedule(active=3, ops_per_generation=5)
+        rng = random.Random(7)
+        return [keys.key(i, rng) for i in range(40)]
+
+    first = run()
+    assert first == run()
+    assert len(set(first)) > 3  # keys retire and fresh ones come
+
+
+def _register() -> RegisterWorkload:
+    return RegisterWorkload(WorkloadOptions(concurrency=2, active_keys=1, max_ops_per_key=1000))
+
+
+def test_a_read_modify_write_carries_the_last_reads_values_and_context() -> None:
+    w = _register().worker(0, random.Random(3))
+    seen_rmw = False
+    for _ in range(200):
+        op = w.next()
+        if op.f == "read":
+            w.completed(op, Completion("ok", ["a", "b"], context=b"ctx"))
+        elif op.extra.get("obs") is not None:
+            assert op.extra["obs"] == ["a", "b"] and op.context == b"ctx"
+            seen_rmw = True
+            w.completed(op, Completion("ok", op.value))
+        else:
+            assert op.context is None  # a blind write
+            w.completed(op, Completion("ok", op.value))
+    assert seen_rmw
+
+
+def test_written_values_are_unique_and_a_new_process_forgets_what_it_read() -> None:
+    w = _register().worker(4, random.Random(1))
+    values = []
+    for _ in range(300):
+        op = w.next()
+        if op.f == "write":
+            values.append(op.value)
+        if op.f == "read":
+            w.completed(op, Completion("ok", ["x"], context=b"c"))
+            w.new_process()
+        else:
+            w.completed(op, Completion("ok", op.value))
+    assert len(values) == len(set(values)) and all(v.startswith("4.") for v in values)
+    # every read was forgotten at once: no write ever carried a context
+    w2 = _register().worker(4, random.Random(1))
+    for _ in range(300):
+        op = w2.next()
+        if op.f == "read":
+            w2.completed(op, Completion("ok", ["x"], context=b"c"))
+            w2.new_process()
+        else:
+            assert op.context is None
+
+
+def _op(i: int, process: int, type: str, f: str, key: str = "k", value: object = None, **extra: object) -> Op:
+    return Op(index=i, time=i, process=process, type=type, f=f, key=key, value=value, extra=dict(extra))
+
+
+def test_the_cart_as_a_register_turns_adds_into_writes_of_their_carts() -> None:
+    history = [
+        _op(0, 0, "invoke", "add", value="a"),
+        _op(1, 0, "ok", "add", value="a", obs=[], wrote=["a"]),
+        _op(2, 1, "invoke", "add", value="b"),
+        _op(3, 1, "ok", "add", value="b", obs=[["a"]], wrote=["a", "b"]),
+        _op(4, 2, "invoke", "add", value="c"),
+        _op(5, 2, "fail", "add", value="c"),  # its read failed: wrote nothing
+        _op(6, 3, "invoke", "read", final=True),
+        _op(7, 3, "ok", "read", value=["a", "b"], siblings=[["a", "b"]], final=True),
+    ]
+    reg = as_register(history)
+    assert [(o.f, o.type) for o in reg] == [("write", "invoke"), ("write", "ok"), ("write", "invoke"),
+                                            ("write", "ok"), ("read", "invoke"), ("read", "ok")]
+    assert [o.index for o in reg] == list(range(6))
+    assert reg[2].value == ["a", "b"] and reg[2].extra["obs"] == [["a"]]
+    assert reg[5].value == [["a", "b"]]
+    result = siblings.check(reg, n=3, w=2, r=2)
+    assert result.valid is True, result.anomalies
+    # the carts each add read are its causal past: a final read of only the
+    # first cart loses the second add
+    lost = [*history[:6], _op(6, 3, "invoke", "read", final=True),
+            _op(7, 3, "ok", "read", value=["a"], siblings=[["a"]], final=True)]
+    assert siblings.check(as_register(lost), n=3, w=2, r=2).valid is False
+    workload = CartWorkload(WorkloadOptions())
+    verdicts = {r.checker: r.valid for r in workload.check(lost, {"n": 3, "w": 2, "r": 2})}
+    assert verdicts["set"] is False
+
+
+def test_single_values_turns_reads_into_a_plain_registers() -> None:
+    history = [_op(0, 0, "invoke", "read"), _op(1, 0, "ok", "read", value=["v1"]),
+               Op(index=2, time=2, process="nemesis", type="info", f="start-partition"),
+               _op(3, 1, "invoke", "read"), _op(4, 1, "ok", "read", value=[]),
+               _op(5, 2, "invoke", "read"), _op(6, 2, "ok", "read", value=["a", "b"])]
+    out = single_values(history)
+    assert [o.value for o in out if o.type == "ok"] == ["v1", None, ["a", "b"]]
+    assert [o.index for o in out] == list(range(6))
