@@ -1,0 +1,438 @@
+"""The default backend, `local`: every node a process of this machine on its
+own loopback address, nothing privileged needed.
+
+Node i (0-based) listens on 127.0.0.{first_address + i} (127.0.0.11, .12, ...
+by default), on one port free on all of those addresses (or `base_port`).
+Its files live in the run directory: `nodes/<node>/data`, `nodes/<node>/log`
+(with the process's `stdout.log` and `stderr.log`, and `backend.log`, which
+records what this backend did to it and when), and `nodes/<node>/clock.faketime`,
+its libfaketime control file, removed at teardown.
+
+Faults:
+
+- links: node A reaches node B only through the proxy for A->B, which listens
+  on A's address (`harness.backends.proxy.ProxyMesh`); `NodePlace.peers` says
+  so. A grudge blocks directions of those links, a packet shape delays them.
+  Clients dial the nodes directly (`NodePlace.client` is the listen address)
+  and are never partitioned, like Jepsen's control node.
+- processes: each node runs in a session of its own, so SIGKILL, SIGSTOP and
+  SIGCONT go to its whole process group, whose id is the pid of the process
+  this backend started (a wrapper script cannot leave an orphan behind). No
+  signal is ever sent to anything else, and never by name.
+- clocks: every node starts under libfaketime at offset +0 when a working
+  libfaketime is found (`harness.backends.faketime`), so `set_clock` can move
+  its wall clock later; without one, nodes start plainly and
+  `capabilities().clock` is False with the reason.
+
+Usage, inside a coroutine:
+
+    backend = LocalBackend()
+    try:
+        places = await backend.setup(["n1", "n2", "n3"], run_dir)
+        for name, place in places.items():
+            await backend.start(name, argv_for(place), {})
+        await backend.cut({"n1": frozenset({"n2", "n3"}), "n2": frozenset({"n1"}),
+                           "n3": frozenset({"n1"})})   # n1 isolated
+        await backend.set_clock("n2", 30.0)               # n2 30 s ahead
+        await backend.heal_all()
+    finally:
+        await backend.teardown()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import datetime
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from harness.backends.base import BackendCapabilities, Grudge, NodePlace, PacketShape
+from harness.backends.faketime import (
+    ClockControl,
+    child_environ,
+    find_libfaketime,
+    libfaketime_missing_reason,
+)
+from harness.backends.proxy import BlockMode, ProxyMesh
+
+__all__ = ["LocalBackend"]
+
+WAIT_S = 30.0  # for a SIGKILLed process to be reaped
+
+
+def _find_common_port(hosts: Sequence[str], attempts: int = 20) -> int | None:
+    """A port that is free on every one of `hosts` now, or None."""
+    for _ in range(attempts):
+        socks: list[socket.socket] = []
+        try:
+            first = socket.socket()
+            socks.append(first)
+            first.bind((hosts[0], 0))
+            port = int(first.getsockname()[1])
+            for host in hosts[1:]:
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    return None
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Hold (host, port) bound (port 0: one the OS picks), so that the proxies' OS-chosen ports cannot
+    take it before the node binds it (bound without SO_REUSEADDR, it blocks
+    even other sockets that set it)."""
+    s = socket.socket()
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        s.close()
+        raise OSError(f"cannot use {host}:{port} for a node: {e}") from None
+    return s
+
+
+class LocalBackend:
+    """Nodes as local processes on 127.0.0.x, links through TCP proxies,
+    clocks through libfaketime. See the module docstring."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        base_port: int | None = None,
+        first_address: int = 11,
+        *,
+        on_block: BlockMode = "hold",
+        seed: int | None = None,
+    ) -> None:
+        """`base_port`: the port every node listens on (each on its own
+        address; default: one found free on all of them). `first_address`:
+        the last byte of the first node's 127.0.0.x. `on_block`: what the
+        proxies do with bytes sent into a partition (`harness.backends.proxy`).
+        `seed`: for the proxies' jitter and loss."""
+        if base_port is not None and not 0 < base_port < 65536:
+            raise ValueError(f"base_port must be within 1..65535, not {base_port}")
+        if not 1 <= first_address <= 254:
+            raise ValueError(f"first_address must be within 1..254, not {first_address}")
+        self.base_port = base_port
+        self.first_address = first_address
+        self.on_block: BlockMode = on_block
+        self.seed = seed
+        self._places: dict[str, NodePlace] = {}
+        self._clocks: dict[str, ClockControl] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._paused: set[str] = set()
+        self._mesh: ProxyMesh | None = None
+        self._faketime: Path | None = None
+        self._set_up = False
+
+    # -- places -------------------------------------------------------------
+
+    async def setup(self, nodes: Sequence[str], run_dir: Path) -> dict[str, NodePlace]:
+        """Choose addresses, make each node's directories and clock control
+        file, start the proxies. Called once, before any `start`; on failure
+        undoes what it did and raises."""
+        if self._set_up:
+            raise RuntimeError("LocalBackend.setup called twice without teardown")
+        nodes = list(nodes)
+        if not nodes or len(set(nodes)) != len(nodes):
+            raise ValueError(f"need distinct node names, got {nodes}")
+        if self.first_address + len(nodes) - 1 > 254:
+            raise ValueError(f"{len(nodes)} nodes do not fit from 127.0.0.{self.first_address} to 127.0.0.254")
+        self._set_up = True
+        atexit.register(self._kill_all_now)
+        try:
+            return await self._setup(nodes, Path(run_dir))
+        except BaseException:
+            await self.teardown()
+            raise
+
+    async def _setup(self, nodes: list[str], run_dir: Path) -> dict[str, NodePlace]:
+        # Probing libfaketime runs a child process: keep it off the event loop.
+        self._faketime = await asyncio.to_thread(find_libfaketime)
+        hosts = {n: f"127.0.0.{self.first_address + i}" for i, n in enumerate(nodes)}
+        port = self.base_port or _find_common_port(list(hosts.values()))
+        reserved: list[socket.socket] = []
+        try:
+            listen: dict[str, tuple[str, int]] = {}
+            for n, host in hosts.items():
+                # A port free on every address is nicer to read; else one per address.
+                held = _reserve(host, port if port is not None else 0)
+                reserved.append(held)
+                listen[n] = (host, int(held.getsockname()[1]))
+            self._mesh = ProxyMesh(listen, on_block=self.on_block, seed=self.seed)
+            await self._mesh.start()
+        finally:
+            for s in reserved:
+                s.close()
+        mesh = self._mesh
+        for n in nodes:
+            node_dir = run_dir / "nodes" / n
+            data_dir, log_dir = node_dir / "data", node_dir / "log"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            if self._faketime is not None:
+                self._clocks[n] = ClockControl(node_dir / "clock.faketime", self._faketime)
+            own = _show(listen[n])
+            peers = {m: own if m == n else _show(mesh.address(n, m)) for m in nodes}
+            self._places[n] = NodePlace(
+                name=n, listen=own, client=own, peers=peers, data_dir=str(data_dir),
+                log_dir=str(log_dir), python=sys.executable,
+            )
+        return dict(self._places)
+
+    def capabilities(self) -> BackendCapabilities:
+        """What works here: clock skew needs a working libfaketime."""
+        library = self._faketime if self._set_up else find_libfaketime()
+        return BackendCapabilities(
+            clock=library is not None,
+            clock_reason="" if library is not None else f"no usable libfaketime: {libfaketime_missing_reason()}",
+            packet=True,
+            extra={
+                "links": "per-link TCP proxies on loopback; a blocked direction "
+                         + ("holds bytes until healed" if self.on_block == "hold" else "discards bytes"),
+                "packet": "delay and jitter per chunk; loss as a retransmission delay; "
+                          "duplicate and reorder ignored",
+                "libfaketime": str(library) if library is not None else "",
+            },
+        )
+
+    # -- processes ------------------------------------------------------------
+
+    async def start(self, node: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start the node's process in a session of its own, output appended
+        to its log directory's stdout.log and stderr.log, under libfaketime
+        when available. Raises if the node is running already."""
+        place = self._place(node)
+        old = self._procs.get(node)
+        if old is not None:
+            if old.poll() is None:
+                raise RuntimeError(f"{node} is running already (pid {old.pid})")
+            del self._procs[node]  # it exited on its own; poll() reaped it
+        self._paused.discard(node)
+        argv = [str(a) for a in argv]
+        if node in self._clocks:
+            full_env = child_environ(self._clocks[node].path, dict(env), library=self._faketime)
+        else:
+            full_env = {**os.environ, **env}
+        log_dir = Path(place.log_dir)
+        out: IO[bytes] = open(log_dir / "stdout.log", "ab")  # noqa: SIM115 -- handed to the child
+        try:
+            err: IO[bytes] = open(log_dir / "stderr.log", "ab")  # noqa: SIM115
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
+                    start_new_session=True, close_fds=True,
+                )
+            finally:
+                err.close()
+        finally:
+            out.close()
+        self._procs[node] = proc
+        clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
+        self._note(node, f"start pid={proc.pid}{clock}: {shlex.join(argv)}")
+
+    async def kill(self, node: str) -> None:
+        """SIGKILL the node's process group and reap it; no-op if not running."""
+        self._place(node)
+        proc = self._procs.pop(node, None)
+        self._paused.discard(node)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal(proc, signal.SIGKILL)
+            self._note(node, f"kill pid={proc.pid}")
+        await self._reap(proc)
+
+    async def pause(self, node: str) -> None:
+        """SIGSTOP: the node keeps its sockets and answers nothing."""
+        proc = self._running_proc(node)
+        if proc is not None:
+            self._signal(proc, signal.SIGSTOP)
+            self._paused.add(node)
+            self._note(node, f"pause pid={proc.pid}")
+
+    async def resume(self, node: str) -> None:
+        """SIGCONT."""
+        proc = self._running_proc(node)
+        self._paused.discard(node)
+        if proc is not None:
+            self._signal(proc, signal.SIGCONT)
+            self._note(node, f"resume pid={proc.pid}")
+
+    def running(self, node: str) -> bool:
+        """True while the process exists (a paused one counts)."""
+        return self._running_proc(node) is not None
+
+    def pid(self, node: str) -> int | None:
+        """The pid of the node's running process, if any (for tests and logs)."""
+        proc = self._running_proc(node)
+        return proc.pid if proc is not None else None
+
+    # -- links and clocks -----------------------------------------------------
+
+    async def cut(self, grudge: Grudge) -> None:
+        """Replace the partition (see `ProxyMesh.cut`)."""
+        self._require_mesh().cut(grudge)
+        for node in self._places:
+            if grudge.get(node):
+                self._note(node, f"drops traffic from {', '.join(sorted(grudge[node]))}")
+
+    async def shape(self, nodes: Sequence[str], shape: PacketShape) -> None:
+        """Replace the packet shaping of traffic to and from `nodes`."""
+        self._require_mesh().shape(nodes, shape)
+        for node in nodes:
+            self._note(node, f"shape {shape}")
+
+    async def set_clock(self, node: str, offset_s: float) -> None:
+        """Offset the node's wall clock by offset_s from true time (0 resets),
+        at once, while it runs; its monotonic clock is untouched."""
+        self._place(node)
+        clock = self._clocks.get(node)
+        if clock is None:
+            raise RuntimeError(f"cannot set {node}'s clock: {self.capabilities().clock_reason}")
+        clock.set_offset(offset_s)
+        self._note(node, f"clock {offset_s:+g}s")
+
+    async def heal_all(self) -> None:
+        """Heal every link, clear every shape, reset every clock to +0, and
+        SIGCONT every running process."""
+        if self._mesh is not None:
+            self._mesh.heal()
+        for clock in self._clocks.values():
+            clock.set_offset(0.0)
+        for proc in list(self._procs.values()):
+            if proc.poll() is None:
+                self._signal(proc, signal.SIGCONT)
+        self._paused.clear()
+        for node in self._places:
+            self._note(node, "heal_all")
+
+    # -- logs and teardown ------------------------------------------------------
+
+    async def collect_logs(self, node: str, dest: Path) -> list[Path]:
+        """Copy the files of the node's log directory (kept relative) into
+        `dest`; returns the copies. A file already in place is not copied."""
+        source = Path(self._place(node).log_dir)
+        return await asyncio.to_thread(_copy_tree, source, Path(dest))
+
+    async def teardown(self) -> None:
+        """SIGCONT and SIGKILL every process this backend started (by its
+        pid's process group), reap them, close every proxy, remove the clock
+        control files. The data and log directories stay: they belong to the
+        run's record. Idempotent, and safe after a failed setup."""
+        procs = list(self._procs.items())
+        self._procs.clear()
+        self._paused.clear()
+        try:
+            for node, proc in procs:
+                if proc.poll() is None:
+                    self._signal(proc, signal.SIGCONT)
+                    self._signal(proc, signal.SIGKILL)
+                    self._note(node, f"teardown: kill pid={proc.pid}")
+            stuck = []
+            for node, proc in procs:
+                try:
+                    await self._reap(proc)
+                except subprocess.TimeoutExpired:
+                    stuck.append(f"{node} (pid {proc.pid})")
+            if stuck:
+                raise RuntimeError(f"not reaped {WAIT_S:g} s after SIGKILL: {', '.join(stuck)}")
+        finally:
+            mesh, self._mesh = self._mesh, None
+            try:
+                if mesh is not None:
+                    await mesh.close()
+            finally:
+                for clock in self._clocks.values():
+                    with contextlib.suppress(OSError):
+                        clock.remove()
+                self._clocks.clear()
+                self._places.clear()
+                self._set_up = False
+                atexit.unregister(self._kill_all_now)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _place(self, node: str) -> NodePlace:
+        try:
+            return self._places[node]
+        except KeyError:
+            raise ValueError(f"unknown node {node!r} (set up: {sorted(self._places)})") from None
+
+    def _require_mesh(self) -> ProxyMesh:
+        if self._mesh is None:
+            raise RuntimeError("LocalBackend is not set up")
+        return self._mesh
+
+    def _running_proc(self, node: str) -> subprocess.Popen[bytes] | None:
+        self._place(node)
+        proc = self._procs.get(node)
+        return proc if proc is not None and proc.poll() is None else None
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        """Signal the process group this backend made for `proc` (its id is
+        proc's pid, set by start_new_session), else the process alone."""
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+
+    @staticmethod
+    async def _reap(proc: subprocess.Popen[bytes]) -> None:
+        await asyncio.to_thread(proc.wait, WAIT_S)
+
+    def _note(self, node: str, text: str) -> None:
+        """A line in the node's backend.log: what was done to it, and when."""
+        place = self._places.get(node)
+        if place is None:
+            return
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        with contextlib.suppress(OSError), open(Path(place.log_dir) / "backend.log", "a") as f:
+            f.write(f"{stamp} {text}\n")
+
+    def _kill_all_now(self) -> None:
+        """At interpreter exit, if teardown never ran: no node outlives us."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                self._signal(proc, signal.SIGCONT)
+                self._signal(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(WAIT_S)
+
+
+def _show(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _copy_tree(source: Path, dest: Path) -> list[Path]:
+    copied: list[Path] = []
+    if not source.is_dir():
+        return copied
+    for path in sorted(source.rglob("*")):
+        if not path.is_file():
+            continue
+        target = dest / path.relative_to(source)
+        if target.exists() and target.resolve() == path.resolve():
+            copied.append(target)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copied.append(target)
+    return copied
