@@ -1,8 +1,8 @@
 """The `harness` command line.
 
-Commands: `harness check PATH` (judge a recorded history for
-linearizability). `harness run` and `harness serve` arrive with the runner
-and report issues.
+Commands: `harness run` (a test: cluster, workload, faults, checks) and
+`harness check PATH` (judge a recorded history for linearizability, or
+re-check a stored run with its workload's checkers).
 
 Exit codes, as in Jepsen (DESIGN.md): 0 valid, 1 invalid, 2 unknown,
 254 bad arguments (a usage error, a missing file, a history that cannot be
@@ -166,6 +166,25 @@ def _simple_page(title: str, result: Any) -> str:
     )
 
 
+def _check_run(run_dir: Path, as_json: bool) -> int:
+    """Re-check a stored run with its workload's checkers and settings."""
+    runner = importlib.import_module("harness.runner")
+    results = importlib.import_module("harness.results")
+    try:
+        checked = runner.check_run(run_dir)
+    except runner.ConfigError as e:
+        raise BadInput(f"{run_dir}/test.json: {e}") from None
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    summary = results.as_dict(checked, run=str(run_dir))
+    click.echo(results.table(checked), err=as_json)
+    for line in results.first_explanations(checked):
+        click.echo(f"  {line}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(summary, default=_json_default, indent=2))
+    return int(results.exit_code(summary["valid"]))
+
+
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
@@ -204,6 +223,10 @@ def check(
     history, a Porcupine etcd or kv log) or a run directory of the store.
     Exits 0 valid, 1 invalid, 2 unknown, 254 bad arguments.
     """
+    if path.is_dir() and model is None and fmt in ("auto", "jsonl"):
+        run_dir = path.resolve()
+        if (run_dir / "test.json").is_file():
+            ctx.exit(_check_run(run_dir, as_json))
     file = resolve_history_path(path)
     if fmt == "auto":
         fmt = detect_format(file)
@@ -242,6 +265,76 @@ def check(
     ctx.exit({True: EXIT_VALID, False: EXIT_INVALID}.get(result.valid, EXIT_UNKNOWN)
              if isinstance(result.valid, bool) else
              (EXIT_UNKNOWN if result.valid == "unknown" else EXIT_INTERNAL))
+
+
+def _nemesis_names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    schedule = importlib.import_module("harness.nemesis.schedule")
+    try:
+        return tuple(schedule.parse_fault_names([value]))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command()
+@click.option("--system", default="kvnode", show_default=True, metavar="NAME",
+              help="The system under test: kvnode, or package.module:Name.")
+@click.option("--backend", type=click.Choice(("local", "netns", "docker", "ssh")), default="local",
+              show_default=True, help="Where the nodes run.")
+@click.option("--nodes", type=click.IntRange(min=1, max=64), default=5, show_default=True)
+@click.option("--workload", type=click.Choice(("register", "cart")), default="register", show_default=True)
+@click.option("--nemesis", default="none", show_default=True, callback=_nemesis_names,
+              help="Faults, comma-separated: none, partition, kill, pause, clock, packet, all.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=3, show_default=True, help="Replicas per key.")
+@click.option("--w", "w", type=click.IntRange(min=1), default=2, show_default=True, help="Write quorum.")
+@click.option("--r", "r", type=click.IntRange(min=1), default=2, show_default=True, help="Read quorum.")
+@click.option("--resolution", type=click.Choice(("dvv", "lww")), default="dvv", show_default=True)
+@click.option("--quorum", type=click.Choice(("sloppy", "strict")), default="sloppy", show_default=True)
+@click.option("--read-repair", type=click.Choice(("off", "async", "sync")), default="async", show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Client workers [default: 2 per node].")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
+              help="Operations per second over all workers.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="S", help="Seconds of workload (healing, recovery and final reads come after).")
+@click.option("--nemesis-interval", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              metavar="S", help="Mean seconds between a fault's start and stop, and between faults.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Makes the schedule reproducible.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
+              help="Where runs are stored.")
+@click.option("--name", default=None, help="Test name [default: system-workload-nemesis].")
+@click.option("--op-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="S", help="A client operation unanswered after S seconds is indeterminate (info).")
+@click.option("--recovery-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="S",
+              help="How long to wait for the cluster to converge after healing.")
+@click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
+              help="Another setting for every node, e.g. gossip_interval=0.5 (repeatable).")
+@click.option("--no-live", is_flag=True, help="No live status line.")
+@click.pass_context
+def run(ctx: click.Context, node_settings: tuple[str, ...], no_live: bool, **options: Any) -> None:
+    """Start a cluster, run a workload under faults, check the history.
+
+    Stores the run under --store and exits 0 valid, 1 invalid, 2 unknown,
+    254 bad arguments, 255 internal error.
+    """
+    runner = importlib.import_module("harness.runner")
+    results = importlib.import_module("harness.results")
+    extra: dict[str, Any] = {}
+    for item in node_settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--node-setting")
+        extra[key.strip().replace("-", "_")] = _parse_initial(value)
+    options["store"] = str(options["store"])
+    try:
+        config = runner.RunConfig(**options, node_settings=extra)
+        config.validate()
+        outcome = runner.run(config, live=not no_live)
+    except runner.ConfigError as e:
+        raise BadInput(str(e)) from None
+    click.echo(results.table(outcome.results))
+    for line in results.first_explanations(outcome.results):
+        click.echo(f"  {line}")
+    click.echo(f"\n{results.verdict_text(outcome.valid)}: {outcome.run_dir}")
+    ctx.exit(outcome.exit_code)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from workloads.base import WorkloadOptions, final_read, sibling_settings
 from workloads.keys import KeySchedule
 
 READS = 0.1  # of the operations, the rest are adds
+SOURCE = "source_index"  # in the register view: the op's index in the recorded history
 
 
 class CartWorker:
@@ -60,18 +61,25 @@ class CartWorkload:
         return [final_read(k) for k in self.keys.used_keys()]
 
     def check(self, history: Sequence[Op], settings: Mapping[str, Any]) -> list[Result]:
-        return [sets.check(history), siblings.check(as_register(history), **sibling_settings(settings)),
-                stats.check(history)]
+        register = as_register(history)
+        causal = siblings.check(register, **sibling_settings(settings))
+        # Point the anomalies at the operations of the recorded history.
+        origin = [op.extra.get(SOURCE, op.index) for op in register]
+        causal = replace(causal, anomalies=tuple(replace(a, ops=tuple(origin[i] for i in a.ops))
+                                                 for a in causal.anomalies))
+        return [sets.check(history), causal, stats.check(history)]
 
 
 def as_register(history: Sequence[Op]) -> list[Op]:
     """The cart history as a multi-value register's, for the sibling checker:
     an add becomes a write of the cart it put (`wrote`) with the carts it read
     as `obs`; a read returns its sibling carts. An add that never got as far
-    as choosing its cart (its read failed) wrote nothing and is left out."""
+    as choosing its cart (its read failed) wrote nothing and is left out.
+    Each op keeps its index in `history` as `extra["source_index"]`."""
     out: list[Op] = []
 
     def emit(op: Op, **changes: Any) -> None:
+        changes["extra"] = {**changes.get("extra", op.extra), SOURCE: op.index}
         out.append(replace(op, **changes))  # keeps op.index: sorted by it below
 
     for o in pair(history):

@@ -55,6 +55,9 @@ class NodeSetup:
     nodes: tuple[str, ...]  # every node of the cluster
     settings: Mapping[str, Any]  # cluster settings (n, w, r, resolution, ...)
     seed: int
+    # The runner records an operation as `info` when it has no answer after
+    # this many seconds; a client should give up (and say what it knows) first.
+    op_timeout: float = 5.0
 
 
 class DB(Protocol):

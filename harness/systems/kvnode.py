@@ -117,8 +117,11 @@ class KvnodeClient:
 
     async def open(self, node: NodeSetup) -> None:
         self._node = node.place.name
-        self._client = AsyncClient(node.place.client, cluster=CLUSTER, timeout=self._timeout,
-                                   connect_timeout=min(2.0, self._timeout))
+        # An add makes two requests, and must answer (with the cart it
+        # wrote) before the runner gives up on it at op_timeout.
+        timeout = min(self._timeout, node.op_timeout / 2.5)
+        self._client = AsyncClient(node.place.client, cluster=CLUSTER, timeout=timeout,
+                                   connect_timeout=min(1.0, timeout))
 
     async def invoke(self, op: Invocation) -> Completion:
         assert self._client is not None, "invoke before open"
