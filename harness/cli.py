@@ -330,6 +330,7 @@ def run(ctx: click.Context, node_settings: tuple[str, ...], no_live: bool, **opt
         outcome = runner.run(config, live=not no_live)
     except runner.ConfigError as e:
         raise BadInput(str(e)) from None
+    click.echo(results.operations_line(outcome.results, outcome.faults))
     click.echo(results.table(outcome.results))
     for line in results.first_explanations(outcome.results):
         click.echo(f"  {line}")

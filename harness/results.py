@@ -52,6 +52,16 @@ def table(results: Sequence[Result]) -> str:
     return tabulate(rows, headers=("checker", "verdict", "anomalies", "notes"))
 
 
+def operations_line(results: Sequence[Result], faults: dict[str, int]) -> str:
+    """'3,819 operations: 3,724 ok, 0 fail, 95 info; faults: 3 start-partition'."""
+    counts = next((r.counts for r in results if r.checker == "stats"), {})
+    ops = (f"{counts.get('invocations', 0):,} operations: {counts.get('ok', 0):,} ok, "
+           f"{counts.get('fail', 0):,} fail, {counts.get('info', 0):,} info") if counts else "operations: -"
+    started = {f: n for f, n in faults.items() if not f.startswith(("stop-", "restart", "resume", "reset-"))}
+    shown = ", ".join(f"{n} {f}" for f, n in sorted(started.items())) or "none"
+    return f"{ops}; faults: {shown}"
+
+
 def first_explanations(results: Sequence[Result], limit: int = 3) -> list[str]:
     """A few anomaly sentences, the serious ones first."""
     out: list[str] = []

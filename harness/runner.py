@@ -23,6 +23,7 @@ import random
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,7 @@ class RunOutcome:
     results: list[Result]
     valid: Any
     exit_code: int
+    faults: dict[str, int] = field(default_factory=dict)  # nemesis operations invoked, by f
 
 
 def load_system(spec: str) -> System:
@@ -219,13 +221,16 @@ class Run:
         finally:
             await self._shutdown()
             self.recorder.close()
-        results = check_run(run_dir)
-        summary = results_mod.as_dict(results, run=str(run_dir), seed=config.seed)
+        history = read_jsonl(run_dir / "history.jsonl")
+        results = check_run(run_dir, history)
+        faults = Counter(str(o.f) for o in history if o.process == "nemesis" and o.type == "invoke")
+        summary = results_mod.as_dict(results, run=str(run_dir), seed=config.seed, faults=dict(faults))
         store.write_json(run_dir / "results.json", summary)
         log.info("verdict %s", results_mod.verdict_text(summary["valid"]))
         logging.getLogger().removeHandler(handler)
         handler.close()
-        return RunOutcome(run_dir, results, summary["valid"], results_mod.exit_code(summary["valid"]))
+        return RunOutcome(run_dir, results, summary["valid"], results_mod.exit_code(summary["valid"]),
+                          dict(faults))
 
     async def _run_test(self) -> None:
         config = self.config
