@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import positive
 from checkers.history import Op
 from harness.generator import Pace, worker
 from harness.history import HistoryWriter, read_jsonl
@@ -29,8 +30,6 @@ from harness.recorder import Recorder
 from harness.systems.base import Completion, Invocation, NodeSetup
 from workloads.base import WorkloadOptions
 from workloads.register import RegisterWorkload
-
-from .common import positive
 
 TARGET = 10_000
 

@@ -109,3 +109,43 @@ def test_a_stored_run_is_checked_again_and_a_system_of_ones_own_is_caught(tmp_pa
     assert again.returncode == 1, again.stderr
     assert json.loads(again.stdout)["checkers"]["siblings"]["valid"] is False
     assert os.path.samefile(json.loads(again.stdout)["run"], run_dir)
+
+
+@pytest.mark.slow
+def test_a_crash_of_the_harness_leaves_the_history_and_no_cluster(tmp_path: Path) -> None:
+    got = harness("run", "--system", "tests.harness.crashing_system:CrashingKV", "--nodes", "3",
+                  "--time-limit", "2", "--nemesis", "pause", "--nemesis-interval", "0.5",
+                  "--store", str(tmp_path / "store"), "--no-live", cwd=Path(__file__).resolve().parents[2])
+    assert got.returncode == 255, got.stderr
+    assert "the convergence check blew up" in got.stderr
+    run_dir = (tmp_path / "store" / "latest").resolve()
+    pids = _pids(run_dir)
+    assert len(pids) == 3
+    assert not [p for p in pids if _alive(p)]
+    ops = read_jsonl(run_dir / "history.jsonl")
+    assert any(o.type == "ok" for o in ops)
+    assert not (run_dir / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_operations_and_faults(tmp_path: Path) -> None:
+    def schedule(name: str) -> tuple[dict[object, list[tuple[object, ...]]], list[str]]:
+        got = harness("run", "--system", "examples.lonely_kv:LonelyKV", "--nodes", "3", "--time-limit", "4",
+                      "--nemesis", "pause,partition", "--nemesis-interval", "0.5", "--seed", "11",
+                      "--store", str(tmp_path / name), "--no-live", "--recovery-timeout", "1", cwd=tmp_path)
+        assert got.returncode in (0, 1), got.stderr
+        ops = read_jsonl(tmp_path / name / "latest" / "history.jsonl")
+        per_process: dict[object, list[tuple[object, ...]]] = {}
+        for o in ops:
+            if o.type == "invoke" and o.process != "nemesis" and not o.extra.get("final"):
+                per_process.setdefault(o.process, []).append((o.f, o.key, o.value))
+        faults = [f"{o.f} {o.value}" for o in ops if o.process == "nemesis" and o.type == "info"]
+        return per_process, faults
+
+    (a, fa), (b, fb) = schedule("a"), schedule("b")
+    assert set(a) & set(b)
+    for p in set(a) & set(b):
+        n = min(len(a[p]), len(b[p]))
+        assert n > 0 and a[p][:n] == b[p][:n]
+    n = min(len(fa), len(fb))
+    assert n >= 2 and fa[:n] == fb[:n]
