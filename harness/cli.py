@@ -307,6 +307,14 @@ def _nemesis_names(ctx: click.Context, param: click.Parameter, value: str) -> tu
               help="How long to wait for the cluster to converge after healing.")
 @click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
               help="Another setting for every node, e.g. gossip_interval=0.5 (repeatable).")
+@click.option("--subnet", default="10.77.0.0/24", show_default=True,
+              help="netns, docker: the subnet the nodes' addresses come from.")
+@click.option("--image", default=None, help="docker: the node image [default: build one, cached].")
+@click.option("--base-image", default=None, help="docker: build on this local image instead of debootstrap.")
+@click.option("--nodes-file", type=click.Path(dir_okay=False), default=None,
+              help="ssh: the hosts (nodes.toml: host, port, user, key, sudo).")
+@click.option("--insecure-accept-host-keys", is_flag=True,
+              help="ssh: accept unknown host keys instead of refusing them.")
 @click.option("--no-live", is_flag=True, help="No live status line.")
 @click.pass_context
 def run(ctx: click.Context, node_settings: tuple[str, ...], no_live: bool, **options: Any) -> None:

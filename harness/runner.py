@@ -78,6 +78,12 @@ class RunConfig:
     active_keys: int = 4
     max_ops_per_key: int = 150
     node_settings: dict[str, Any] = field(default_factory=dict)  # more kvnode settings (gossip_interval ...)
+    # backend options
+    subnet: str = "10.77.0.0/24"  # netns, docker: the nodes' addresses
+    image: str | None = None  # docker: the node image (default: build one)
+    base_image: str | None = None  # docker: build on this local image instead of debootstrap
+    nodes_file: str | None = None  # ssh: the hosts
+    insecure_accept_host_keys: bool = False  # ssh
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -167,11 +173,31 @@ def make_workload(config: RunConfig) -> Workload:
     return CartWorkload(options)
 
 
-def make_backend(name: str) -> Backend:
-    if name == "local":
-        from harness.backends.local import LocalBackend
-        return LocalBackend()
-    raise ConfigError(f"--backend {name}: not available in this version (only 'local')")
+def make_backend(config: RunConfig) -> Backend:
+    """The backend the configuration names, or ConfigError saying why it
+    cannot be used here."""
+    name = config.backend
+    try:
+        if name == "local":
+            from harness.backends.local import LocalBackend
+            return LocalBackend()
+        if name == "netns":
+            from harness.backends.netns import NetnsBackend
+            return NetnsBackend(subnet=config.subnet)
+        if name == "docker":
+            from harness.backends.docker import DockerBackend
+            return DockerBackend(image=config.image, base_image=config.base_image, subnet=config.subnet)
+        if name == "ssh":
+            if not config.nodes_file:
+                raise ConfigError("--backend ssh needs --nodes-file nodes.toml")
+            from harness.backends.ssh import SshBackend
+            return SshBackend.from_file(Path(config.nodes_file),
+                                        insecure_accept_host_keys=config.insecure_accept_host_keys)
+    except ImportError as e:
+        raise ConfigError(f"--backend {name}: not available in this version ({e})") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--backend {name}: {e}") from None
+    raise ConfigError(f"--backend {name}: unknown")
 
 
 def check_run(run_dir: Path, history: Sequence[Any] | None = None) -> list[Result]:
@@ -196,7 +222,7 @@ class Run:
         self.config = config
         self.system = load_system(config.system)
         self.workload = make_workload(config)
-        self.backend = make_backend(config.backend)
+        self.backend = make_backend(config)
         self.echo = echo or (lambda s: print(s, file=sys.stderr))
         self.live_enabled = live
         self.node_names = [f"n{i + 1}" for i in range(config.nodes)]

@@ -29,7 +29,7 @@ def harness(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
     (["--nemesis", "partition,bogus"], "unknown nemesis 'bogus'"),
     (["--w", "4"], "--w 4 and --r 2 must be between 1 and --n 3"),
     (["--n", "7", "--nodes", "5"], "--n 7 must be between 1 and --nodes 5"),
-    (["--backend", "docker"], "--backend docker: not available"),
+    (["--backend", "ssh"], "--backend ssh needs --nodes-file nodes.toml"),
     (["--workload", "queue"], "'queue' is not one of"),
     (["--node-setting", "oops"], "expected KEY=VALUE"),
     (["--system", "nowhere.at.all:Thing"], "cannot import nowhere.at.all"),
