@@ -346,5 +346,40 @@ def run(ctx: click.Context, node_settings: tuple[str, ...], no_live: bool, **opt
     ctx.exit(outcome.exit_code)
 
 
+@cli.command()
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
+              help="The run store whose local node processes to look for.")
+@click.option("--nodes-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ssh: also clean these hosts.")
+@click.option("--insecure-accept-host-keys", is_flag=True, help="ssh: accept unknown host keys.")
+def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool) -> None:
+    """Remove what crashed runs left behind, and only that: node processes
+    recorded in pid files, network namespaces, bridges and iptables rules of
+    ours, containers and networks labelled as ours."""
+    removed: list[str] = []
+    problems: list[str] = []
+    for name, args in (("local", (store,)), ("netns", ()), ("docker", ())):
+        try:
+            module = importlib.import_module(f"harness.backends.{name}")
+        except ImportError:
+            continue
+        fn = getattr(module, "clean", None)
+        if fn is None:
+            continue
+        try:
+            removed += [f"{name}: {line}" for line in fn(*args)]
+        except Exception as e:  # one backend's trouble must not stop the others' cleaning
+            problems.append(f"{name}: {type(e).__name__}: {e}")
+    if nodes_file is not None:
+        ssh = importlib.import_module("harness.backends.ssh")
+        removed += [f"ssh: {line}" for line in ssh.clean(nodes_file, insecure_accept_host_keys=insecure_accept_host_keys)]
+    for line in removed:
+        click.echo(line)
+    for line in problems:
+        click.echo(f"could not clean {line}", err=True)
+    if not removed and not problems:
+        click.echo("nothing to clean")
+
+
 def main() -> None:
     cli()

@@ -225,7 +225,10 @@ class Run:
         self.backend = make_backend(config)
         self.echo = echo or (lambda s: print(s, file=sys.stderr))
         self.live_enabled = live
-        self.node_names = [f"n{i + 1}" for i in range(config.nodes)]
+        # A backend with fixed hosts (ssh) names its nodes; others get n1..nN.
+        fixed = getattr(self.backend, "node_names", None)
+        self.node_names = list(fixed())[:config.nodes] if callable(fixed) else [
+            f"n{i + 1}" for i in range(config.nodes)]
         self.setups: dict[str, NodeSetup] = {}
         self.nemesis: Nemesis | None = None
         self.recorder: Recorder | None = None
