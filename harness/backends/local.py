@@ -18,7 +18,10 @@ Faults:
 - processes: each node runs in a session of its own, so SIGKILL, SIGSTOP and
   SIGCONT go to its whole process group, whose id is the pid of the process
   this backend started (a wrapper script cannot leave an orphan behind). No
-  signal is ever sent to anything else, and never by name.
+  signal is ever sent to anything else, and never by name. Teardown kills
+  them all; so does an atexit hook if teardown never ran; and where
+  util-linux's `setpriv` is installed, the kernel kills a node whose harness
+  died even by SIGKILL (PR_SET_PDEATHSIG).
 - clocks: every node starts under libfaketime at offset +0 when a working
   libfaketime is found (`harness.backends.faketime`), so `set_clock` can move
   its wall clock later; without one, nodes start plainly and
@@ -45,6 +48,7 @@ import asyncio
 import atexit
 import contextlib
 import datetime
+import functools
 import os
 import shlex
 import shutil
@@ -52,6 +56,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -70,32 +75,46 @@ __all__ = ["LocalBackend"]
 WAIT_S = 30.0  # for a SIGKILLed process to be reaped
 
 
-def _find_common_port(hosts: Sequence[str], attempts: int = 20) -> int | None:
-    """A port that is free on every one of `hosts` now, or None."""
-    for _ in range(attempts):
-        socks: list[socket.socket] = []
+@functools.cache
+def _orphan_guard() -> tuple[str, ...]:
+    """A prefix for a node's argv that makes the kernel SIGKILL the node when
+    the harness dies, even by SIGKILL (when teardown and atexit cannot run):
+    util-linux's `setpriv --pdeathsig KILL`, which sets PR_SET_PDEATHSIG and
+    execs the command in place (same pid); `start` waits until it has (see
+    `_past_the_guard`). Empty where setpriv is missing or too old. (A
+    preexec_fn could call prctl itself, but is unsafe in a process with
+    threads.)"""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return prefix if ok else ()
+
+
+async def _past_the_guard(pid: int, setpriv: str, timeout: float = 2.0) -> None:
+    """Wait until `pid` no longer runs setpriv, i.e. it has set its death
+    signal and exec'd the node: were the harness to die before that, the
+    node would outlive it. Takes a few milliseconds."""
+    real = os.path.realpath(setpriv)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            first = socket.socket()
-            socks.append(first)
-            first.bind((hosts[0], 0))
-            port = int(first.getsockname()[1])
-            for host in hosts[1:]:
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, port))
-            return port
+            if os.readlink(f"/proc/{pid}/exe") != real:
+                return
         except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    return None
+            return  # exited already, or no /proc to tell
+        await asyncio.sleep(0.002)
 
 
 def _reserve(host: str, port: int) -> socket.socket:
-    """Hold (host, port) bound (port 0: one the OS picks), so that the proxies' OS-chosen ports cannot
-    take it before the node binds it (bound without SO_REUSEADDR, it blocks
-    even other sockets that set it)."""
+    """A socket holding (host, port) bound (port 0: one the OS picks) until
+    closed, so that the proxies' OS-chosen ports cannot take a node's port
+    before the node binds it (bound without SO_REUSEADDR, it blocks even
+    sockets that set it)."""
     s = socket.socket()
     try:
         s.bind((host, port))
@@ -103,6 +122,35 @@ def _reserve(host: str, port: int) -> socket.socket:
         s.close()
         raise OSError(f"cannot use {host}:{port} for a node: {e}") from None
     return s
+
+
+def _reserve_ports(hosts: Sequence[str], port: int | None, attempts: int = 20) -> list[socket.socket]:
+    """One reserved (host, port) per host: `port` on each if given (raises
+    if one is taken); else one port free on every host, which is easier to
+    read in logs; else any free port per host."""
+    if port is not None:
+        return _reserve_each(hosts, port)
+    for _ in range(attempts):
+        first = _reserve(hosts[0], 0)
+        common = int(first.getsockname()[1])
+        try:
+            return [first, *_reserve_each(hosts[1:], common)]
+        except OSError:
+            first.close()
+    return _reserve_each(hosts, 0)
+
+
+def _reserve_each(hosts: Sequence[str], port: int) -> list[socket.socket]:
+    """`port` (0: any) reserved on each host, or none of them and OSError."""
+    held: list[socket.socket] = []
+    try:
+        for host in hosts:
+            held.append(_reserve(host, port))
+    except BaseException:
+        for s in held:
+            s.close()
+        raise
+    return held
 
 
 class LocalBackend:
@@ -138,6 +186,7 @@ class LocalBackend:
         self._paused: set[str] = set()
         self._mesh: ProxyMesh | None = None
         self._faketime: Path | None = None
+        self._guard: tuple[str, ...] = ()
         self._set_up = False
 
     # -- places -------------------------------------------------------------
@@ -162,18 +211,15 @@ class LocalBackend:
             raise
 
     async def _setup(self, nodes: list[str], run_dir: Path) -> dict[str, NodePlace]:
-        # Probing libfaketime runs a child process: keep it off the event loop.
+        # Both probes run a child process: keep them off the event loop.
         self._faketime = await asyncio.to_thread(find_libfaketime)
-        hosts = {n: f"127.0.0.{self.first_address + i}" for i, n in enumerate(nodes)}
-        port = self.base_port or _find_common_port(list(hosts.values()))
-        reserved: list[socket.socket] = []
+        self._guard = await asyncio.to_thread(_orphan_guard)
+        hosts = [f"127.0.0.{self.first_address + i}" for i in range(len(nodes))]
+        reserved = _reserve_ports(hosts, self.base_port)
         try:
-            listen: dict[str, tuple[str, int]] = {}
-            for n, host in hosts.items():
-                # A port free on every address is nicer to read; else one per address.
-                held = _reserve(host, port if port is not None else 0)
-                reserved.append(held)
-                listen[n] = (host, int(held.getsockname()[1]))
+            listen: dict[str, tuple[str, int]] = {
+                n: (host, int(held.getsockname()[1])) for n, host, held in zip(nodes, hosts, reserved, strict=True)
+            }
             self._mesh = ProxyMesh(listen, on_block=self.on_block, seed=self.seed)
             await self._mesh.start()
         finally:
@@ -208,6 +254,8 @@ class LocalBackend:
                 "packet": "delay and jitter per chunk; loss as a retransmission delay; "
                           "duplicate and reorder ignored",
                 "libfaketime": str(library) if library is not None else "",
+                "orphans": ("nodes die with the harness (setpriv --pdeathsig)" if _orphan_guard()
+                            else "no setpriv: nodes outlive a harness killed by SIGKILL"),
             },
         )
 
@@ -234,8 +282,10 @@ class LocalBackend:
         try:
             err: IO[bytes] = open(log_dir / "stderr.log", "ab")  # noqa: SIM115
             try:
+                # Popen runs on the event loop's thread, which lives as long
+                # as the run: the death signal fires when that thread ends.
                 proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
+                    [*self._guard, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
                     start_new_session=True, close_fds=True,
                 )
             finally:
@@ -243,6 +293,8 @@ class LocalBackend:
         finally:
             out.close()
         self._procs[node] = proc
+        if self._guard:
+            await _past_the_guard(proc.pid, self._guard[0])
         clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
         self._note(node, f"start pid={proc.pid}{clock}: {shlex.join(argv)}")
 

@@ -305,6 +305,10 @@ class LinkProxy:
         self._server: asyncio.Server | None = None
         self._address: Address | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        # Every socket of every relayed connection, until closed: close()
+        # aborts what a cancelled handler could not (one cancelled before it
+        # ever ran never reaches its finally).
+        self._writers: set[asyncio.StreamWriter] = set()
         self._changed: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -332,6 +336,9 @@ class LinkProxy:
             task.cancel()
         if handlers:
             await asyncio.gather(*handlers, return_exceptions=True)
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
         if server is not None:
             await server.wait_closed()
         if self._changed is not None and not self._changed.done():
@@ -448,6 +455,7 @@ class LinkProxy:
             _reset(client_w)
             return
         self.counters.connections += 1
+        self._writers.add(client_w)
         task = asyncio.get_running_loop().create_task(self._relay(client_r, client_w))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
@@ -463,13 +471,15 @@ class LinkProxy:
             if not await self._handshake_passes(forward_in):
                 return  # the dialer gave up before the link healed: it never connected
             try:
-                upstream_r, upstream = await asyncio.wait_for(
-                    asyncio.open_connection(*self.target), CONNECT_TIMEOUT_S
-                )
+                # asyncio.timeout, not wait_for: 3.11's wait_for can lose a
+                # connection that completes just as it is cancelled.
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    upstream_r, upstream = await asyncio.open_connection(*self.target)
             except (OSError, TimeoutError):
                 self.counters.refused += 1
                 return
             upstream_w = upstream
+            self._writers.add(upstream)
             forward_out = asyncio.create_task(forward.pump_out(upstream))
             backward_out = asyncio.create_task(backward.pump_out(client_w))
             tasks += [forward_out, backward_out, asyncio.create_task(backward.pump_in(upstream_r))]
@@ -492,6 +502,7 @@ class LinkProxy:
                     _reset(w)
             for w in writers:
                 await _wait_closed(w)
+                self._writers.discard(w)
 
     async def _handshake_passes(self, forward_in: asyncio.Task[None]) -> bool:
         """Wait until a TCP handshake could cross the link (neither direction

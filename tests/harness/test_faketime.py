@@ -96,28 +96,23 @@ def test_child_wall_clock_follows_the_control_file_while_monotonic_time_and_slee
     tmp_path: Path,
 ) -> None:
     control = ClockControl(tmp_path / "clock.faketime", LIBRARY)
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         env=child_environ(control.path, library=LIBRARY), text=True,
-    )
-    try:
-        assert child.stdin is not None and child.stdout is not None
+    ) as child:
+        try:
+            _skew_follows_the_file(child, control)
+        finally:
+            child.kill()
 
-        def ask() -> tuple[float, float]:
-            """(child wall - our wall, child monotonic - our monotonic);
-            checks that the child's 0.1 s sleep took 0.1 s."""
-            assert child.stdin is not None and child.stdout is not None
-            child.stdin.write("?\n")
-            child.stdin.flush()
-            wall, before, after = map(float, child.stdout.readline().split())
-            assert after - before >= 0.1
-            return wall - time.time(), after - time.monotonic()
 
-        for offset in (0.0, 3600.0, -7200.5, 0.0):
-            control.set_offset(offset)  # while the child runs
-            wall_skew, mono_skew = ask()
-            assert wall_skew == pytest.approx(offset, abs=2.0)
-            assert mono_skew == pytest.approx(0.0, abs=2.0)
-    finally:
-        child.kill()
-        child.wait()
+def _skew_follows_the_file(child: subprocess.Popen[str], control: ClockControl) -> None:
+    assert child.stdin is not None and child.stdout is not None
+    for offset in (0.0, 3600.0, -7200.5, 0.0):
+        control.set_offset(offset)  # while the child runs
+        child.stdin.write("?\n")
+        child.stdin.flush()
+        wall, before, after = map(float, child.stdout.readline().split())
+        assert after - before >= 0.1  # its 0.1 s sleep took 0.1 s
+        assert wall - time.time() == pytest.approx(offset, abs=2.0)
+        assert after - time.monotonic() == pytest.approx(0.0, abs=2.0)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -19,7 +21,7 @@ import pytest
 
 from harness.backends.base import NodePlace
 from harness.backends.faketime import find_libfaketime, libfaketime_missing_reason
-from harness.backends.local import LocalBackend
+from harness.backends.local import LocalBackend, _orphan_guard
 from kvnode.client import AsyncClient, KvError
 
 pytestmark = pytest.mark.slow
@@ -246,3 +248,53 @@ def test_teardown_after_a_failed_setup_leaves_nothing(tmp_path: Path) -> None:
             await backend.start("n1", ["true"], {})  # nothing is set up
 
     run(main())
+
+
+HARNESS_THAT_DIES = """
+import asyncio, sys
+from pathlib import Path
+from harness.backends.local import LocalBackend, _orphan_guard
+
+async def main() -> None:
+    backend = LocalBackend()
+    await backend.setup(["s1"], Path(sys.argv[1]))
+    await backend.start("s1", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+    print(backend.pid("s1"), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that is not us is dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not _orphan_guard(), reason="needs util-linux's setpriv (--pdeathsig)")
+def test_a_node_dies_with_a_harness_killed_by_sigkill(tmp_path: Path) -> None:
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS_THAT_DIES, str(tmp_path)],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    node = 0
+    try:
+        assert harness.stdout is not None
+        node = int(harness.stdout.readline())
+        assert _alive(node)
+        harness.kill()  # no teardown, no atexit
+        harness.wait()
+        deadline = time.monotonic() + 5
+        while _alive(node):
+            assert time.monotonic() < deadline, "the node outlived its harness"
+            time.sleep(0.01)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        if harness.stdout is not None:
+            harness.stdout.close()
+        if node and _alive(node):
+            os.kill(node, signal.SIGKILL)  # the node this test started, should the guard fail
