@@ -15,7 +15,7 @@ from typing import Any
 
 def new_run(store: Path, name: str) -> Path:
     """Create the run directory (a suffix keeps two runs in one second apart)."""
-    base = store / name
+    base = store.resolve() / name
     base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     run = base / stamp

@@ -297,6 +297,7 @@ class LocalBackend:
             await _past_the_guard(proc.pid, self._guard[0])
         clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
         self._note(node, f"start pid={proc.pid}{clock}: {shlex.join(argv)}")
+        _pid_file(place).write_text(f"{proc.pid}\n")
 
     async def kill(self, node: str) -> None:
         """SIGKILL the node's process group and reap it; no-op if not running."""
@@ -309,6 +310,7 @@ class LocalBackend:
             self._signal(proc, signal.SIGKILL)
             self._note(node, f"kill pid={proc.pid}")
         await self._reap(proc)
+        _pid_file(self._place(node)).unlink(missing_ok=True)
 
     async def pause(self, node: str) -> None:
         """SIGSTOP: the node keeps its sockets and answers nothing."""
@@ -402,6 +404,9 @@ class LocalBackend:
                     await self._reap(proc)
                 except subprocess.TimeoutExpired:
                     stuck.append(f"{node} (pid {proc.pid})")
+            for node, _ in procs:
+                if node in self._places and not any(node in s for s in stuck):
+                    _pid_file(self._places[node]).unlink(missing_ok=True)
             if stuck:
                 raise RuntimeError(f"not reaped {WAIT_S:g} s after SIGKILL: {', '.join(stuck)}")
         finally:
@@ -467,6 +472,34 @@ class LocalBackend:
                 self._signal(proc, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(WAIT_S)
+
+
+def _pid_file(place: NodePlace) -> Path:
+    """`nodes/<node>/pid`: the running node's pid, for `clean` after a crash."""
+    return Path(place.data_dir).parent / "pid"
+
+
+def clean(store: Path) -> list[str]:
+    """Kill node processes that crashed runs in `store` left behind: those
+    named by a `nodes/<node>/pid` file whose process still runs *with that
+    node's data directory on its command line* (so a reused pid is never
+    touched). Removes the pid files; returns a line per thing done."""
+    done: list[str] = []
+    for pid_file in sorted(Path(store).glob("*/*/nodes/*/pid")):
+        data_dir = os.path.realpath(pid_file.parent / "data")
+        try:
+            pid = int(pid_file.read_text().strip())
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            cwd, cmdline = "/", []
+        if any(os.path.realpath(os.path.join(cwd, arg)) == data_dir for arg in cmdline if arg):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+                os.killpg(pid, signal.SIGKILL)
+            done.append(f"killed pid {pid} ({pid_file.parent.name} of {pid_file.parents[2]})")
+        pid_file.unlink(missing_ok=True)
+    return done
 
 
 def _show(address: tuple[str, int]) -> str:

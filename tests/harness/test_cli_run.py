@@ -86,6 +86,7 @@ def test_ctrl_c_heals_and_tears_down_and_leaves_a_readable_history(tmp_path: Pat
     assert proc.returncode == 130, err
     assert not [p for p in pids if _alive(p)], "node processes outlived the harness"
     assert not list(run_dir.glob("nodes/*/*.faketime")), "faketime control files left behind"
+    assert not list(run_dir.glob("nodes/*/pid")), "pid files left behind"
     ops = read_jsonl(run_dir / "history.jsonl")
     assert ops and [o.index for o in ops] == list(range(len(ops)))
 

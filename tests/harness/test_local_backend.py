@@ -298,3 +298,30 @@ def test_a_node_dies_with_a_harness_killed_by_sigkill(tmp_path: Path) -> None:
             harness.stdout.close()
         if node and _alive(node):
             os.kill(node, signal.SIGKILL)  # the node this test started, should the guard fail
+
+
+def test_clean_kills_only_the_nodes_a_crashed_run_left_behind(tmp_path: Path) -> None:
+    from harness.backends.local import clean
+
+    run = tmp_path / "store" / "t" / "20260101T000000"
+    node_dir = run / "nodes" / "n1"
+    (node_dir / "data").mkdir(parents=True)
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--data",
+                               str(node_dir / "data")], start_new_session=True)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    other = run / "nodes" / "n2"
+    other.mkdir(parents=True)
+    try:
+        (node_dir / "pid").write_text(f"{orphan.pid}\n")
+        (other / "pid").write_text(f"{stranger.pid}\n")  # a pid reused by a process that is not ours
+        done = clean(tmp_path / "store")
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert stranger.poll() is None, "clean killed a process that is not a node of ours"
+        assert len(done) == 1 and str(orphan.pid) in done[0]
+        assert not (node_dir / "pid").exists() and not (other / "pid").exists()
+        assert clean(tmp_path / "store") == []
+    finally:
+        for p in (orphan, stranger):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
