@@ -314,7 +314,7 @@ class Run:
             if self.run_dir is not None:
                 for n in self.setups:
                     try:
-                        await self.backend.collect_logs(n, self.run_dir / "nodes" / n)
+                        await self.backend.collect_logs(n, self.run_dir / "nodes" / n / "log")
                     except Exception as e:
                         log.warning("could not collect the logs of %s: %s", n, e)
             await self.backend.teardown()
