@@ -274,6 +274,9 @@ class Run:
             raise ConfigError("; ".join(problems))
         log.info("starting %d nodes", len(self.node_names))
         await asyncio.gather(*(self._start(n) for n in self.node_names))
+        # Each node serves; now let them find each other (a node that has not
+        # yet heard of its peers refuses quorum operations as unavailable).
+        await self._recover(timeout=15.0, phase="start-up", blind_wait=1.0)
 
         recorder = self.recorder
         self.nemesis = Nemesis(faults, handle, self._record_nemesis, random.Random(f"{config.seed}:nemesis"),
@@ -358,11 +361,12 @@ class Run:
         await client.open(self.setups[node])
         return client
 
-    async def _recover(self) -> None:
+    async def _recover(self, timeout: float | None = None, phase: str = "recovery",
+                       blind_wait: float = 5.0) -> None:
         """Wait for the system's convergence signal (or a fixed time when it
-        has none), at most `recovery_timeout` seconds."""
+        has none), at most `timeout` (default `recovery_timeout`) seconds."""
         started = time.monotonic()
-        deadline = started + self.config.recovery_timeout
+        deadline = started + (self.config.recovery_timeout if timeout is None else timeout)
         nodes = list(self.setups.values())
         while time.monotonic() < deadline:
             try:
@@ -371,14 +375,15 @@ class Run:
             except TimeoutError:
                 done = False
             if done is None:
-                await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-                log.info("recovery: the system gives no convergence signal; waited 5 s")
+                wait = min(blind_wait, max(0.0, deadline - time.monotonic()))
+                await asyncio.sleep(wait)
+                log.info("%s: the system gives no convergence signal; waited %.1f s", phase, wait)
                 return
             if done:
-                log.info("recovered in %.1f s", time.monotonic() - started)
+                log.info("%s: converged in %.1f s", phase, time.monotonic() - started)
                 return
             await asyncio.sleep(0.5)
-        log.warning("not converged after %.0f s; final reads anyway", self.config.recovery_timeout)
+        log.warning("%s: not converged after %.0f s; going on", phase, time.monotonic() - started)
 
     async def _final_reads(self) -> None:
         reads = self.workload.final_reads()
