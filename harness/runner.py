@@ -227,8 +227,14 @@ class Run:
         self.live_enabled = live
         # A backend with fixed hosts (ssh) names its nodes; others get n1..nN.
         fixed = getattr(self.backend, "node_names", None)
-        self.node_names = list(fixed())[:config.nodes] if callable(fixed) else [
-            f"n{i + 1}" for i in range(config.nodes)]
+        if callable(fixed):
+            names = list(fixed())
+            if len(names) < config.nodes:
+                raise ConfigError(f"--nodes {config.nodes}: the nodes file has only {len(names)} hosts "
+                                  f"({', '.join(names)})")
+            self.node_names = names[:config.nodes]
+        else:
+            self.node_names = [f"n{i + 1}" for i in range(config.nodes)]
         self.setups: dict[str, NodeSetup] = {}
         self.nemesis: Nemesis | None = None
         self.recorder: Recorder | None = None
