@@ -346,6 +346,26 @@ def run(ctx: click.Context, node_settings: tuple[str, ...], no_live: bool, **opt
     ctx.exit(outcome.exit_code)
 
 
+@cli.group()
+def docker() -> None:
+    """The docker backend's node image."""
+
+
+@docker.command("build")
+@click.option("--base-image", default=None, help="Build on this local image instead of debootstrap.")
+@click.option("--tag", default="dynamo-harness-node", show_default=True)
+def docker_build(base_image: str | None, tag: str) -> None:
+    """Build (or find cached) the node image, offline: a debootstrapped
+    Debian imported into the engine, with this project installed from wheels."""
+    image = importlib.import_module("harness.backends.image")
+    try:
+        built = image.build_image(base_image=base_image, tag=tag, progress=lambda s: click.echo(s, err=True))
+    except RuntimeError as e:  # no engine, debootstrap failed ...: the environment, not the arguments
+        click.echo(f"Error: {e}", err=True)
+        _exit(EXIT_INTERNAL)
+    click.echo(f"{built.tag} {built.id} ({'cached' if built.reused else 'built'}, {built.seconds:.1f} s)")
+
+
 @cli.command()
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
               help="The run store whose local node processes to look for.")
