@@ -108,3 +108,18 @@ def test_the_image_runs_the_node_and_carries_its_cache_key(built: BuiltImage) ->
     )
     text = output.decode()
     assert "serve" in text and "faketime-ok" in text, text
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(bool(UNUSABLE), reason=UNUSABLE)
+def test_harness_docker_build_says_it_found_the_image_cached(built: BuiltImage) -> None:
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-m", "harness", "docker", "build"], capture_output=True, text=True,
+                         timeout=600)
+    assert got.returncode == 0, got.stderr
+    tag, image_id, state = got.stdout.split()[:3]
+    assert tag.startswith("dynamo-harness-node") and image_id.startswith("sha256:")
+    # the module's fixture built it from these same sources: the CLI finds it
+    assert state == "(cached,", got.stdout
