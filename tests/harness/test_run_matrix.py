@@ -26,7 +26,7 @@ FAST = {"gossip_interval": 0.2, "suspect_after": 1.0, "dead_after": 2.0, "ae_int
 
 
 def _run(tmp_path: Path, **options: Any) -> Any:
-    config = RunConfig(store=str(tmp_path / "store"), nodes=5, concurrency=10, rate=150.0, time_limit=20.0,
+    config = RunConfig(store=str(tmp_path / "store"), nodes=5, concurrency=10, rate=150.0, time_limit=15.0,
                        nemesis_interval=2.0, seed=options.pop("seed", 42), op_timeout=2.0,
                        recovery_timeout=30.0, node_settings=dict(FAST), **options)
     return run(config, live=False, echo=lambda s: None)
