@@ -1,27 +1,36 @@
 """Linearizability checker benchmark: `checkers.linearizable` on generated
 histories, next to Porcupine's published figures.
 
-Every history is made from the seed by simulating a real concurrent register
-(`simulate`): each process runs its operations one after another, each takes
-effect at one instant between its invocation and its completion, and the
-results are computed by applying the operations in the order of those
-instants, so a history is linearizable by construction. A crashed operation
-(`info`, the process continuing under a new id, as in Jepsen) takes effect
-with probability 1/2, at a time that may fall after its `info` completion.
+Every history is made from the seed by simulating a real concurrent register:
+each process runs its operations one after another, each takes effect at one
+instant between its invocation and its completion (a crashed one: at any
+time after its invocation, or never), and the results are computed by
+applying the operations in the order of those instants, so a history is
+linearizable by construction.
 
 Three parts, each printed as a table:
 
-- (a) etcd-style histories, as in Jepsen's etcd tests that Porcupine ships:
-  `--histories` histories of about 80 completed operations (`ok` or `fail`)
-  plus the crashed ones, 5 worker threads that take a new process id after
-  every `info`, reads, writes and cas on one key with values 0-4 (the key
-  starts absent: None); a quarter of writes and cas time out (`info`, and stay
-  concurrent with everything after them), timed-out reads end in `fail`;
-  about one in 20 gets one read's value changed (so some are invalid).
-  `--easy-etcd` gives the older generator (70-90 operations in all). Checked with `check(history, "cas-register")`: total
-  model steps, wall time, steps/s, the hardest history, and ratios to
-  Porcupine (hardest: 1.18 million steps in 270 ms; 102 histories: 3.3
-  million steps in 0.70 s).
+- (a) etcd-style histories, as in Jepsen's etcd tests whose logs Porcupine
+  ships: `--histories` histories from `etcd_simulate`, a simulated etcd key
+  under a partitioning nemesis. 5 worker threads, one per node, each taking
+  a new process id after every `info`; reads, writes and cas with values 0-4
+  (the key starts absent: None); 70-90 completed operations (`ok` or `fail`)
+  a history. A thread whose node is cut off (or on the majority side before
+  it has elected a leader, or just unlucky) times out: a read ends in `fail`
+  (as Jepsen's etcd client logs it), a write or cas in `info`, and it stays
+  open to the end of the history, having taken effect (half of the time, up
+  to when the partition heals) or not. So a history carries about 20-25
+  crashed writes and cas, dozens at most, all concurrent with everything
+  after them: what makes Jepsen's etcd histories hard. About one in 20 gets
+  one read's value changed (so some are invalid). `--easy-etcd` gives the
+  older generator (`simulate`: no partitions, few crashed ops). Checked with
+  `check(history, "cas-register")`: total model steps, wall time, steps/s,
+  the hardest history; then the same histories with the checker's pruning
+  off (`checkers.linearizable._prune = False`: plain Wing & Gong + Lowe, the
+  algorithm Porcupine runs; `--plain-time-limit` seconds each, `--skip-plain`
+  to leave it out), so the pruning's effect shows; and the ratios to
+  Porcupine (hardest of Jepsen's etcd histories: 1.18 million steps in
+  270 ms; all 102: 3.3 million steps in 0.70 s).
 - (b) one register, `--big-ops` operations, 20 processes, unique written
   values: the O(n log n) path (`checkers.unique_register`) alone, and the
   whole checker with the "register" model. Target: under 10 s.
@@ -43,13 +52,15 @@ importable, the parts that need it are skipped with a note.
 from __future__ import annotations
 
 import argparse
+import heapq
 import importlib
 import os
 import platform
 import random
 import resource
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
 from types import ModuleType
@@ -148,6 +159,14 @@ def simulate(rng: random.Random, shape: Shape) -> list[Op]:
             if crash:
                 process += shape.processes
             t = end
+    return _history(specs)
+
+
+def _history(specs: list[_Spec]) -> list[Op]:
+    """Apply the ops that took effect in the order of their instants, fill in
+    the results (a cas whose compare does not match fails; one that never
+    took effect cannot report ok), and lay the ops out as invocations and
+    completions in time order."""
     state: dict[Any, Any] = {}
     for s in sorted((s for s in specs if s.effect >= 0), key=lambda s: s.effect):
         current = state.get(s.key)
@@ -172,10 +191,112 @@ def simulate(rng: random.Random, shape: Shape) -> list[Op]:
         if not done:
             history.append(Op(index=i, time=time, process=s.process, type="invoke", f=s.f, key=s.key, value=s.arg))
         else:
-            value = s.result if s.f == "read" and s.outcome == "ok" else (None if s.f == "read" else s.arg)
+            value = s.result if s.f == "read" and s.outcome == "ok" else (
+                None if s.f == "read" or s.outcome == "info" else s.arg)
+            error = "timed-out" if s.outcome == "info" or (s.outcome == "fail" and s.f == "read") else None
             history.append(Op(index=i, time=time, process=s.process, type=s.outcome, f=s.f,  # type: ignore[arg-type]
-                              key=s.key, value=value))
+                              key=s.key, value=value, error=error))
     return history
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EtcdShape:
+    """What `etcd_simulate` makes: Jepsen's etcd test in miniature. Times in
+    milliseconds of simulated time."""
+
+    completed: int = 80  # ops that end in ok or fail; crashed ones come on top
+    workers: int = 5  # worker threads, one per node; process ids p, p+5, ... after each info
+    values: int = 5  # values 0..values-1
+    stagger: float = 100.0  # pause before each op: uniform in [0, stagger)
+    latency: tuple[float, float] = (1.0, 10.0)  # an op that goes through
+    timeout: float = 200.0  # the client's timeout
+    healthy: tuple[float, float] = (200.0, 500.0)  # between partitions
+    partition: tuple[float, float] = (1000.0, 3000.0)  # how long a partition lasts
+    cut_off: int = 2  # nodes on the minority side of each partition
+    election: tuple[float, float] = (200.0, 1000.0)  # no leader on the majority side
+    blip: float = 0.2  # chance an op times out anyway (a slow disk, a lost packet)
+    effect: float = 0.5  # chance a timed-out write or cas took effect anyway
+
+
+def _etcd_schedule(rng: random.Random, shape: EtcdShape, until: float) -> list[tuple[float, float, float, frozenset[int]]]:
+    """The nemesis: partitions (start, end, end of the election on the
+    majority side, nodes cut off), with healthy periods between."""
+    out = []
+    t = rng.uniform(*shape.healthy)
+    leader = rng.randrange(shape.workers)
+    while t < until:
+        end = t + rng.uniform(*shape.partition)
+        cut = frozenset(rng.sample(range(shape.workers), shape.cut_off))
+        election = t
+        if leader in cut:  # the majority side elects a new leader first
+            election = min(end, t + rng.uniform(*shape.election))
+            leader = rng.choice([w for w in range(shape.workers) if w not in cut])
+        out.append((t, end, election, cut))
+        t = end + rng.uniform(*shape.healthy)
+    return out
+
+
+def etcd_simulate(rng: random.Random, shape: EtcdShape) -> list[Op]:
+    """A linearizable history of a simulated etcd key under Jepsen's etcd
+    test: `shape.workers` threads, one per node, each invoking reads, writes
+    and cas (values 0..values-1; the key starts absent) one after another,
+    a random pause apart. A nemesis partitions the nodes; a thread whose node
+    is cut off, or on the majority side before it has elected a leader, or
+    unlucky (`blip`), times out: a read then ends in `fail` (Jepsen's etcd
+    client: a read did nothing), a write or cas in `info`, and the thread
+    goes on as a new process. A timed-out write or cas took effect with
+    probability `effect`, at any time from its invocation until the
+    partition heals (so possibly after its `info`), or never; an op that went
+    through took effect at one instant inside its interval. Results come from
+    applying the ops in the order of those instants (a cas whose compare does
+    not match fails), so the history is linearizable by construction."""
+    horizon = 4.0 * shape.completed * (shape.stagger + shape.timeout) / shape.workers
+    schedule = _etcd_schedule(rng, shape, horizon)
+
+    def conditions(w: int, t: float) -> tuple[bool, float]:
+        """Does an op of worker w invoked at t time out; until when may it take effect?"""
+        for start, end, election, cut in schedule:
+            if start <= t < end:
+                return (w in cut or t < election), end
+            if start > t:
+                break
+        return False, t + shape.timeout
+
+    specs: list[_Spec] = []
+    heap = [(rng.uniform(0, shape.stagger), w, w) for w in range(shape.workers)]
+    heapq.heapify(heap)
+    done = 0
+    while done < shape.completed:
+        t, w, process = heapq.heappop(heap)
+        f = ("read", "write", "cas")[rng.randrange(3)]
+        arg: Any = None
+        if f == "write":
+            arg = rng.randrange(shape.values)
+        elif f == "cas":
+            arg = [rng.randrange(shape.values), rng.randrange(shape.values)]
+        cut, heal = conditions(w, t)
+        start = int(t * MS)
+        if cut or rng.random() < shape.blip:
+            end = t + shape.timeout
+            if f == "read":
+                spec = _Spec(process=process, f=f, key=None, arg=arg, start=start, end=int(end * MS),
+                             effect=-1, outcome="fail")
+                done += 1
+            else:
+                effect = -1
+                if rng.random() < shape.effect:
+                    effect = int(rng.uniform(t, max(end, heal)) * MS)
+                spec = _Spec(process=process, f=f, key=None, arg=arg, start=start, end=int(end * MS),
+                             effect=effect, outcome="info")
+                process += shape.workers
+        else:
+            end = t + rng.uniform(*shape.latency)
+            spec = _Spec(process=process, f=f, key=None, arg=arg, start=start, end=int(end * MS),
+                         effect=int(rng.uniform(t, end) * MS), outcome="ok")
+            done += 1
+        specs.append(spec)
+        heapq.heappush(heap, (end + rng.uniform(0, shape.stagger), w, process))
+    return _history(specs)
 
 
 def corrupt(rng: random.Random, history: list[Op], values: int) -> list[Op]:
@@ -194,28 +315,22 @@ def corrupt(rng: random.Random, history: list[Op], values: int) -> list[Op]:
 
 
 def etcd_histories(seed: int, count: int, *, easy: bool = False) -> list[list[Op]]:
-    """Part (a)'s histories. By default shaped like Jepsen's etcd test (the
-    logs Porcupine ships): 5 worker threads, each taking a new process id
-    after every `info`; reads, writes and cas on one key with values 0-4;
-    about 80 completed operations (`ok` or `fail`) per history, plus the
-    crashed ones: a write or cas times out (`info`) 25% of the time, and a
-    crashed op stays concurrent with everything after it, so dozens pile up;
-    a timed-out read ends in `fail` (it did nothing). `easy` gives the older,
-    gentler shape (70-90 operations in all, 5% of reads crash as `info`)."""
+    """Part (a)'s histories: `etcd_simulate` with 70-90 completed ops each
+    (`EtcdShape`'s defaults otherwise); about one in 20 gets one read's value
+    changed (so some are invalid). `easy` gives the older, gentler shape
+    (`simulate`: 70-90 operations in all, no partitions, so few crashed ops
+    pile up)."""
     rng = random.Random(seed)
     out = []
     for _ in range(count):
         if easy:
             shape = Shape(ops=rng.randrange(70, 91), processes=5, cas=True, values=5,
                           crash_read=0.05, crash_write=0.25)
+            h = simulate(rng, shape)
         else:
-            # reads are a third of the ops and never end in info: to have
-            # ~80 completed ops, invoke ~80 / (1 - 2/3 * 0.25) of them.
-            shape = Shape(ops=rng.randrange(84, 109), processes=5, cas=True, values=5,
-                          crash_read=0.25, crash_write=0.25, read_timeout="fail")
-        h = simulate(rng, shape)
+            h = etcd_simulate(rng, EtcdShape(completed=rng.randrange(70, 91)))
         if rng.random() < 0.05:
-            h = corrupt(rng, h, shape.values)
+            h = corrupt(rng, h, 5)
         out.append(h)
     return out
 
@@ -258,41 +373,105 @@ def _peak_rss() -> int:
     return kib if sys.platform == "darwin" else kib * 1024
 
 
+@contextmanager
+def _plain(lin: ModuleType) -> Iterator[None]:
+    """The checker as plain Wing & Gong + Lowe (Porcupine's algorithm): its
+    internal switch `_prune` off, for the comparison only."""
+    old = lin._prune
+    lin._prune = False
+    try:
+        yield
+    finally:
+        lin._prune = old
+
+
+def _etcd_rows(label: str, results: list[tuple[Result, float]], capped: bool) -> tuple[list[list[str]], int, int]:
+    steps = [int(r.counts.get("steps", 0)) for r, _ in results]
+    times = [t for _, t in results]
+    stopped = sum(r.valid == "unknown" for r, _ in results)
+    total_steps, total_time = sum(steps), sum(times)
+    hardest = max(range(len(results)), key=lambda i: (steps[i], times[i]))
+    slowest = max(range(len(results)), key=lambda i: times[i])
+    more = "+" if capped and stopped else ""
+    rows = [
+        [f"{label}, all {len(results)} histories", f"{total_steps:,}{more}", _seconds(total_time),
+         _rate(total_steps, total_time)],
+        [f"{label}, hardest (#{hardest}, most steps)",
+         f"{steps[hardest]:,}{'+' if capped and results[hardest][0].valid == 'unknown' else ''}",
+         _seconds(times[hardest]), _rate(steps[hardest], times[hardest])],
+    ]
+    if slowest != hardest:
+        rows.append([f"{label}, slowest (#{slowest})", f"{steps[slowest]:,}", _seconds(times[slowest]),
+                     _rate(steps[slowest], times[slowest])])
+    return rows, hardest, slowest
+
+
 def run_etcd(lin: ModuleType, args: argparse.Namespace) -> list[str]:
     histories = etcd_histories(args.seed, args.histories, easy=args.easy_etcd)
     results: list[tuple[Result, float]] = []
     for h in histories:
         results.append(_timed(lambda h=h: lin.check(h, "cas-register", time_limit=args.time_limit)))  # type: ignore[misc]
-    steps = [r.counts.get("steps", 0) for r, _ in results]
+    ours, hardest, slowest = _etcd_rows("ours", results, capped=args.time_limit is not None)
+    steps = [int(r.counts.get("steps", 0)) for r, _ in results]
     times = [t for _, t in results]
     total_steps, total_time = sum(steps), sum(times)
-    hardest = max(range(len(results)), key=lambda i: (steps[i], times[i]))
-    slowest = max(range(len(results)), key=lambda i: times[i])
     ops = sum(sum(op.type == "invoke" for op in h) for h in histories)
-    rows = [
-        [f"ours, all {len(histories)} histories", f"{total_steps:,}", _seconds(total_time), _rate(total_steps, total_time)],
-        [f"ours, hardest (#{hardest}, most steps)", f"{steps[hardest]:,}", _seconds(times[hardest]),
-         _rate(steps[hardest], times[hardest])],
-        [f"ours, slowest (#{slowest})", f"{steps[slowest]:,}", _seconds(times[slowest]), _rate(steps[slowest], times[slowest])],
+    crashed = [sum(op.type == "info" for op in h) for h in histories]
+    rows = list(ours)
+    plain_lines: list[str] = []
+    plain_steps: list[int] = []
+    if not args.skip_plain and hasattr(lin, "_prune"):
+        plain: list[tuple[Result, float]] = []
+        with _plain(lin):
+            for h in histories:
+                plain.append(_timed(lambda h=h: lin.check(h, "cas-register",  # type: ignore[misc]
+                                                          time_limit=args.plain_time_limit)))
+        prows, phard, _ = _etcd_rows("plain WGL", plain, capped=True)
+        rows += prows
+        plain_steps = [int(r.counts.get("steps", 0)) for r, _ in plain]
+        stopped = sum(r.valid == "unknown" for r, _ in plain)
+        disagree = sum(p.valid != o.valid for (p, _), (o, _) in zip(plain, results, strict=True)
+                       if "unknown" not in (p.valid, o.valid))
+        plain_lines.append(
+            f"plain WGL (the same checker, pruning off: every op a candidate in history order, memo on "
+            f"(linearized set, state)): {stopped} of {len(histories)} stopped at the time limit of "
+            f"{args.plain_time_limit} s (+: at least); verdicts that differ from ours: {disagree}")
+        plain_lines.append(
+            f"pruning: {sum(plain_steps) / max(1, total_steps):,.0f}x fewer steps in all, "
+            f"{plain_steps[phard] / max(1, steps[phard]):,.0f}x fewer on plain WGL's hardest (#{phard}: "
+            f"{plain_steps[phard]:,} vs {steps[phard]:,})")
+    rows += [
         [f"Porcupine, all {PORCUPINE_HISTORIES} histories", f"{PORCUPINE_ALL_STEPS:,}", _seconds(PORCUPINE_ALL_SECONDS),
          _rate(PORCUPINE_ALL_STEPS, PORCUPINE_ALL_SECONDS)],
         ["Porcupine, hardest", f"{PORCUPINE_HARDEST_STEPS:,}", _seconds(PORCUPINE_HARDEST_SECONDS),
          _rate(PORCUPINE_HARDEST_STEPS, PORCUPINE_HARDEST_SECONDS)],
     ]
+    scale = len(histories) / PORCUPINE_HISTORIES
+    shape = "the older, gentler generator (--easy-etcd)" if args.easy_etcd else \
+        "simulated etcd under partitions (EtcdShape)"
     lines = [
         ETCD,
-        f"{len(histories)} histories, {ops:,} operations in all; verdicts: {_verdicts([r for r, _ in results])}",
+        f"{len(histories)} histories from {shape}, {ops:,} operations in all; crashed (info, open to the end): "
+        f"{sum(crashed) / len(histories):.1f} a history on average, at most {max(crashed)}; "
+        f"verdicts: {_verdicts([r for r, _ in results])}",
         tabulate(rows, headers=["", "model steps", "time", "steps/s"], colalign=["left", "right", "right", "right"]),
-        f"vs Porcupine, hardest history: {steps[hardest] / PORCUPINE_HARDEST_STEPS:.2f}x the steps, "
+        *plain_lines,
+        f"ours: {total_time / len(histories) * 1000:.2f} ms a history on average, most of it fixed costs (pairing "
+        f"the history, setting up the search); Porcupine: "
+        f"{PORCUPINE_ALL_SECONDS / PORCUPINE_HISTORIES * 1000:.2f} ms",
+        f"vs Porcupine, hardest history: {steps[hardest] / PORCUPINE_HARDEST_STEPS:.3f}x the steps, "
         f"{times[hardest] / PORCUPINE_HARDEST_SECONDS:.2f}x the time (slowest: "
-        f"{times[slowest] / PORCUPINE_HARDEST_SECONDS:.2f}x)",
-        f"vs Porcupine, all histories: {total_steps / PORCUPINE_ALL_STEPS:.2f}x the steps, "
+        f"{times[slowest] / PORCUPINE_HARDEST_SECONDS:.2f}x)"
+        + (f"; plain WGL's hardest: {max(plain_steps) / PORCUPINE_HARDEST_STEPS:.2f}x Porcupine's steps"
+           if plain_steps else ""),
+        f"vs Porcupine, all histories: {total_steps / PORCUPINE_ALL_STEPS:.3f}x the steps, "
         f"{total_time / PORCUPINE_ALL_SECONDS:.2f}x the time"
+        + (f"; plain WGL: {sum(plain_steps) / PORCUPINE_ALL_STEPS:.2f}x Porcupine's steps" if plain_steps else "")
         + ("" if len(histories) == PORCUPINE_HISTORIES else
            f" (ours are {len(histories)} generated histories, Porcupine's {PORCUPINE_HISTORIES} from Jepsen)"),
-        "target: the same order of steps in at most 2x Porcupine's time: "
-        + ("met" if times[slowest] <= 2 * PORCUPINE_HARDEST_SECONDS and total_time <= 2 * PORCUPINE_ALL_SECONDS
-           * max(1.0, len(histories) / PORCUPINE_HISTORIES) else "NOT met"),
+        "target: at most 2x Porcupine's time (hardest history, and all of them): "
+        + ("met" if times[slowest] <= 2 * PORCUPINE_HARDEST_SECONDS
+           and total_time <= 2 * PORCUPINE_ALL_SECONDS * max(1.0, scale) else "NOT met"),
     ]
     return lines
 
@@ -377,6 +556,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=None, help="seconds per check before 'unknown' (default none)")
     p.add_argument("--easy-etcd", action="store_true",
                    help="part (a) with the older, gentler generator (few crashed ops pile up)")
+    p.add_argument("--skip-plain", action="store_true",
+                   help="part (a) without the plain-WGL comparison run (pruning off)")
+    p.add_argument("--plain-time-limit", type=float, default=30.0,
+                   help="seconds per history for the plain-WGL comparison run (default 30)")
     p.add_argument("--skip-huge", action="store_true", help="leave out part (c)")
     return p.parse_args(argv)
 

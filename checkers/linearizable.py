@@ -5,58 +5,77 @@ removed; operations that ended in `info`, or never completed, may take effect
 at any single point after their invocation, or never. Every `ok` operation
 must take effect exactly once between its invocation and its completion.
 
-The search (`_search`), as in Porcupine's `checkSingle`:
+The search (`_search`) is Porcupine's `checkSingle` (Wing & Gong with
+Lowe's memoization), pruned for histories full of crashed operations:
 
-- The history becomes a doubly linked list of events in history order: a
-  *call* entry for each operation, and a *return* entry for each `ok` one.
-  Walking from the head, a call entry is a candidate to linearize next; the
-  first return entry reached is a wall: its operation must be linearized
-  before anything after it, so if its call has not been, backtrack.
-- Linearizing a candidate *lifts* its call and return out of the list and
-  pushes (entry, state before, other possible next states) on an explicit
-  stack; backtracking pops, *unlifts* (reinserts in O(1)), and tries the next
-  possible state or the next candidate. The search is iterative: no recursion
-  limit, however long the history.
-- Lowe's memoization: a configuration is (set of linearized operations as a
-  Python int bitset, model state). A configuration seen before has been
-  explored (it either led to success, which ended the search, or to nothing),
-  so it is never pushed twice. This turns the search from factorial into
-  (at worst) exponential only in the concurrency.
-
-Pruning beyond plain WGL:
-
-- *Just-in-time linearization of crashed ops.* An `info` (or never-completed)
-  operation has no return entry: its return is, in effect, at the end of the
-  history, so it never blocks anything and is linearized only when a later
-  candidate needs its effect. The search succeeds as soon as every `ok`
-  operation is linearized; crashed ones left over "never happened".
-- *Useless crashed steps.* A crashed operation whose step leaves the state as
-  it is (a read of unknown result, a cas whose compare does not match) is
-  never linearized: dropping it from any linearization keeps it valid.
+- The completed (`ok`) operations' calls and returns form a doubly linked
+  list in history order. Walking from the head, a call entry is a candidate
+  to linearize next; the first return entry reached is the *wall*: its
+  operation must be linearized before anything invoked after it.
+  Linearizing a candidate *lifts* its call and return out of the list and
+  pushes a frame on an explicit stack; backtracking pops it, *unlifts* (O(1))
+  and tries the operation's next possible state, or the next candidate. The
+  search is iterative: no recursion limit, however long the history.
+- *Crashed operations just in time.* An `info` (or never-completed)
+  operation has no return: it never blocks anything, and is tried only once
+  the completed candidates before the wall have been: a configuration tries
+  its completed candidates first, then the crashed operations invoked before
+  the wall. The search succeeds as soon as every `ok` operation is
+  linearized; crashed ones left over "never happened".
 - *Interchangeable crashed ops.* Crashed operations with the same `f`, key
-  and argument are equivalent; any linearization that uses a later one while
-  an earlier one is unused stays valid with the two swapped (the earlier one
-  was invoked first and neither has a return). So within each class only the
-  first unlinearized member is a candidate: k identical crashed writes cost
-  k+1 configurations instead of 2^k.
+  and argument form a class, used from its first member (in invocation
+  order) on: a linearization that uses a later member while an earlier one
+  is unused stays valid with the two swapped (neither has a return, and the
+  earlier is available wherever the later is). So k identical crashed writes
+  cost k+1 configurations, not 2^k, and the model is asked once per class
+  and state, not once per member.
+- *Useless crashed steps.* A crashed step that leaves the state as it is (a
+  read, whose result is unknown; a cas whose compare does not match) is never
+  taken: dropping it from a linearization keeps it valid. A class is tried in
+  a state only if one of its steps changes it, so crashed reads, and a cas
+  whose expected value never comes up, cost nothing at all.
+- *Lowe's memo with covering.* A configuration is (K, s, C): the bitset of
+  `ok` operations linearized, the model state, the bitset of crashed ones
+  linearized (Python ints). Whatever can follow (K, s, C') can follow
+  (K, s, C) when C is a subset of C' (crashed operations are optional and
+  never block; which are available depends on K alone), so the memo keeps,
+  for each (K, s), the sets C seen, and a configuration covered by one of
+  them is skipped.
+- *Crashed chains.* After a crashed operation from state p, a next crashed
+  step whose result it could reach from p alone is skipped: that
+  configuration covers this one.
 - *P-compositionality.* `model.partition` splits the history (by key for
   registers and kv); each part is searched alone, smallest first.
 - *Unique-value registers.* For a `register` (or `cas-register` without cas)
   whose written values are all distinct, `checkers.unique_register` decides
   the part in O(n log n) (Gibbons & Korach) when it applies.
 
+Each skip is exact: at the end of a failed search no configuration it
+visited can reach a full linearization. (Were one to, take the one with the
+shortest way to success, and the fewest operations linearized among those;
+the first move of that way is tried from it, or is covered by a visited
+configuration with a way as short, or, after a crashed step, its parent has a
+way as short with fewer operations: a contradiction each time.) The tests
+cross-check the search against plain WGL and a brute-force checker.
+
+`_search_plain` is the plain algorithm (every operation a candidate in
+history order, crashed ones too, memo on (linearized set, state), no other
+pruning), used when the module's `_prune` is False: for the benchmark's
+comparison and for tests, never by default.
+
 Cost per step: the model is called once per distinct (operation, state)
-pair, its answer kept in a per-operation dict (states are hashable and few);
-for the built-in `register` and `cas-register` each operation's transition is
-precompiled to a small tuple instead (no dispatch on `f`, no `freeze` in the
-loop). Model states are interned to small ints and a memoized configuration
-is the single int `lin | state_id << n`. The steps counted are the candidate
-evaluations of WGL, whether or not the transition was already known.
+pair (per (class, state) for crashed ones), its answer kept in a table keyed
+by interned state ids; for the built-in `register` and `cas-register` each
+operation's transition is compiled to a small tuple when first needed, and
+operations with the same compiled transition share one table. The steps
+counted are the candidate evaluations, whether or not the transition was
+already known, plus one per (class, state) the crashed candidates are
+sorted out for.
 
 Limits: `time_limit` (seconds, checked on a monotonic clock every 1000 model
 steps) and `memory_limit` (bytes). Memory is estimated, not measured: the
-memo cache dominates, and each entry is costed at 150 bytes plus the bitset
-(n/8 bytes) plus the size of a model state, sampled with `sys.getsizeof`
+memo dominates, and each entry is costed at 150 bytes plus the bitsets
+(n/4 bytes) plus the size of a model state, sampled with `sys.getsizeof`
 once per part. Past either limit the verdict is "unknown", with a reason that
 names the limit and how far the search got; so is any exception a model or
 the history raises.
@@ -72,12 +91,13 @@ from __future__ import annotations
 
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from checkers.history import Op, Operation, complete, pair
-from checkers.models import CasRegister, Model, Register, argument, freeze, output
+from checkers.models import _ATOMS, CasRegister, Model, Register, freeze
 from checkers.models import model as model_by_name
 from checkers.result import Anomaly, Result, worst
 
@@ -99,6 +119,14 @@ def _load_unique_register() -> UniqueChecker | None:
 
 
 _unique_register: UniqueChecker | None = _load_unique_register()
+
+# False: plain Wing & Gong + Lowe (`_search_plain`), no pruning beyond the
+# memo, no unique-register path; for the benchmark's comparison and tests.
+_prune = True
+
+
+def _search_part(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
+    return _search(ops, m, initial, budget) if _prune else _search_plain(ops, m, initial, budget)
 
 
 class _LimitReached(Exception):
@@ -181,7 +209,10 @@ def _check(
     )
 
 
-def _unique_writes(ops: list[Operation], m: Model) -> bool:
+def _unique_writes(ops: list[Operation], m: Model, initial: Any = None) -> bool:
+    """Does the unique-register path apply: a register, no cas, every written
+    value distinct? Not when a read of None must mean a non-None initial
+    value (the models' rule for an absent key), which that path does not know."""
     if m.name not in ("register", "cas-register"):
         return False
     seen: set[Hashable] = set()
@@ -194,6 +225,9 @@ def _unique_writes(ops: list[Operation], m: Model) -> bool:
             if v in seen:
                 return False
             seen.add(v)
+        elif f == "read" and initial is not None and o.completion is not None \
+                and o.completion.type == "ok" and o.completion.value is None:
+            return False
     return True
 
 
@@ -201,7 +235,7 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
     if budget.deadline is not None and time.monotonic() > budget.deadline:
         return Result(checker=CHECKER, valid="unknown",
                       reason=f"time limit of {budget.time_limit} s reached before this part was searched")
-    if _unique_register is not None and _unique_writes(ops, m):
+    if _prune and _unique_register is not None and _unique_writes(ops, m, initial):
         try:
             res = _unique_register(ops, initial)
         except Exception:  # fall back to the search
@@ -215,7 +249,7 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
             # op), which the fast path does not compute.
             detail = _Budget(deadline=time.monotonic() + 5.0, time_limit=5.0, memory_limit=budget.memory_limit)
             try:
-                out = _search(ops, m, initial, detail)
+                out = _search_part(ops, m, initial, detail)
             except _LimitReached:
                 return res
             budget.steps += detail.steps
@@ -224,7 +258,7 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
                               reason="the unique-register check and the search disagree: please report this history")
             return Result(checker=CHECKER, valid=False, anomalies=(_anomaly(key, ops, m, out),))
     try:
-        out = _search(ops, m, initial, budget)
+        out = _search_part(ops, m, initial, budget)
     except _LimitReached as e:
         return Result(checker=CHECKER, valid="unknown", reason=e.reason)
     if out.valid:
@@ -235,56 +269,486 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
 _READ, _READ_ANY, _WRITE, _CAS = 0, 1, 2, 3
 
 
-def _register_specs(ops: list[Operation], m: Model) -> list[tuple[Any, ...] | None] | None:
+def _register_spec(o: Operation, m: Model) -> tuple[Any, ...] | None:
     """For the built-in `register` and `cas-register` (exactly those classes:
-    a subclass may override `step`), each op's transition precompiled to a
+    a subclass may override `step`), the op's transition precompiled to a
     small tuple, the same as `Register.step` / `CasRegister.step` computes;
-    None for an op the generic `step` must handle (it raises the error).
-    Called after `m.init`, which sets `m.initial`."""
-    if type(m) is not Register and type(m) is not CasRegister:
+    None for an op the generic `step` must handle (it raises the error), or
+    for another model. Called after `m.init`, which sets `m.initial`."""
+    cas = type(m) is CasRegister
+    if not cas and type(m) is not Register:
         return None
-    initial = m.initial
-    out: list[tuple[Any, ...] | None] = []
-    for o in ops:
-        f = str(o.f).lstrip(":")
-        spec: tuple[Any, ...] | None = None
-        try:
-            if f == "read":
-                known, v = output(o)
-                spec = (_READ, initial if v is None else freeze(v)) if known else (_READ_ANY,)
-            elif f == "write":
-                spec = (_WRITE, freeze(argument(o)))
-            elif f == "cas" and type(m) is CasRegister:
-                expected, new = argument(o)
-                spec = (_CAS, initial if expected is None else freeze(expected), freeze(new), output(o)[0])
-        except (TypeError, ValueError):
-            spec = None
-        out.append(spec)
-    return out
+    initial = m.initial  # type: ignore[attr-defined]
+    inv = o.invoke
+    f = inv.f
+    if f[:1] == ":":
+        f = f[1:]
+    # output(o) and argument(o), inlined: this runs once per op
+    c = o.completion
+    known = c is not None and c.type == "ok"
+    try:
+        if f == "read":
+            if not known:
+                return (_READ_ANY,)
+            v = c.value if c.value is not None else inv.value  # type: ignore[union-attr]
+            return (_READ, initial if v is None else v if type(v) in _ATOMS else freeze(v))
+        arg = inv.value
+        if arg is None and known:
+            arg = c.value  # type: ignore[union-attr]
+        if f == "write":
+            return (_WRITE, arg if type(arg) in _ATOMS else freeze(arg))
+        if f == "cas" and cas:
+            expected, new = arg
+            return (_CAS, initial if expected is None else freeze(expected), freeze(new), known)
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _successors(
+    ops: list[Operation], m: Model
+) -> tuple[Callable[[int, Hashable], list[Hashable]], Callable[[int], Hashable]]:
+    """(succ, kind): succ(i, state) gives the states `ops[i]` can lead to
+    from `state`, by the precompiled register transitions where they apply
+    (each op's compiled when first asked), else by `m.step`; kind(i) is a
+    hashable that ops with the same transitions share (their compiled
+    transition), or None when that is not known (another model)."""
+    step = m.step
+    if type(m) is not Register and type(m) is not CasRegister:
+        return (lambda i, st: list(step(st, ops[i]))), (lambda i: None)
+    unset: tuple[Any, ...] = ()
+    specs: list[tuple[Any, ...] | None] = [unset] * len(ops)
+
+    def kind(i: int) -> Hashable:
+        sp = specs[i]
+        if sp is unset:
+            sp = specs[i] = _register_spec(ops[i], m)
+        return sp
+
+    def succ(i: int, st: Hashable) -> list[Hashable]:
+        sp = specs[i]
+        if sp is unset:
+            sp = specs[i] = _register_spec(ops[i], m)
+        if sp is None:
+            return list(step(st, ops[i]))
+        k = sp[0]
+        if k == _READ:
+            return [st] if sp[1] == st else []
+        if k == _READ_ANY:
+            return [st]
+        if k == _WRITE:
+            return [sp[1]]
+        return [sp[2]] if sp[1] == st else ([] if sp[3] else [st])  # _CAS
+
+    return succ, kind
 
 
 def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
-    """Wing & Gong + Lowe over one part; see the module docstring."""
+    """Wing & Gong + Lowe over one part, pruned as the module docstring
+    says: completed ops tried first, crashed ops by class and only where
+    they change the state, configurations covered by a seen one skipped."""
+    n = len(ops)
+    state0: Hashable = m.init(initial)
+    succ_of, kind_of = _successors(ops, m)
+
+    # One pass over the ops: the completed ones' calls and returns as sort
+    # keys (history index, then the entry); then the crashed ones, in
+    # invocation order, by class of interchangeable ops (same f, key and
+    # argument). Classes are numbered, and their members listed, in
+    # invocation order.
+    keys: list[int] = []
+    ok = [False] * n
+    crashed: list[tuple[int, int]] = []
+    width = 2 * n + 2
+    for i, o in enumerate(ops):
+        inv = o.invoke
+        done = o.completion
+        if done is not None and done.type != "info":
+            ok[i] = True
+            keys.append(inv.index * width + 2 * i + 3)
+            keys.append(done.index * width + 2 * i + 2)
+        else:
+            crashed.append((inv.index, i))
+    crashed.sort()  # `ops` come in invocation order already, as `pair` makes them
+    cls_id: dict[Hashable, int] = {}
+    members: list[list[int]] = []
+    invoked: list[list[int]] = []  # the members' invocation indexes
+    for _, i in crashed:
+        inv = ops[i].invoke
+        v = inv.value
+        k = inv.key
+        try:
+            key: Hashable = (inv.f, k if type(k) in _ATOMS else freeze(k), v if type(v) in _ATOMS else freeze(v))
+            hash(key)
+        except TypeError:
+            key = ("op", i)
+        cl = cls_id.get(key)
+        if cl is None:
+            cl = cls_id[key] = len(members)
+            members.append([])
+            invoked.append([])
+        members[cl].append(i)
+        invoked[cl].append(inv.index)
+    n_ok = sum(ok)
+    if n_ok == 0:
+        return _Outcome(valid=True, steps=0)
+    n_cls = len(members)
+    for calls in invoked:
+        calls.append(1 << 62)  # no more members: never before the wall
+    used = [0] * n_cls
+
+    # States interned to small ids. tr_ok[i][s]: the states completed op i
+    # leads to from state s. tr_cls[c][s]: the states a crashed op of class
+    # c leads to from s, s itself left out (a crashed step that changes
+    # nothing is never needed); useful[s]: the classes with such a step
+    # from s, in order. Filled as the search needs them, for the classes
+    # invoked before the wall.
+    states: list[Hashable] = [state0]
+    sid_of: dict[Hashable, int] = {state0: 0}
+    shl = [0]  # shl[s] = s << n, a state's part of a memo key
+
+    def intern(xs: list[Hashable]) -> tuple[int, ...]:
+        out = []
+        for x in xs:
+            s = sid_of.get(x)
+            if s is None:
+                s = sid_of[x] = len(states)
+                states.append(x)
+                shl.append(s << n)
+            out.append(s)
+        return tuple(out)
+
+    tr_cls: list[dict[int, tuple[int, ...]]] = [{} for _ in range(n_cls)]
+    useful: dict[int, list[int]] = {}
+    useful_upto: dict[int, int] = {}  # useful[s] covers the classes below this
+    first_invoked = [calls[0] for calls in invoked]
+    # Completed ops of one kind (the same compiled register transition)
+    # share their table.
+    tr_ok: list[dict[int, tuple[int, ...]] | None] = [None] * n
+    shared: dict[Hashable, dict[int, tuple[int, ...]]] = {}
+
+    def table(i: int) -> dict[int, tuple[int, ...]]:
+        kind = kind_of(i)
+        t: dict[int, tuple[int, ...]] = {} if kind is None else shared.setdefault(kind, {})
+        tr_ok[i] = t
+        return t
+
+    # The completed ops' calls and returns as a doubly linked list in
+    # history order; entry 0 is the head, entry 1 the tail.
+    keys.sort()
+    size = len(keys) + 2
+    HEAD, TAIL = 0, 1
+    op_of = [-1] * size
+    is_call = [False] * size
+    at = [0] * size  # history index of a return entry
+    match = [-1] * size  # call entry -> its return entry
+    call_entry = [-1] * n
+    nxt = list(range(1, size + 1))
+    prv = list(range(-1, size - 1))
+    nxt[HEAD] = 2
+    for j, key_ in enumerate(keys):
+        e = j + 2
+        hi, rest = divmod(key_, width)
+        i = (rest - 2) >> 1
+        op_of[e] = i
+        at[e] = hi
+        if rest & 1:
+            is_call[e] = True
+            call_entry[i] = e
+        else:
+            match[call_entry[i]] = e
+    prv[2] = HEAD
+    last = size - 1
+    nxt[last] = TAIL
+    prv[TAIL] = last
+    nxt[TAIL] = TAIL
+    bits = [1 << i for i in range(n)]
+
+    # Memory estimate per memoized configuration.
+    entry_bytes = 150 + n // 4 + sys.getsizeof(state0)
+    max_entries = None if budget.memory_limit is None else max(1, budget.memory_limit // entry_bytes)
+
+    # Lowe's memo, with covering: (kset, s) -> the sets cset seen with it,
+    # where kset is the bitset of completed ops linearized, s the state, cset
+    # the bitset of crashed ops linearized. A configuration (kset, s, C') is
+    # skipped when some seen cset C is a subset of C': every way on from C'
+    # is open from C too (crashed ops never block), so C' adds nothing.
+    # One set C is kept as the int itself, several as a list.
+    memo: dict[int, int | list[int]] = {0: 0}
+    entries = 1
+
+    # Frames: (call entry of a completed op, or -1 for a crashed op; the
+    # crashed op's index in useful[sid before]; the op; sid, kset, cset before;
+    # the next states; the index of the one taken; the wall).
+    frames: list[tuple[int, int, int, int, int, int, tuple[int, ...], int, int]] = []
+    push = frames.append
+    pop = frames.pop
+    kset = 0
+    cset = 0
+    sid = 0
+    remaining = n_ok
+    steps = 0
+    check_at = _CHECK_EVERY - budget.steps % _CHECK_EVERY
+
+    best_depth = -1
+    best_op = -1
+    best_prefix: list[int] = []
+    best_key = -1
+    best_sids: list[int] = []
+
+    e = nxt[HEAD]
+    wall = 0
+    ci = -1  # < 0: walking the completed ops from e; else crashed classes useful[sid][ci:]
+    while True:
+        if ci < 0:
+            if is_call[e]:
+                i = op_of[e]
+                steps += 1
+                tab = tr_ok[i]
+                if tab is None:
+                    tab = table(i)
+                succ = tab.get(sid)
+                if succ is None:
+                    succ = tab[sid] = intern(succ_of(i, states[sid]))
+                nk = kset | bits[i]
+                k = 0
+                for s2 in succ:
+                    mk = nk | shl[s2]
+                    got = memo.get(mk)
+                    if got is None:
+                        memo[mk] = cset
+                        break
+                    if isinstance(got, int):
+                        if got & cset != got:
+                            memo[mk] = [got, cset]
+                            break
+                    else:
+                        for c0 in got:
+                            if c0 & cset == c0:
+                                break
+                        else:
+                            got.append(cset)
+                            break
+                    k += 1
+                else:
+                    e = nxt[e]
+                    continue
+                entries += 1
+                push((e, -1, i, sid, kset, cset, succ, k, 0))
+                sid = succ[k]
+                kset = nk
+                a = prv[e]
+                b = nxt[e]
+                nxt[a] = b
+                prv[b] = a
+                r = match[e]
+                a = prv[r]
+                b = nxt[r]
+                nxt[a] = b
+                prv[b] = a
+                remaining -= 1
+                if remaining == 0:
+                    budget.steps += steps
+                    return _Outcome(valid=True, steps=steps)
+                e = nxt[HEAD]
+                continue
+            # The wall: the first return of a completed op not linearized.
+            # Note the deepest point; then try crashed ops invoked before it.
+            wall = at[e]
+            depth = n_ok - remaining
+            blocked = op_of[e]
+            if depth > best_depth:
+                best_depth = depth
+                best_op = blocked
+                best_prefix = [f[2] for f in frames]
+                best_key = kset
+                best_sids = [sid]
+            elif depth == best_depth and blocked == best_op and kset == best_key \
+                    and sid not in best_sids and len(best_sids) < 50:
+                best_sids.append(sid)
+            ci = 0
+        found = False
+        if n_cls:
+            # Crashed ops: the first unused member of each class that can
+            # change the state, if it was invoked before the wall.
+            # Classes are numbered in the order of their first members'
+            # invocations: those invoked before the wall are the first hi.
+            hi = bisect_left(first_invoked, wall)
+            ul = useful.get(sid)
+            if ul is None:
+                ul = useful[sid] = []
+                upto = useful_upto[sid] = 0
+            else:
+                upto = useful_upto[sid]
+            if upto < hi:
+                st = states[sid]
+                for c in range(upto, hi):
+                    steps += 1
+                    t = tuple(x for x in intern(succ_of(members[c][0], st)) if x != sid)
+                    tr_cls[c][sid] = t
+                    if t:
+                        ul.append(c)
+                useful_upto[sid] = hi
+            # After a crashed op from state p, skip a next state the next op
+            # could reach from p alone: that configuration covers this one.
+            p = frames[-1][3] if frames and frames[-1][0] < 0 else -1
+            while ci < len(ul):
+                c = ul[ci]
+                if c >= hi:
+                    break
+                u = used[c]
+                if invoked[c][u] < wall:
+                    steps += 1
+                    succ = tr_cls[c][sid]
+                    i = members[c][u]
+                    nc = cset | bits[i]
+                    skip = tr_cls[c].get(p, ()) if p >= 0 else ()
+                    k = 0
+                    for s2 in succ:
+                        if s2 not in skip:
+                            mk = kset | shl[s2]
+                            got = memo.get(mk)
+                            if got is None:
+                                memo[mk] = nc
+                                found = True
+                                break
+                            if isinstance(got, int):
+                                if got & nc != got:
+                                    memo[mk] = [got, nc]
+                                    found = True
+                                    break
+                            else:
+                                for c0 in got:
+                                    if c0 & nc == c0:
+                                        break
+                                else:
+                                    got.append(nc)
+                                    found = True
+                                    break
+                        k += 1
+                    if found:
+                        entries += 1
+                        push((-1, ci, i, sid, kset, cset, succ, k, wall))
+                        used[c] = u + 1
+                        cset = nc
+                        sid = succ[k]
+                        ci = -1
+                        e = nxt[HEAD]
+                        break
+                ci += 1
+        if not found:
+            # Backtrack until a frame offers another choice.
+            while True:
+                if not frames:
+                    budget.steps += steps
+                    return _Outcome(valid=False, steps=steps, op=best_op, prefix=best_prefix,
+                                    states=[states[s] for s in best_sids])
+                e0, ci0, i, sid, kset, cset, succ, k, wall = pop()
+                k += 1
+                if e0 >= 0:
+                    r = match[e0]
+                    nxt[prv[r]] = r
+                    prv[nxt[r]] = r
+                    nxt[prv[e0]] = e0
+                    prv[nxt[e0]] = e0
+                    remaining += 1
+                    nk = kset | bits[i]
+                    while k < len(succ):
+                        s2 = succ[k]
+                        mk = nk | shl[s2]
+                        got = memo.get(mk)
+                        if got is None:
+                            memo[mk] = cset
+                            break
+                        if isinstance(got, int):
+                            if got & cset != got:
+                                memo[mk] = [got, cset]
+                                break
+                        else:
+                            for c0 in got:
+                                if c0 & cset == c0:
+                                    break
+                            else:
+                                got.append(cset)
+                                break
+                        k += 1
+                    if k < len(succ):  # the same op, another next state
+                        entries += 1
+                        push((e0, -1, i, sid, kset, cset, succ, k, 0))
+                        sid = succ[k]
+                        kset = nk
+                        nxt[prv[e0]] = nxt[e0]
+                        prv[nxt[e0]] = prv[e0]
+                        nxt[prv[r]] = nxt[r]
+                        prv[nxt[r]] = prv[r]
+                        remaining -= 1
+                        e = nxt[HEAD]
+                    else:
+                        e = nxt[e0]
+                    ci = -1
+                    break
+                c = useful[sid][ci0]
+                used[c] -= 1
+                nc = cset | bits[i]
+                p = frames[-1][3] if frames and frames[-1][0] < 0 else -1
+                skip = tr_cls[c].get(p, ()) if p >= 0 else ()
+                while k < len(succ):
+                    s2 = succ[k]
+                    if s2 not in skip:
+                        mk = kset | shl[s2]
+                        got = memo.get(mk)
+                        if got is None:
+                            memo[mk] = nc
+                            break
+                        if isinstance(got, int):
+                            if got & nc != got:
+                                memo[mk] = [got, nc]
+                                break
+                        else:
+                            for c0 in got:
+                                if c0 & nc == c0:
+                                    break
+                            else:
+                                got.append(nc)
+                                break
+                    k += 1
+                if k < len(succ):
+                    entries += 1
+                    push((-1, ci0, i, sid, kset, cset, succ, k, wall))
+                    used[c] += 1
+                    cset = nc
+                    sid = succ[k]
+                    ci = -1
+                    e = nxt[HEAD]
+                else:
+                    ci = ci0 + 1
+                break
+        if steps >= check_at:
+            check_at += _CHECK_EVERY
+            if budget.deadline is not None and time.monotonic() > budget.deadline:
+                budget.steps += steps
+                raise _LimitReached(
+                    f"time limit of {budget.time_limit} s reached after {budget.steps} model steps; "
+                    f"deepest point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
+            if max_entries is not None and entries > max_entries:
+                budget.steps += steps
+                raise _LimitReached(
+                    f"memory limit of {budget.memory_limit} bytes reached (about {entries} memoized "
+                    f"configurations of ~{entry_bytes} bytes) after {budget.steps} model steps; deepest "
+                    f"point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
+
+
+def _search_plain(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
+    """Plain Wing & Gong + Lowe over one part, as Porcupine does it: every op
+    (crashed ones too) a candidate in history order, memoized on (linearized
+    set, state). No pruning beyond that; kept as the reference the benchmark
+    compares the pruned search (`_search`) with, and for tests."""
     n = len(ops)
     state: Hashable = m.init(initial)
     ok = [o.end is not None for o in ops]
     n_ok = sum(ok)
     if n_ok == 0:
         return _Outcome(valid=True, steps=0)
-
-    # Interchangeable crashed ops: pred[i] = the previous member of i's class.
-    pred = [-1] * n
-    last: dict[Hashable, int] = {}
-    for i, o in enumerate(ops):
-        if not ok[i]:
-            try:
-                cls = (o.f, freeze(o.key), freeze(o.invoke.value))
-                hash(cls)
-            except TypeError:
-                continue
-            if cls in last:
-                pred[i] = last[cls]
-            last[cls] = i
 
     # Events in history order. Entry 0 is the head, entry 1 the tail.
     events: list[tuple[int, int, int]] = []  # (history index, op, is_call)
@@ -328,31 +792,16 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
     max_entries = None if budget.memory_limit is None else max(1, budget.memory_limit // entry_bytes)
 
     # Model transitions, memoized per (op, state): trans[i][state] is the
-    # tuple of (next state, its memo key part) pairs, already filtered of
-    # useless steps for crashed ops. States are interned to small ids, and a
-    # configuration (lin, state) is memoized as the int `lin | id << n`, so
-    # the hot loop hashes one int instead of a tuple and calls the model
-    # once per distinct (op, state) instead of once per step.
+    # tuple of (next state, its memo key part) pairs. States are interned
+    # to small ids, and a configuration (lin, state) is memoized as the int
+    # `lin | id << n`, so the hot loop hashes one int instead of a tuple and
+    # calls the model once per distinct (op, state) instead of once per step.
     trans: list[dict[Hashable, tuple[tuple[Hashable, int], ...]]] = [{} for _ in range(n)]
     sid_of: dict[Hashable, int] = {state: 0}
-    step = m.step
-
-    specs = _register_specs(ops, m)
+    succ_of = _successors(ops, m)[0]
 
     def transitions(i: int, st: Hashable) -> tuple[tuple[Hashable, int], ...]:
-        sp = specs[i] if specs is not None else None
-        if sp is None:
-            succ = list(step(st, ops[i]))
-        elif sp[0] == _READ:
-            succ = [st] if sp[1] == st else []
-        elif sp[0] == _READ_ANY:
-            succ = [st]
-        elif sp[0] == _WRITE:
-            succ = [sp[1]]
-        else:  # _CAS: (kind, expected, new, outcome known)
-            succ = [sp[2]] if sp[1] == st else ([] if sp[3] else [st])
-        if match[call_entry[i]] < 0:  # crashed op: a step that changes nothing is useless
-            succ = [x for x in succ if x != st]
+        succ = succ_of(i, st)
         out = []
         for x in succ:
             sid = sid_of.get(x)
@@ -385,10 +834,6 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
     while True:
         if is_call[e]:
             i = op_of[e]
-            p = pred[i]
-            if p >= 0 and not (lin >> p) & 1:
-                e = nxt[e]
-                continue
             steps += 1
             succ = trans[i].get(state)
             if succ is None:

@@ -80,9 +80,17 @@ class Model(Protocol):
         ...
 
 
+_ATOMS = frozenset({int, str, float, bool, bytes, type(None)})
+
+
 def freeze(value: Any) -> Hashable:
     """A hashable copy of a JSON-ish value: lists become tuples, dicts and
     sets frozensets."""
+    t = type(value)
+    if t in _ATOMS:  # the common case, without the isinstance chain
+        return value
+    if t is list:
+        return tuple([v if type(v) in _ATOMS else freeze(v) for v in value])
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):

@@ -565,3 +565,190 @@ def test_herlihy_wing_queue_examples() -> None:
     result = check(bad, "queue")
     assert result.valid is False
     assert result.anomalies[0].details["states"] == ["['x', 'y']"]
+
+
+# --- the pruned search against plain WGL and brute force, crash-heavy --------------
+
+@contextmanager
+def plain_wgl() -> Iterator[None]:
+    """The search without its pruning: plain Wing & Gong + Lowe."""
+    with mock.patch.object(lin, "_prune", False):
+        yield
+
+
+@st.composite
+def crashy_register_histories(draw: Any, max_ops: int = 11) -> tuple[list[Op], int]:
+    """A cas-register run (values 0-2, initial 0) where many ops crash: a
+    crashed op took effect at its point of the run, or never; its `info`
+    (if any) may come at any time after its invocation. Optionally one ok
+    read's value changed (often invalid then)."""
+    n = draw(st.integers(1, max_ops))
+    state = 0
+    recs: list[dict[str, Any]] = []
+    for k in range(n):
+        f = draw(st.sampled_from(["read", "write", "cas"]))
+        arg: Any = None if f == "read" else draw(V) if f == "write" else [draw(V), draw(V)]
+        outcome = draw(st.sampled_from(["ok", "ok", "info", "info", "none", "lost"]))
+        point = 10 * k + 5
+        out: Any = None
+        if outcome != "lost":  # took effect here
+            if f == "read":
+                out = state
+            elif f == "write":
+                state = arg
+            elif arg[0] == state:
+                state = arg[1]
+            elif outcome == "ok":
+                outcome = "fail"
+        start = point - draw(st.integers(0, 40))
+        end = point + draw(st.integers(0, 40))
+        if outcome == "lost":  # never took effect: anywhere, crashed
+            outcome = draw(st.sampled_from(["info", "none"]))
+            start = draw(st.integers(-5, 10 * n + 5))
+            end = start + draw(st.integers(0, 40))
+        recs.append({"f": f, "arg": arg, "out": out, "outcome": outcome, "start": start, "end": end})
+    if draw(st.booleans()):
+        reads = [r for r in recs if r["f"] == "read" and r["outcome"] == "ok"]
+        if reads:
+            draw(st.sampled_from(reads))["out"] = draw(V)
+    events = []
+    for j, r in enumerate(recs):
+        events.append((r["start"], 0, j, "invoke"))
+        if r["outcome"] != "none":
+            events.append((r["end"], 1, j, r["outcome"]))
+    events.sort()
+    history = []
+    for i, (t, _, j, typ) in enumerate(events):
+        r = recs[j]
+        value = r["arg"] if typ == "invoke" else r["out"] if r["f"] == "read" and typ == "ok" else \
+            r["arg"] if typ == "ok" else None
+        history.append(Op(index=i, time=t, process=j, type=typ, f=r["f"], value=value))  # type: ignore[arg-type]
+    return history, n
+
+
+@settings(max_examples=400)
+@given(data=st.data())
+def test_pruned_search_agrees_with_plain_wgl_and_brute_force_on_crashed_ops(data: st.DataObject) -> None:
+    h, _ = data.draw(crashy_register_histories())
+    expected = brute(h, model("cas-register"), 0)
+    with search_only():
+        pruned = check(h, "cas-register", initial=0)
+    with plain_wgl():
+        plain = check(h, "cas-register", initial=0)
+    assert pruned.valid is plain.valid is expected, h
+    if expected is False:
+        assert pruned.anomalies[0].details["states"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_pruned_search_agrees_with_plain_wgl_on_longer_histories(data: st.DataObject) -> None:
+    h, _ = data.draw(crashy_register_histories(max_ops=30))
+    with search_only():
+        pruned = check(h, "cas-register", initial=0)
+    with plain_wgl():
+        plain = check(h, "cas-register", initial=0)
+    assert pruned.valid is plain.valid, h
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@settings(max_examples=60)
+@given(data=st.data())
+def test_plain_wgl_agrees_with_brute_force(name: str, data: st.DataObject) -> None:
+    h = data.draw(histories(name, mutate=True))
+    initial = SPECS[name][3]
+    with plain_wgl():
+        res = check(h, name, initial=initial)
+    assert res.valid is brute(h, model(name), initial)
+
+
+def test_identical_crashed_cas_are_interchangeable() -> None:
+    # 20 crashed cas [0, 1] and 20 crashed writes of 0, then reads that need
+    # them to alternate: 0 -> 1 -> 0 -> 1 ...; only the counts matter.
+    events: list[tuple[Any, ...]] = []
+    for p in range(20):
+        events += [(p, "invoke", "cas", [0, 1]), (p, "info", "cas", None)]
+        events += [(100 + p, "invoke", "write", 0), (100 + p, "info", "write", None)]
+    for k in range(6):
+        events += [(200 + k, "invoke", "read", None), (200 + k, "ok", "read", k % 2)]
+    h = H(*events)
+    assert verdict(h, "cas-register", 0) is True
+    with search_only():
+        res = check(h, "cas-register", initial=0)
+    assert res.counts["steps"] < 200
+    bad = h + H((300, "invoke", "read", None), (300, "ok", "read", 2))
+    bad = [Op(index=i, time=i, process=o.process, type=o.type, f=o.f, value=o.value) for i, o in enumerate(bad)]
+    with search_only():
+        res = check(bad, "cas-register", initial=0)
+    assert res.valid is False and res.counts["steps"] < 500  # not 2^40 subsets
+
+
+def test_valid_only_if_two_identical_info_writes_took_effect_around_a_cas() -> None:
+    # write 1 (info) -> cas 1->2 (info) -> read 2 -> read 1: needs a second
+    # write of 1 after the cas; with only one, invalid.
+    one = [(0, "invoke", "write", 1), (0, "info", "write", None), (1, "invoke", "cas", [1, 2]),
+           (1, "info", "cas", None), (2, "invoke", "read", None), (2, "ok", "read", 2),
+           (2, "invoke", "read", None), (2, "ok", "read", 1)]
+    assert verdict(H(*one), "cas-register", 0) is False
+    two = [(9, "invoke", "write", 1), (9, "info", "write", None), *one]
+    assert verdict(H(*two), "cas-register", 0) is True
+    # the second write invoked only after the first read: still fine
+    late = [*one[:6], (9, "invoke", "write", 1), (9, "info", "write", None), *one[6:]]
+    assert verdict(H(*late), "cas-register", 0) is True
+    # ... but not if it was invoked after the last read returned
+    too_late = [*one, (9, "invoke", "write", 1), (9, "info", "write", None)]
+    assert verdict(H(*too_late), "cas-register", 0) is False
+
+
+def test_crashed_reads_and_cas_that_never_match_cost_nothing() -> None:
+    # 40 crashed reads and 40 crashed cas whose expected value (7) is never
+    # written: none can change the state, so none is ever linearized.
+    events: list[tuple[Any, ...]] = []
+    for p in range(40):
+        events += [(p, "invoke", "read", None), (p, "info", "read", None)]
+        events += [(100 + p, "invoke", "cas", [7, p % 3]), (100 + p, "info", "cas", None)]
+    for k in range(10):
+        events += [(200, "invoke", "write", k % 3), (200, "ok", "write", k % 3),
+                   (201, "invoke", "read", None), (201, "ok", "read", k % 3)]
+    h = H(*events)
+    with search_only():
+        res = check(h, "cas-register", initial=0)
+    assert res.valid is True
+    assert res.counts["steps"] < 100  # 20 completed ops, 4 classes of crashed ones
+    with plain_wgl():
+        assert check(h, "cas-register", initial=0).valid is True
+    bad = h + H((300, "invoke", "read", None), (300, "ok", "read", 7))
+    bad = [Op(index=i, time=i, process=o.process, type=o.type, f=o.f, value=o.value) for i, o in enumerate(bad)]
+    with search_only():
+        res = check(bad, "cas-register", initial=0)
+    assert res.valid is False and res.counts["steps"] < 200
+
+
+def test_covered_configurations_are_skipped() -> None:
+    # Ten distinct crashed writes, then completed reads each of which one of
+    # them explains. Plain WGL tries subsets of the writes; the pruned search
+    # linearizes a crashed write only when a read needs it.
+    events: list[tuple[Any, ...]] = []
+    for p in range(10):
+        events += [(p, "invoke", "write", p), (p, "info", "write", None)]
+    for v in (3, 5, 9, 1, 4):
+        events += [(50, "invoke", "read", None), (50, "ok", "read", v)]
+    events += [(51, "invoke", "read", None), (51, "ok", "read", 42)]  # impossible
+    h = H(*events)
+    with search_only():
+        pruned = check(h, "register", initial=0)
+    with plain_wgl():
+        plain = check(h, "register", initial=0)
+    assert pruned.valid is plain.valid is False
+    assert pruned.counts["steps"] * 20 < plain.counts["steps"]
+
+
+def test_read_of_nil_means_the_initial_value_on_every_path() -> None:
+    # A read of None reads the initial value (an absent key). The unique-
+    # register path does not know that rule, so such parts go to the search.
+    h = H((0, "invoke", "write", 1), (0, "ok", "write", 1), (1, "invoke", "read", None), (1, "ok", "read", None))
+    assert check(h, "register", initial=1).valid is True  # None: the initial 1, which 1 overwrote
+    assert check(h, "register", initial=0).valid is False
+    h = H((1, "invoke", "read", None), (1, "ok", "read", None), (0, "invoke", "write", 1), (0, "ok", "write", 1))
+    assert check(h, "register", initial=0).valid is True
+    assert check(h, "register").valid is True

@@ -8,9 +8,14 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
+import edn_format
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import harness.history as hh
 from checkers.history import Op, pair
 from harness.history import (
     HistoryFormatError,
@@ -317,3 +322,122 @@ def test_run_directories(tmp_path: Path) -> None:
         resolve_history_path(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError):
         resolve_history_path(old.parent.parent.parent)  # tmp_path: no history anywhere
+
+
+# -- the EDN fast path against edn_format ----------------------------------
+
+_KW_CHARS = "abcxyz019_-.*+!?$%&=<>:#@é"
+_keywords = st.text(_KW_CHARS, min_size=1, max_size=6).map(lambda s: ":" + s) | st.builds(
+    lambda a, b: f":{a}/{b}", st.text("abc.-", min_size=1, max_size=3), st.text("xyz", min_size=1, max_size=3))
+_strings = st.text(st.sampled_from(list('ab 9;,[]{}()#:"\\\n\té')), max_size=8).map(
+    lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"') | st.text("ab 9;]", max_size=5).map(
+    lambda s: f'"{s}"')
+_numbers = st.sampled_from(["0", "-0", "7", "-12", "123456789012345678901234", "1.5", "-0.25", "2.0", "007",
+                            "1e5", "1.5M", "3N", "+4", "0x1F", "1/2", "1."])
+_atoms = _keywords | _strings | _numbers | st.sampled_from(["nil", "true", "false", "foo", "\\a", "nilly"])
+_SEPS = st.sampled_from([" ", ", ", "\n", "  ", ",", "\t"])
+
+
+@st.composite
+def _edn_texts(draw: Any, depth: int = 0) -> str:
+    """EDN-ish text: mostly valid forms of the kinds histories hold, with
+    odd tokens mixed in (some of which edn_format rejects)."""
+    kind = draw(st.sampled_from(["atom", "atom", "map", "vec", "list", "set"] if depth < 3 else ["atom"]))
+    if kind == "atom":
+        return draw(_atoms)
+    n = draw(st.integers(0, 4))
+    if kind == "map":
+        parts = []
+        for _ in range(n):
+            parts += [draw(_keywords | _numbers | _strings), draw(_edn_texts(depth + 1))]
+    else:
+        parts = [draw(_edn_texts(depth + 1)) for _ in range(n)]
+    body = "".join(p + draw(_SEPS) for p in parts).rstrip()
+    if draw(st.integers(0, 9)) == 0:
+        body += draw(st.sampled_from([" ;c\n", " ]", ""]))
+    return {"map": "{%s}", "vec": "[%s]", "list": "(%s)", "set": "#{%s}"}[kind] % body
+
+
+def _edn_format_value(text: str) -> Any:
+    try:
+        return ("ok", hh._plain(edn_format.loads(text)))
+    except Exception:
+        return ("error",)
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=_edn_texts())
+def test_simple_edn_reader_agrees_with_edn_format(text: str) -> None:
+    try:
+        fast = ("ok", hh._simple_edn(text))
+    except hh._NotSimple:
+        return  # edn_format reads it
+    assert fast == _edn_format_value(text), text
+    assert repr(fast) == repr(_edn_format_value(text)), text  # 1 vs 1.0 vs True
+
+
+@st.composite
+def _op_lines(draw: Any) -> str:
+    lines = []
+    for i in range(draw(st.integers(1, 12))):
+        process = draw(st.sampled_from(["0", "1", "4", ":nemesis", "-3"]))
+        typ = draw(st.sampled_from([":invoke", ":ok", ":fail", ":info", ":bogus"]))
+        f = draw(st.sampled_from([":read", ":write", ":cas", ":append", ":txn"]))
+        value = draw(st.sampled_from(["nil", "3", "[3 0]", "[[:read :x nil] [:write :y 2]]", '"x 1 y"', "#{1 3}",
+                                      ":timed-out", "-2.5", "{:a [1 2]}"]) if draw(st.integers(0, 3))
+                     else _edn_texts(1))
+        fields = [f":process {process}", f":type {typ}", f":f {f}", f":value {value}"]
+        if draw(st.booleans()):
+            key = draw(st.sampled_from(['"0"', '"k 1"']) | _strings)
+            fields.append(f":key {key}")
+        if draw(st.booleans()):
+            fields.append(f":time {i * 10}")
+        if draw(st.booleans()):
+            fields.append(f":index {i}")
+        fields = draw(st.permutations(fields))
+        sep = draw(_SEPS) if draw(st.integers(0, 7)) == 0 else draw(st.sampled_from([" ", ", ", ",", "\t"]))
+        line = "{" + sep.join(fields) + "}"
+        if draw(st.integers(0, 6)) == 0:
+            line = "#jepsen.history.Op" + line
+        lines.append(line)
+        if draw(st.integers(0, 20)) == 0:
+            lines.append(draw(st.sampled_from(["", "; a comment", "   ", "{:process 0", "[1 2]", "{:a 1} {:b 2}"])))
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n"]))
+
+
+def _read_slow(path: Path) -> Any:
+    """read_edn with the fast paths off: the edn_format reading."""
+    def never(text: str) -> Any:
+        raise hh._NotSimple
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hh, "_one_map_per_line", lambda text: None)
+        mp.setattr(hh, "_simple_edn", never)
+        return _outcome(path)
+
+
+def _outcome(path: Path) -> Any:
+    try:
+        return ("ok", read_edn(path))
+    except HistoryFormatError as e:
+        return ("error", str(e))
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_op_lines())
+def test_edn_fast_paths_read_files_as_edn_format_does(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    path = tmp_path_factory.mktemp("edn") / "h.edn"
+    path.write_text(text, encoding="utf-8")
+    assert _outcome(path) == _read_slow(path), text
+
+
+def test_edn_fast_path_is_taken_for_one_map_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "kv.txt"
+    path.write_text("".join(f'{{:process {i % 7}, :type :invoke, :f :append, :key "{i % 3}", :value "x {i} y"}}\n'
+                            for i in range(50)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hh.edn_format, "loads_all", None)  # would raise if reached
+        mp.setattr(hh.edn_format, "loads", None)
+        ops = read_porcupine_kv(path)
+    assert len(ops) == 50 and ops[7].key == "1" and ops[7].value == "x 7 y" and ops[7].process == 0
+    assert ops == _read_slow(path)[1]
