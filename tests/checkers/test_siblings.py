@@ -11,8 +11,8 @@ right type, and nothing else. Hand-written histories cover LWW and every
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
-import time
 from typing import Any
 
 import pytest
@@ -451,9 +451,12 @@ def test_empty_history() -> None:
     assert result.valid is True and result.counts["reads"] == 0
 
 
+@pytest.mark.timeout(120)
 def test_long_history_is_near_linear() -> None:
     """A chain of 40,000 context writes, each read back together with one
-    long-lived blind sibling, under every property: a few seconds at most."""
+    long-lived blind sibling, under every property. Near-linear, this takes
+    a few seconds; a quadratic walk would take hours, and the timeout (a
+    guard, not a measurement: bench/ measures) stops it."""
     ops: list[Op] = []
 
     def add(**kw: Any) -> None:
@@ -473,10 +476,8 @@ def test_long_history_is_near_linear() -> None:
         add(process=10 + p, type="invoke", f="read", node=node, extra={"final": True})
         add(process=10 + p, type="ok", f="read", value=["old", prev[-1]], node=node,
             extra={"final": True})
-    start = time.monotonic()
     result = check(ops, n=3, w=2, r=2, quorum="strict", read_repair="sync")
     assert result.valid is True, result.anomalies[:3]
-    assert time.monotonic() - start < 10
 
 
 def test_obs_may_sit_on_the_completion() -> None:
@@ -497,3 +498,56 @@ def test_key_without_final_read_is_listed() -> None:
     assert result.valid is True
     assert result.details["keys_without_final_read"] == ["other"]
     assert "P3" in result.details["checked"]
+
+
+# ---- paths the fast checker takes only for unusual histories ---------------------------------
+
+def ops_of(*steps: tuple[Any, ...]) -> list[Op]:
+    """(process, f, value, extra) per operation, each invoked then completed `ok`
+    right away; a read's value is what it returned, a write's what it wrote."""
+    out: list[Op] = []
+    for p, f, value, extra in steps:
+        out.append(Op(index=len(out), time=len(out), process=p, type="invoke", f=f, key="k",
+                      value=value if f == "write" else None, extra=extra))
+        out.append(Op(index=len(out), time=len(out), process=p, type="ok", f=f, key="k",
+                      value=value))
+    return out
+
+
+def test_obs_naming_a_later_write_is_still_followed() -> None:
+    """Clients cannot see the future, so a -> b normally means a was invoked
+    first and the checker skips the search when it was not; but when an obs
+    names a write invoked later (the history is wrong somewhere), the edge
+    still counts."""
+    h = ops_of((0, "write", "a", {"obs": ["b"]}), (1, "write", "b", {}), (2, "read", ["a", "b"], {}))
+    result = check(h, **DEFAULT)
+    assert types(result) == ["sibling-not-antichain"]
+    assert result.anomalies[0].details == {"key": "k", "older": "b", "newer": "a"}
+
+
+def test_obs_that_is_not_a_list_of_strings() -> None:
+    h = ops_of((0, "write", ["x", 1], {}), (0, "write", "b", {"obs": [["x", 1]]}),
+               (0, "write", "c", {"obs": "b"}), (1, "read", [["x", 1], "c"], {}))
+    result = check(h, **DEFAULT)
+    assert types(result) == ["sibling-not-antichain"]
+    assert result.anomalies[0].details == {"key": "k", "older": ("x", 1), "newer": "c"}
+
+
+def test_history_listed_out_of_index_order() -> None:
+    """pair() keeps the list's order; P5 and P6 follow the indexes."""
+    h = ops_of((0, "write", "a", {}), (1, "read", ["a"], {}), (2, "read", [], {}),
+               (3, "read", ["a"], {}))
+    shuffled = h[6:] + h[:6]  # the last read listed first
+    config = {"n": 3, "w": 2, "r": 2, "quorum": "strict", "read_repair": "sync"}
+    result = check(shuffled, **config)
+    assert types(result) == ["stale-read", "new-old-inversion"]
+    assert result == check(h, **config)
+
+
+def test_collector_is_restored() -> None:
+    assert gc.isenabled()
+    check(ops_of((0, "write", "a", {})), **DEFAULT)
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        check([Op(index=0, time=0, process=0, type="ok", f="read")], **DEFAULT)
+    assert gc.isenabled()
