@@ -36,17 +36,75 @@ class Pace:
         return rng.uniform(0.0, 2.0 * self.concurrency / self.rate)
 
 
-async def invoke(client: Client, op: Invocation, timeout: float) -> Completion:
-    """The completion of `op`; never raises (but passes cancellation on)."""
-    try:
-        async with asyncio.timeout(timeout):  # no task per operation, unlike wait_for
+class OpTimer:
+    """`asyncio.timeout` for one worker's stream of operations, with one
+    armed timer per worker instead of one per operation: a timer per
+    operation leaves a cancelled handle in the event loop's heap for every
+    operation, and at thousands of operations a second the heap's upkeep
+    costs more than the rest of the runner.
+
+    The timer fires at the oldest deadline it was armed for; if the operation
+    in flight is overdue then, the worker's task is cancelled (the cancel
+    lands in the client's await, the only place the worker waits while an
+    operation is in flight) and the operation is `info`; otherwise the
+    timer re-arms for the operation in flight."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._deadline: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._fired = False
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._deadline is None or self._task is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._fired = True
+            self._task.cancel()
+        else:
+            self._handle = loop.call_at(self._deadline, self._fire)
+
+    async def invoke(self, client: Client, op: Invocation) -> Completion:
+        """The completion of `op`; never raises (but passes on a
+        cancellation that is not its own)."""
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._deadline = loop.time() + self.timeout
+        if self._handle is None:
+            self._handle = loop.call_at(self._deadline, self._fire)
+        try:
             return await client.invoke(op)
-    except TimeoutError:
-        return Completion("info", error=f"timeout: no answer in {timeout:g} s")
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:
-        return Completion("info", error=f"{type(e).__name__}: {e}"[:200])
+        except asyncio.CancelledError:
+            if self._fired and self._task is not None:
+                self._fired = False
+                if self._task.uncancel() == 0:
+                    return Completion("info", error=f"timeout: no answer in {self.timeout:g} s")
+            raise
+        except Exception as e:
+            return Completion("info", error=f"{type(e).__name__}: {e}"[:200])
+        finally:
+            self._deadline = None
+            if self._fired and self._task is not None:  # a client that swallowed our cancel
+                self._fired = False
+                self._task.uncancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+async def invoke(client: Client, op: Invocation, timeout: float) -> Completion:
+    """The completion of one `op` (see `OpTimer`); never raises (but passes
+    cancellation on)."""
+    timer = OpTimer(timeout)
+    try:
+        return await timer.invoke(client, op)
+    finally:
+        timer.close()
 
 
 def record_completion(recorder: Recorder, process: int, node: str, op: Invocation, c: Completion) -> None:
@@ -72,6 +130,7 @@ async def worker(index: int, node: str, *, workload: Workload, open_client: Open
     gen = workload.worker(index, random.Random(f"{seed}:ops:{index}"))
     pauses = random.Random(f"{seed}:pace:{index}")
     process = index
+    timer = OpTimer(op_timeout)
     client = await _open(open_client, node, deadline)
     try:
         while client is not None:
@@ -82,7 +141,7 @@ async def worker(index: int, node: str, *, workload: Workload, open_client: Open
                 await asyncio.sleep(wait)
             op = gen.next()
             recorder.record(process, "invoke", op.f, key=op.key, value=op.value, node=node, extra=op.extra)
-            completion = await invoke(client, op, op_timeout)
+            completion = await timer.invoke(client, op)
             record_completion(recorder, process, node, op, completion)
             gen.completed(op, completion)
             if completion.type == "info":
@@ -94,5 +153,6 @@ async def worker(index: int, node: str, *, workload: Workload, open_client: Open
                 client = None
                 client = await _open(open_client, node, deadline)
     finally:
+        timer.close()
         if client is not None:
             await client.close()

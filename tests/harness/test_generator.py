@@ -124,3 +124,41 @@ def test_the_seed_fixes_each_processs_operations(tmp_path: Path) -> None:
     p = min(a)
     n = min(len(a[p]), len(c[p]))
     assert a[p][:n] != c[p][:n]
+
+
+def test_the_operation_timer_times_out_only_its_own_operations() -> None:
+    from harness.generator import OpTimer
+
+    class Slow:
+        def __init__(self, delay: float) -> None:
+            self.delay = delay
+
+        async def open(self, node: NodeSetup) -> None:
+            pass
+
+        async def invoke(self, op: Invocation) -> Completion:
+            await asyncio.sleep(self.delay)
+            return Completion("ok", op.value)
+
+        async def close(self) -> None:
+            pass
+
+    async def main() -> list[str]:
+        timer = OpTimer(0.05)
+        outcomes = []
+        for delay in (0.0, 0.2, 0.01, 0.2, 0.0):  # fast, hung, fast ... on one timer
+            c = await timer.invoke(Slow(delay), Invocation("write", "k", 1))
+            outcomes.append(c.type)
+        # a cancellation that is not the timer's passes through
+        task = asyncio.create_task(timer.invoke(Slow(10), Invocation("write", "k", 2)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+            outcomes.append("not cancelled")
+        except asyncio.CancelledError:
+            outcomes.append("cancelled")
+        timer.close()
+        return outcomes
+
+    assert asyncio.run(main()) == ["ok", "info", "ok", "info", "ok", "cancelled"]
