@@ -71,8 +71,8 @@ class Node:
             # peer advertises is not where this node can reach it.
             self.addresses.update({k: a for k, a in addresses.items() if k not in config.members})
         self.generation = load_and_bump_generation(config.data)
-        self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings),
-                               self.offload)
+        self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings,
+                                                     incarnation=self.generation), self.offload)
         self.transport = transport or TcpTransport(
             config.id, s.cluster,
             {k: parse_address(a) for k, a in self.addresses.items() if k != config.id},

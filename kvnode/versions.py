@@ -349,18 +349,20 @@ class SiblingSet:
         node: str,
         *,
         max_siblings: int = DEFAULT_MAX_SIBLINGS,
+        floor: int = 0,
     ) -> SiblingSet:
         """The state after a put (or, with value None, a delete) coordinated by
         `node` on this, its own stored copy: the new value gets dot (node, c+1),
-        c the greatest counter of `node` in this state's context or the
-        client's; siblings whose dots `context` covers are dropped, the others
-        stay beside the new one. No context (a blind put) drops nothing.
+        c the greatest of `node`'s counter in this state's context, in the
+        client's, and `floor` (see `DvvResolver.incarnation`); siblings whose
+        dots `context` covers are dropped, the others stay beside the new one.
+        No context (a blind put) drops nothing.
         Raises TooManySiblings if more than `max_siblings` would remain."""
         _check_node(node)
         _check_value(value)
         _check_max_siblings(max_siblings)
         ctx = context if context is not None else VersionVector()
-        dot = Dot(node=node, counter=max(self.vv.counter(node), ctx.counter(node)) + 1)
+        dot = Dot(node=node, counter=max(self.vv.counter(node), ctx.counter(node), floor) + 1)
         kept = [s for s in self.siblings if not ctx.covers(s.dot)]
         if len(kept) + 1 > max_siblings:
             raise TooManySiblings(len(kept) + 1, max_siblings)
@@ -561,9 +563,19 @@ class Resolver(Protocol):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DvvResolver:
-    """Dotted version vectors with siblings (see the module docstring)."""
+    """Dotted version vectors with siblings (see the module docstring).
+
+    `incarnation` (the node's generation, raised at every restart) puts a
+    floor under the dots this node issues: `incarnation << 32`. A coordinator
+    sends a new state to the other replicas while it fsyncs its own copy; if
+    it dies in between, the others hold a dot that its own copy never stored,
+    and after the restart it would issue that dot again for another value,
+    which replicas then take for the one they have (the harness found
+    acknowledged writes lost so). With the floor, every dot issued after a
+    restart exceeds every dot issued before it."""
 
     max_siblings: int = DEFAULT_MAX_SIBLINGS
+    incarnation: int = 0
 
     def __post_init__(self) -> None:
         _check_max_siblings(self.max_siblings)
@@ -579,7 +591,8 @@ class DvvResolver:
         self, state: Versioned, *, context: bytes | None, value: bytes | None, node: str
     ) -> SiblingSet:
         ctx = None if context is None else VersionVector.decode(context)
-        return _as(state, SiblingSet).update(ctx, value, node, max_siblings=self.max_siblings)
+        return _as(state, SiblingSet).update(ctx, value, node, max_siblings=self.max_siblings,
+                                             floor=self.incarnation << 32)
 
     def merge(self, a: Versioned, b: Versioned) -> SiblingSet:
         return _as(a, SiblingSet).merge(_as(b, SiblingSet))
@@ -615,12 +628,13 @@ def _as(state: object, kind: type[_T]) -> _T:
 
 
 def resolver(
-    resolution: str, *, clock: Clock, max_siblings: int = DEFAULT_MAX_SIBLINGS
+    resolution: str, *, clock: Clock, max_siblings: int = DEFAULT_MAX_SIBLINGS, incarnation: int = 0
 ) -> Resolver:
     """The resolver for a cluster's `resolution` setting ("dvv" or "lww").
-    `clock` stamps LWW versions; `max_siblings` limits DVV puts."""
+    `clock` stamps LWW versions; `max_siblings` limits DVV puts;
+    `incarnation` (the node's generation) floors DVV dots."""
     if resolution == "dvv":
-        return DvvResolver(max_siblings=max_siblings)
+        return DvvResolver(max_siblings=max_siblings, incarnation=incarnation)
     if resolution == "lww":
         return LwwResolver(clock=clock)
     raise ValueError(f"unknown resolution {resolution!r}: expected one of {', '.join(RESOLUTIONS)}")

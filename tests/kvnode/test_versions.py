@@ -455,3 +455,24 @@ def test_resolver_errors() -> None:
         lww.update(SiblingSet(), context=None, value=b"x", node="a")
     with pytest.raises(ValueError, match="resolution"):
         dvv.decode(LwwRegister().encode())
+
+
+def test_a_restarted_coordinator_never_reissues_a_dot_it_sent_but_did_not_store() -> None:
+    # n4 coordinates a put, sends the new state to a replica, and dies before
+    # its own copy is durable; after the restart it coordinates another put
+    # on its old copy. Found by `harness run` (dvv, strict, partition+kill):
+    # the second value took the first one's dot and the replica dropped it.
+    before = DvvResolver(incarnation=1)
+    stored = before.update(SiblingSet(), context=None, value=b"a", node="n4")
+    sent = before.update(stored, context=None, value=b"lost-locally", node="n4")
+    replica = before.merge(SiblingSet(), sent)
+    after = DvvResolver(incarnation=2)
+    again = after.update(stored, context=None, value=b"acknowledged", node="n4")
+    merged = after.merge(replica, again)
+    # The new dot exceeds the lost one, so the new context claims to have
+    # seen it: the put that never reached its coordinator's disk (never
+    # acknowledged: its client got `info`) may go, the acknowledged one stays.
+    assert {s.value for s in merged.siblings} >= {b"a", b"acknowledged"}
+    # without the incarnation floor the dot is reissued and the new value is lost
+    same = DvvResolver().update(stored, context=None, value=b"acknowledged", node="n4")
+    assert b"acknowledged" not in {s.value for s in DvvResolver().merge(replica, same).siblings}
