@@ -31,7 +31,7 @@ from harness.systems.base import NodeSetup
 from harness.systems.kvnode import CLUSTER, KvnodeSystem
 from kvnode.client import AsyncClient, KvError
 from tests.harness.test_docker_image import UNUSABLE
-from tests.harness.test_run_matrix import FAST, ROWS_VALID
+from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, verdicts
 
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(bool(UNUSABLE), reason=UNUSABLE),
               pytest.mark.timeout(600)]  # the first test may build the image (minutes, once per machine)
@@ -406,16 +406,12 @@ def _run(tmp_path: Path, node_image: str, **options: Any) -> Any:
     return outcome
 
 
-def _verdicts(outcome: Any) -> dict[str, Any]:
-    return {r.checker: r.valid for r in outcome.results}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("options", ROWS_VALID)
 def test_the_valid_rows_are_valid_on_docker(tmp_path: Path, node_image: str, options: dict[str, Any]) -> None:
     outcome = _run(tmp_path, node_image, **options)
     details = [f"{r.checker}: {a.explanation}" for r in outcome.results for a in r.anomalies][:5]
-    assert outcome.valid is True, (outcome.run_dir, _verdicts(outcome), details)
+    assert outcome.valid is True, (outcome.run_dir, verdicts(outcome), details)
     assert outcome.exit_code == 0
     assert outcome.faults, "the nemesis did nothing"
     logs = outcome.run_dir / "nodes" / "n1" / "log"
@@ -423,24 +419,12 @@ def test_the_valid_rows_are_valid_on_docker(tmp_path: Path, node_image: str, opt
     assert (logs / "kvnode.log").is_file()  # copied out of the container
 
 
-ROWS_FOUND = [
-    pytest.param(dict(resolution="lww", quorum="sloppy", read_repair="async", nemesis=("clock",), workload="cart"),
-                 "set", "lost", id="lww-cart-clock-loses-adds"),
-    pytest.param(dict(resolution="lww", quorum="sloppy", read_repair="async", n=3, w=1, r=1,
-                      nemesis=("partition",), workload="register"),
-                 "linearizable", None, id="lww-w1-r1-partition-not-linearizable"),
-    pytest.param(dict(resolution="lww", quorum="strict", read_repair="sync", nemesis=("clock",),
-                      workload="register"),
-                 "linearizable", None, id="lww-strict-clock-not-linearizable"),
-]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("options", "checker", "anomaly"), ROWS_FOUND)
 def test_the_must_be_found_rows_are_found_on_docker(tmp_path: Path, node_image: str, options: dict[str, Any],
                                                     checker: str, anomaly: str | None) -> None:
     outcome = _run(tmp_path, node_image, **options)
-    assert _verdicts(outcome)[checker] is False, (outcome.run_dir, _verdicts(outcome))
+    assert verdicts(outcome)[checker] is False, (outcome.run_dir, verdicts(outcome))
     if anomaly is not None:
         assert anomaly in {a.type for r in outcome.results for a in r.anomalies}
     assert outcome.exit_code == 1

@@ -36,7 +36,7 @@ def _anomaly_types(outcome: Any) -> set[str]:
     return {a.type for r in outcome.results for a in r.anomalies}
 
 
-def _verdicts(outcome: Any) -> dict[str, Any]:
+def verdicts(outcome: Any) -> dict[str, Any]:
     return {r.checker: r.valid for r in outcome.results}
 
 
@@ -50,11 +50,24 @@ ROWS_VALID = [
 ]
 
 
+# The must-be-found rows: options, the checker that must fail, the anomaly it must report.
+ROWS_FOUND = [
+    pytest.param(dict(resolution="lww", quorum="sloppy", read_repair="async", nemesis=("clock",), workload="cart"),
+                 "set", "lost", id="lww-cart-clock-loses-adds"),
+    pytest.param(dict(resolution="lww", quorum="sloppy", read_repair="async", n=3, w=1, r=1,
+                      nemesis=("partition",), workload="register"),
+                 "linearizable", None, id="lww-w1-r1-partition-not-linearizable"),
+    pytest.param(dict(resolution="lww", quorum="strict", read_repair="sync", nemesis=("clock",),
+                      workload="register"),
+                 "linearizable", None, id="lww-strict-clock-not-linearizable"),
+]
+
+
 @pytest.mark.parametrize("options", ROWS_VALID)
 def test_the_valid_rows_are_valid(tmp_path: Path, options: dict[str, Any]) -> None:
     outcome = _run(tmp_path, **options)
     details = [f"{r.checker}: {a.explanation}" for r in outcome.results for a in r.anomalies][:5]
-    assert outcome.valid is True, (outcome.run_dir, _verdicts(outcome), details)
+    assert outcome.valid is True, (outcome.run_dir, verdicts(outcome), details)
     assert outcome.exit_code == 0
     history = read_jsonl(outcome.run_dir / "history.jsonl")
     faults = [o.f for o in history if o.process == "nemesis" and o.type == "info"]
@@ -65,7 +78,7 @@ def test_the_valid_rows_are_valid(tmp_path: Path, options: dict[str, Any]) -> No
 def test_lww_loses_cart_adds_under_clock_skew(tmp_path: Path) -> None:
     outcome = _run(tmp_path, resolution="lww", quorum="sloppy", read_repair="async", nemesis=("clock",),
                    workload="cart")
-    assert _verdicts(outcome)["set"] is False, _verdicts(outcome)
+    assert verdicts(outcome)["set"] is False, verdicts(outcome)
     assert "lost" in _anomaly_types(outcome)
     assert outcome.exit_code == 1
 
@@ -73,14 +86,14 @@ def test_lww_loses_cart_adds_under_clock_skew(tmp_path: Path) -> None:
 def test_lww_with_w1_r1_is_not_linearizable_under_partitions(tmp_path: Path) -> None:
     outcome = _run(tmp_path, resolution="lww", quorum="sloppy", read_repair="async", n=3, w=1, r=1,
                    nemesis=("partition",), workload="register")
-    assert _verdicts(outcome)["linearizable"] is False, _verdicts(outcome)
+    assert verdicts(outcome)["linearizable"] is False, verdicts(outcome)
     assert outcome.exit_code == 1
 
 
 def test_lww_with_skewed_clocks_is_not_linearizable(tmp_path: Path) -> None:
     outcome = _run(tmp_path, resolution="lww", quorum="strict", read_repair="sync", nemesis=("clock",),
                    workload="register")
-    assert _verdicts(outcome)["linearizable"] is False, _verdicts(outcome)
+    assert verdicts(outcome)["linearizable"] is False, verdicts(outcome)
     assert outcome.exit_code == 1
 
 
