@@ -125,8 +125,8 @@ _unique_register: UniqueChecker | None = _load_unique_register()
 _prune = True
 
 
-def _search_part(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
-    return _search(ops, m, initial, budget) if _prune else _search_plain(ops, m, initial, budget)
+def _search_part(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
+    return _search(ops, m, budget) if _prune else _search_plain(ops, m, budget)
 
 
 class _LimitReached(Exception):
@@ -160,12 +160,17 @@ def check(
     time_limit: float | None = None,
     memory_limit: int | None = None,
 ) -> Result:
-    """Is `history` linearizable with respect to `model`? A pure function of
-    the history (it only reads a monotonic clock to honour `time_limit`).
-    Never raises, except KeyboardInterrupt: a crash is an "unknown" verdict."""
+    """Is `history` linearizable with respect to `model` (a name, with its
+    `initial` value; or a model instance, which has its own)? A pure
+    function of the history (it only reads a monotonic clock to honour
+    `time_limit`). Never raises for what the history holds, except
+    KeyboardInterrupt: a crash is an "unknown" verdict."""
+    if initial is not None and not isinstance(model, str):
+        raise ValueError("initial= goes with a model given by name; give a model instance its initial value "
+                         "when you construct it")
     try:
-        m = model_by_name(model) if isinstance(model, str) else model
-        return _check(history, m, initial, time_limit, memory_limit)
+        m = model_by_name(model, initial) if isinstance(model, str) else model
+        return _check(history, m, time_limit, memory_limit)
     except Exception as e:
         return Result(checker=CHECKER, valid="unknown", reason=f"checker error: {type(e).__name__}: {e}")
 
@@ -173,7 +178,6 @@ def check(
 def _check(
     history: Sequence[Op],
     m: Model,
-    initial: Any,
     time_limit: float | None,
     memory_limit: int | None,
 ) -> Result:
@@ -192,7 +196,7 @@ def _check(
     summary: dict[str, dict[str, Any]] = {}
     for key, ops in sorted(parts.items(), key=lambda kv: len(kv[1])):
         before = budget.steps
-        res = _check_part(key, ops, m, initial, budget)
+        res = _check_part(key, ops, m, budget)
         verdicts.append(res.valid)
         anomalies.extend(res.anomalies)
         if res.reason:
@@ -209,12 +213,15 @@ def _check(
     )
 
 
-def _unique_writes(ops: list[Operation], m: Model, initial: Any = None) -> bool:
-    """Does the unique-register path apply: a register, no cas, every written
-    value distinct? Not when a read of None must mean a non-None initial
-    value (the models' rule for an absent key), which that path does not know."""
-    if m.name not in ("register", "cas-register"):
+def _unique_writes(ops: list[Operation], m: Model) -> bool:
+    """Does the unique-register path apply: the built-in register or
+    cas-register (exactly those classes, whatever a subclass is named: it
+    may step differently), no cas, every written value distinct? Not when a
+    read of None must mean a non-None initial value (the models' rule for an
+    absent key), which that path does not know."""
+    if type(m) is not Register and type(m) is not CasRegister:
         return False
+    initial = m.initial
     seen: set[Hashable] = set()
     for o in ops:
         f = str(o.f).lstrip(":")
@@ -231,13 +238,13 @@ def _unique_writes(ops: list[Operation], m: Model, initial: Any = None) -> bool:
     return True
 
 
-def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> Result:
+def _check_part(key: Hashable, ops: list[Operation], m: Model, budget: _Budget) -> Result:
     if budget.deadline is not None and time.monotonic() > budget.deadline:
         return Result(checker=CHECKER, valid="unknown",
                       reason=f"time limit of {budget.time_limit} s reached before this part was searched")
-    if _prune and _unique_register is not None and _unique_writes(ops, m, initial):
+    if _prune and _unique_register is not None and _unique_writes(ops, m):
         try:
-            res = _unique_register(ops, initial)
+            res = _unique_register(ops, m.initial)  # type: ignore[attr-defined]
         except Exception:  # fall back to the search
             res = None
         if res is not None:
@@ -249,7 +256,7 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
             # op), which the fast path does not compute.
             detail = _Budget(deadline=time.monotonic() + 5.0, time_limit=5.0, memory_limit=budget.memory_limit)
             try:
-                out = _search_part(ops, m, initial, detail)
+                out = _search_part(ops, m, detail)
             except _LimitReached:
                 return res
             budget.steps += detail.steps
@@ -258,7 +265,7 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, initial: Any, bud
                               reason="the unique-register check and the search disagree: please report this history")
             return Result(checker=CHECKER, valid=False, anomalies=(_anomaly(key, ops, m, out),))
     try:
-        out = _search_part(ops, m, initial, budget)
+        out = _search_part(ops, m, budget)
     except _LimitReached as e:
         return Result(checker=CHECKER, valid="unknown", reason=e.reason)
     if out.valid:
@@ -274,7 +281,7 @@ def _register_spec(o: Operation, m: Model) -> tuple[Any, ...] | None:
     a subclass may override `step`), the op's transition precompiled to a
     small tuple, the same as `Register.step` / `CasRegister.step` computes;
     None for an op the generic `step` must handle (it raises the error), or
-    for another model. Called after `m.init`, which sets `m.initial`."""
+    for another model."""
     cas = type(m) is CasRegister
     if not cas and type(m) is not Register:
         return None
@@ -343,12 +350,12 @@ def _successors(
     return succ, kind
 
 
-def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
+def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     """Wing & Gong + Lowe over one part, pruned as the module docstring
     says: completed ops tried first, crashed ops by class and only where
     they change the state, configurations covered by a seen one skipped."""
     n = len(ops)
-    state0: Hashable = m.init(initial)
+    state0: Hashable = m.init()
     succ_of, kind_of = _successors(ops, m)
 
     # One pass over the ops: the completed ones' calls and returns as sort
@@ -738,13 +745,13 @@ def _search(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _O
                     f"point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
 
 
-def _search_plain(ops: list[Operation], m: Model, initial: Any, budget: _Budget) -> _Outcome:
+def _search_plain(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     """Plain Wing & Gong + Lowe over one part, as Porcupine does it: every op
     (crashed ones too) a candidate in history order, memoized on (linearized
     set, state). No pruning beyond that; kept as the reference the benchmark
     compares the pruned search (`_search`) with, and for tests."""
     n = len(ops)
-    state: Hashable = m.init(initial)
+    state: Hashable = m.init()
     ok = [o.end is not None for o in ops]
     n_ok = sum(ok)
     if n_ok == 0:

@@ -3,8 +3,11 @@
 A model is a pure, nondeterministic state machine over one operation at a
 time (Porcupine's `Model`, with Knossos's unknown outputs):
 
-- `init(initial)` gives the starting state; states are hashable, because the
-  checker memoizes (set of linearized operations, state) pairs.
+- `init()` gives the starting state; states are hashable, because the
+  checker memoizes (set of linearized operations, state) pairs. A model's
+  initial value is given to its constructor (`Register(initial=0)`), as
+  Knossos builds `(cas-register 0)`: a model never changes after that, so
+  one instance can judge any number of histories, in any order.
 - `step(state, op)` gives every state the system could be in if `op` took
   effect now with the output the history recorded; an empty result means `op`
   cannot take effect in `state`. When the output is unknown (the completion is
@@ -20,9 +23,10 @@ time (Porcupine's `Model`, with Knossos's unknown outputs):
 cas, `fail` means the compare did not match, i.e. no effect).
 
 Models here: `register`, `cas-register`, `multi-register`, `kv`, `set`,
-`mutex`. Get one by name with `model(name)`; add your own by writing a class
-with the same five members (subclassing `BaseModel` gives the defaults) and
-passing an instance to `checkers.linearizable.check`.
+`mutex`, `queue`. Get one by name with `model(name, initial)`; add your own by
+writing a class with the same five members (subclassing `BaseModel` gives the
+defaults) and passing an instance to `checkers.linearizable.check` (the
+harness also finds models registered as plug-ins: README, "Plug-ins").
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ class Model(Protocol):
 
     name: str
 
-    def init(self, initial: Any = None) -> State:
-        """Called once per part before the search: the state before any op."""
+    def init(self) -> State:
+        """Called once per part before the search: the state before any op.
+        Must not change the model (it stores nothing)."""
         ...
 
     def step(self, state: State, op: Operation) -> Iterable[State]:
@@ -134,9 +139,13 @@ def _or(items: Sequence[str], limit: int = 6) -> str:
 
 
 class BaseModel:
-    """Defaults for the optional members: no partition, repr rendering."""
+    """Defaults for the optional members: no partition, repr rendering; the
+    initial value, given to the constructor, kept as `initial`."""
 
     name: str = "model"
+
+    def __init__(self, initial: Any = None) -> None:
+        self.initial: Any = initial  # set once: models never change after construction
 
     def partition(self, op: Operation) -> Hashable:
         return None
@@ -162,11 +171,10 @@ class Register(BaseModel):
 
     name: str = "register"
 
-    def __init__(self) -> None:
-        self.initial: Hashable = None
+    def __init__(self, initial: Any = None) -> None:
+        super().__init__(freeze(initial))
 
-    def init(self, initial: Any = None) -> State:
-        self.initial = freeze(initial)
+    def init(self) -> State:
         return self.initial
 
     def partition(self, op: Operation) -> Hashable:
@@ -247,17 +255,15 @@ class MultiRegister(BaseModel):
 
     name: str = "multi-register"
 
-    def __init__(self) -> None:
+    def __init__(self, initial: Any = None) -> None:
         self.default: Hashable = None
-        self.initial: dict[Hashable, Hashable] = {}
-
-    def init(self, initial: Any = None) -> State:
         if isinstance(initial, dict):
-            self.initial = {freeze(k): freeze(v) for k, v in initial.items()}
-            self.default = None
+            super().__init__({freeze(k): freeze(v) for k, v in initial.items()})
         else:
-            self.initial = {}
+            super().__init__({})
             self.default = freeze(initial)
+
+    def init(self) -> State:
         return frozenset(self.initial.items())
 
     def _get(self, regs: dict[Hashable, Hashable], k: Hashable) -> Hashable:
@@ -307,9 +313,9 @@ class KV(BaseModel):
 
     name: str = "kv"
 
-    def init(self, initial: Any = None) -> State:
-        if isinstance(initial, dict):
-            return frozenset((freeze(k), str(v)) for k, v in initial.items() if v)
+    def init(self) -> State:
+        if isinstance(self.initial, dict):
+            return frozenset((freeze(k), str(v)) for k, v in self.initial.items() if v)
         return frozenset()
 
     def partition(self, op: Operation) -> Hashable:
@@ -362,8 +368,11 @@ class SetModel(BaseModel):
 
     name: str = "set"
 
-    def init(self, initial: Any = None) -> State:
-        return frozenset(freeze(v) for v in (initial or ()))
+    def init(self) -> State:
+        return frozenset(freeze(v) for v in (self.initial or ()))
+
+    def partition(self, op: Operation) -> Hashable:
+        return freeze(op.key)  # a set per key (a cart per key); one set when ops have no key
 
     def step(self, state: State, op: Operation) -> Iterable[State]:
         assert isinstance(state, frozenset)
@@ -387,8 +396,8 @@ class Mutex(BaseModel):
 
     name: str = "mutex"
 
-    def init(self, initial: Any = None) -> State:
-        return bool(initial)
+    def init(self) -> State:
+        return bool(self.initial)
 
     def step(self, state: State, op: Operation) -> Iterable[State]:
         f = _fname(op.f)
@@ -414,8 +423,8 @@ class Queue(BaseModel):
 
     name: str = "queue"
 
-    def init(self, initial: Any = None) -> State:
-        return tuple(freeze(v) for v in (initial or ()))
+    def init(self) -> State:
+        return tuple(freeze(v) for v in (self.initial or ()))
 
     def step(self, state: State, op: Operation) -> Iterable[State]:
         assert isinstance(state, tuple)
@@ -436,7 +445,7 @@ class Queue(BaseModel):
         return "[" + ", ".join(repr(v) for v in state) + "]" if state else "empty"
 
 
-MODELS: dict[str, Callable[[], Model]] = {
+MODELS: dict[str, Callable[[Any], Model]] = {
     "register": Register,
     "cas-register": CasRegister,
     "multi-register": MultiRegister,
@@ -447,9 +456,9 @@ MODELS: dict[str, Callable[[], Model]] = {
 }
 
 
-def model(name: str) -> Model:
-    """A fresh model by name; ValueError lists the names."""
+def model(name: str, initial: Any = None) -> Model:
+    """A model by name, with this initial value; ValueError lists the names."""
     try:
-        return MODELS[name]()
+        return MODELS[name](initial)
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}") from None

@@ -27,10 +27,11 @@ Choices (documented so that callers can rely on them):
   write invoked after the read completed, is a `phantom`.
 - P3 under `lww`: a lost `ok` write is `lost-causal` when some final value
   causally precedes it (an older value won, e.g. a skewed clock) and
-  `lost-concurrent` otherwise (LWW discarding a concurrent write: by design).
-  `lost-concurrent` is reported but does NOT make the result invalid: it is
-  what LWW promises; the cart/set checker is the one that rejects it for
-  workloads where every write must survive. Under `dvv` any loss is
+  lost to a concurrent write otherwise (LWW discarding a concurrent write:
+  by design). Those are not anomalies: they are counted
+  (`counts["lost_concurrent"]`) and the first few described in
+  `details["lost_concurrent"]`; the cart/set checker is the one that rejects
+  them for workloads where every write must survive. Under `dvv` any loss is
   `lost-write`. A missing write that ended in `info` is only counted.
 - P5/P6 compare a read with the writes (reads) that completed before it was
   invoked; final reads are not checked as the later read (P3/P4 cover them).
@@ -39,7 +40,9 @@ Choices (documented so that callers can rely on them):
   concurrent with the expected one (the timestamp order is invisible to the
   client): it is stale only if every value it returned causally precedes, or
   completed in real time before the invocation of, the expected write.
-- Valid is False when any anomaly other than `lost-concurrent` is found.
+- P5 needs the replica counts: without `n`, `w` and `r` (a store that
+  promises siblings but no quorums) it is not checked, and says so.
+- Valid is False when any anomaly is found.
 
 Cost, on the project's 2-core machine, every property checked: about 20 us
 per operation, `pair()` included (`python -m bench.history_checks`:
@@ -64,6 +67,7 @@ from checkers.result import Anomaly, Result
 
 CHECKER = "siblings"
 ALL_PROPERTIES = ("P1", "P2", "P3", "P4", "P5", "P6")
+BY_DESIGN_LISTED = 20  # writes lost to concurrent ones (lww) described in details
 _WRITE_COUNTS = {"ok": "writes_ok", "info": "writes_info", "fail": "writes_fail"}
 
 # An ok read, its completion and the values it returned, as `_values` gives them.
@@ -233,8 +237,8 @@ class _Dag:
         return True
 
 
-def check(history: Sequence[Op], *, n: int, w: int, r: int, resolution: str = "dvv",
-          quorum: str = "sloppy", read_repair: str = "async") -> Result:
+def check(history: Sequence[Op], *, n: int | None = None, w: int | None = None, r: int | None = None,
+          resolution: str = "dvv", quorum: str = "sloppy", read_repair: str = "async") -> Result:
     if resolution not in ("dvv", "lww"):
         raise ValueError(f"resolution must be 'dvv' or 'lww', not {resolution!r}")
     with gc_paused():
@@ -242,8 +246,8 @@ def check(history: Sequence[Op], *, n: int, w: int, r: int, resolution: str = "d
                       read_repair=read_repair)
 
 
-def _check(history: Sequence[Op], *, n: int, w: int, r: int, resolution: str, quorum: str,
-           read_repair: str) -> Result:
+def _check(history: Sequence[Op], *, n: int | None, w: int | None, r: int | None, resolution: str,
+           quorum: str, read_repair: str) -> Result:
     # One pass over the paired history sorts every read and write into its key.
     by_key: dict[Any, _Key] = {}
     for o in pair(history):
@@ -282,21 +286,25 @@ def _check(history: Sequence[Op], *, n: int, w: int, r: int, resolution: str, qu
                             if type(got) is list else _values(got)))
 
     lww = resolution == "lww"
-    check_p5 = quorum == "strict" and w + r > n
+    counted = n is not None and w is not None and r is not None
+    check_p5 = counted and quorum == "strict" and w + r > n  # type: ignore[operator]
     check_p6 = read_repair == "sync"
     anomalies: list[Anomaly] = []
     counts: Counter[str] = Counter()
     keys_without_final: list[Any] = []  # keys without an ok final read
+    by_design: list[dict[str, Any]] = []  # writes lost to concurrent ones under lww: a sample
     for key, k in by_key.items():
         counts.update(k.counts)  # in the order they were first seen: the key's ops' order
         _check_key(key, k, lww=lww, check_p5=check_p5, check_p6=check_p6,
-                   anomalies=anomalies, counts=counts, keys_without_final=keys_without_final)
+                   anomalies=anomalies, counts=counts, keys_without_final=keys_without_final,
+                   by_design=by_design)
     has_final = counts["final_reads"] > 0  # some read, of any key and outcome, is final
 
     not_checked: dict[str, str] = {}
     if not check_p5:
-        not_checked["P5"] = ("sloppy quorums do not promise it" if quorum != "strict"
-                             else f"W+R={w + r} does not exceed N={n}: quorums need not intersect")
+        not_checked["P5"] = ("no replica counts (n, w, r) were given" if not counted
+                             else "sloppy quorums do not promise it" if quorum != "strict"
+                             else f"W+R={w + r} does not exceed N={n}: quorums need not intersect")  # type: ignore[operator]
     if not check_p6:
         not_checked["P6"] = f"read repair is {read_repair!r}, not 'sync': reads may go back in time"
     if not has_final:
@@ -306,7 +314,7 @@ def _check(history: Sequence[Op], *, n: int, w: int, r: int, resolution: str, qu
 
     for a in anomalies:
         counts[a.type] += 1
-    valid = not any(a.type != "lost-concurrent" for a in anomalies)
+    valid = not anomalies
     details: dict[str, Any] = {
         "checked": checked,
         "not_checked": not_checked,
@@ -315,9 +323,10 @@ def _check(history: Sequence[Op], *, n: int, w: int, r: int, resolution: str, qu
     }
     if has_final and keys_without_final:
         details["keys_without_final_read"] = keys_without_final
-    if counts["lost-concurrent"]:
-        details["note"] = (f"{counts['lost-concurrent']} acknowledged write(s) lost to concurrent "
-                           "writes: last-write-wins discards them by design (not counted as invalid)")
+    if counts["lost_concurrent"]:
+        details["note"] = (f"{counts['lost_concurrent']} acknowledged write(s) lost to concurrent "
+                           "writes: last-write-wins discards them by design (not an anomaly)")
+        details["lost_concurrent"] = by_design
     for name in ("writes_ok", "writes_info", "writes_fail", "reads", "final_reads",
                  "info_writes_missing", "info_writes_landed"):
         counts.setdefault(name, 0)
@@ -339,7 +348,7 @@ class _Key:
 
 def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                anomalies: list[Anomaly], counts: Counter[str],
-               keys_without_final: list[Any]) -> None:
+               keys_without_final: list[Any], by_design: list[dict[str, Any]]) -> None:
     """Check one key; append it to `keys_without_final` when it has no ok final read."""
     writes, reads, finals = k.writes, k.reads, k.finals
     dag = _Dag(writes)
@@ -440,8 +449,13 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                     tail = (f"lost to {_show(older)}, which causally precedes it: last-write-wins "
                             "kept an older value (a skewed clock?)")
                 else:
-                    kind = "lost-concurrent"
-                    tail = "lost to a concurrent write, as last-write-wins does by design"
+                    counts["lost_concurrent"] += 1
+                    if len(by_design) < BY_DESIGN_LISTED:
+                        by_design.append({"key": key, "value": v, "ops": list(wops(v)),
+                                          "explanation": f"{wdesc(v)}, is in no final read{kdesc}: lost to "
+                                                         "a concurrent write, as last-write-wins does by "
+                                                         "design"})
+                    continue
             anomalies.append(Anomaly(
                 type=kind, ops=wops(v),
                 explanation=f"{wdesc(v)}, is in no final read{kdesc} ({shown}) and no "

@@ -31,14 +31,14 @@ def test_registry() -> None:
         m = model(name)
         assert m.name == name
         assert isinstance(m, Model)
-        hash(m.init(None))
+        hash(m.init())
     with pytest.raises(ValueError, match="cas-register"):
         model("stack")
 
 
 def test_register() -> None:
-    m = model("register")
-    s = m.init(0)
+    m = model("register", 0)
+    s = m.init()
     assert steps(m, s, op("write", 3, 3)) == [3]
     assert steps(m, s, op("read", None, 0)) == [0]
     assert steps(m, s, op("read", None, None)) == [0]  # None reads as the initial value
@@ -55,7 +55,7 @@ def test_register() -> None:
 
 def test_cas_register() -> None:
     m = model("cas-register")
-    s = m.init(None)
+    s = m.init()
     assert steps(m, s, op("cas", [None, 1], [None, 1])) == [1]
     assert steps(m, 1, op("cas", [1, 2], [1, 2])) == [2]
     assert steps(m, 0, op("cas", [1, 2], [1, 2])) == []
@@ -68,7 +68,7 @@ def test_cas_register() -> None:
 
 def test_multi_register() -> None:
     m = model("multi-register")
-    s = m.init(None)
+    s = m.init()
     w = op("txn", [["w", "x", 1], [":write", ":y", 2]], [["w", "x", 1], [":write", ":y", 2]])
     (s1,) = steps(m, s, w)
     assert dict(s1) == {"x": 1, ":y": 2}
@@ -123,7 +123,7 @@ def test_mutex() -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_step_does_not_mutate(name: str) -> None:
     m = model(name)
-    s = m.init(None)
+    s = m.init()
     before = hash(s)
     for o in [op("read", None, None), op("write", 1, 1), op("add", 1), op("acquire"),
               op("get", None, "", key="k"), op("put", "v", key="k"),

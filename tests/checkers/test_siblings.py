@@ -348,15 +348,15 @@ def finals(*vals: list[str]) -> tuple[Step, ...]:
     return tuple(("f", 100 + i, v, node, "ok") for i, (v, node) in enumerate(zip(vals, NODES, strict=True)))
 
 
-def test_lww_concurrent_loss_is_reported_but_valid() -> None:
+def test_lww_concurrent_loss_is_counted_not_an_anomaly() -> None:
     h = hist(("w", 0, "a", None, "ok"), ("w", 1, "b", None, "ok"), *finals(["b"], ["b"], ["b"]),
              concurrent=(0, 1))
     result = check(h, **DEFAULT, resolution="lww")
-    assert types(result) == ["lost-concurrent"]
+    assert types(result) == []
     assert result.valid is True
-    assert "by design" in result.anomalies[0].explanation
+    assert "by design" in result.details["lost_concurrent"][0]["explanation"]
     assert "note" in result.details
-    assert result.counts["lost-concurrent"] == 1
+    assert result.counts["lost_concurrent"] == 1
     # The same history under DVV: the write should have survived as a sibling.
     dvv = check(h, **DEFAULT)
     assert types(dvv) == ["lost-write"] and dvv.valid is False
