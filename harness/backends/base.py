@@ -26,18 +26,75 @@ from typing import Protocol
 # node -> the nodes whose traffic it drops (Jepsen's "grudge")
 Grudge = Mapping[str, frozenset[str]]
 
+# The port a system gets when it names none: the one its clients dial.
+DEFAULT_PORTS: tuple[str, ...] = ("client",)
+
 
 @dataclass(frozen=True)
 class NodePlace:
-    """Where one node runs, as the system under test needs to know it."""
+    """Where one node runs, as the system under test needs to know it.
+
+    A system names the ports each of its nodes listens on (`System.ports`:
+    kvnode one, `("client",)`; etcd two, `("client", "peer")`); every mapping
+    below is keyed by those names. Each backend fills it in (README,
+    "Backends"):
+
+    - `listen`: the address the node's process binds each port on;
+    - `client`: where the harness's clients dial each port (they are never
+      partitioned: Jepsen's control node);
+    - `peers`: for every node of the cluster (this one included), where
+      *this* node must dial each of that node's ports. On the local backend
+      that is a proxy of this link (so it differs from node to node); on the
+      others it is the peer's own address;
+    - `advertise`: the address every other node dials for each of this
+      node's ports, when that is the same for all of them (what a system
+      such as etcd advertises to its peers); None on the local backend,
+      where each link has its own proxy.
+    """
 
     name: str  # "n1"
-    listen: str  # "host:port" the node's server binds
-    client: str  # "host:port" the harness's clients dial
-    peers: Mapping[str, str]  # peer name -> "host:port" this node must dial for it
+    listen: Mapping[str, str]  # port name -> "host:port" the node binds
+    client: Mapping[str, str]  # port name -> "host:port" the harness's clients dial
+    peers: Mapping[str, Mapping[str, str]]  # node -> port name -> "host:port" this node dials
     data_dir: str  # on the node's file system
     log_dir: str  # on the node's file system; the backend copies it out at the end
     python: str = sys.executable  # the Python interpreter on the node (with this project installed)
+    advertise: Mapping[str, str] | None = None  # port name -> "host:port" every peer dials; None: per link
+
+    @property
+    def host(self) -> str:
+        """The address the node binds (the host part of its listen addresses)."""
+        first = next(iter(self.listen.values()))
+        return first.rpartition(":")[0]
+
+
+@dataclass(frozen=True)
+class Exited:
+    """A node's process has ended: its exit status (negative: killed by that
+    signal, as `subprocess` reports it), or None where the backend cannot
+    know it."""
+
+    status: int | None = None
+
+    def describe(self) -> str:
+        if self.status is None:
+            return "exited"
+        if self.status < 0:
+            return f"was killed by signal {-self.status}"
+        return f"exited with status {self.status}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendOptions:
+    """Everything a backend may be configured with (`harness run`'s backend
+    flags); each backend takes what concerns it in `from_options`."""
+
+    seed: int | None = None  # the run's seed: for anything random in the backend (the local proxies' loss and jitter)
+    subnet: str = "10.77.0.0/24"  # netns, docker: the nodes' addresses
+    image: str | None = None  # docker: the node image (default: build one)
+    base_image: str | None = None  # docker: build on this local image instead of debootstrap
+    nodes_file: str | None = None  # ssh: the hosts
+    insecure_accept_host_keys: bool = False  # ssh
 
 
 @dataclass(frozen=True)
@@ -66,8 +123,21 @@ class BackendCapabilities:
 class Backend(Protocol):
     name: str
 
-    async def setup(self, nodes: Sequence[str], run_dir: Path) -> dict[str, NodePlace]:
-        """Create the places (addresses, directories, proxies, namespaces ...)."""
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> Backend:
+        """The backend configured from the run's options (what concerns it).
+        Called before the run starts; touches nothing. Raises ValueError
+        with one sentence a user can act on for a bad or missing option."""
+        ...
+
+    async def setup(self, nodes: Sequence[str], run_dir: Path,
+                    ports: Sequence[str] = DEFAULT_PORTS) -> dict[str, NodePlace]:
+        """Create the places (addresses, directories, proxies, namespaces
+        ...), each with the named `ports` (see `NodePlace`): on local, ports
+        free on each node's 127.0.0.x, with a proxy per link and port; on
+        netns and docker, 7000 + i for the i-th name; on ssh, the host's
+        `node_port` + i. Called once, before any `start`; on failure undoes
+        what it did and raises."""
         ...
 
     def capabilities(self) -> BackendCapabilities: ...
@@ -90,6 +160,21 @@ class Backend(Protocol):
 
     def running(self, node: str) -> bool:
         """True while the node's process exists (paused counts as running)."""
+        ...
+
+    async def exited(self, node: str) -> Exited | None:
+        """None while the node's process runs (paused counts), was never
+        started, or was ended by this backend's `kill` or `teardown`; once
+        it has ended on its own, how. Cheap enough to be polled a few times
+        a second while a node starts; never blocks the event loop."""
+        ...
+
+    async def clock_blind(self, node: str, argv: Sequence[str]) -> str | None:
+        """Why the program `argv` would not see a skew `set_clock` makes on
+        this node (libfaketime reaches only programs that read the time
+        through libc: not Go or statically linked binaries), else None.
+        Called before the node starts, only for runs with clock faults;
+        must not start anything."""
         ...
 
     async def cut(self, grudge: Grudge) -> None:

@@ -6,8 +6,12 @@ Layout of a run with id `<id>` (six hex digits):
 - a user-defined bridge network `hx-<id>` on `subnet` (default
   10.77.0.0/24; the gateway, which is this host, takes the first address);
 - node i (0-based) in container `hx-<id>-<node>` at the subnet's (i+2)th
-  address, port 7000, from the node image (`harness.backends.image`: built
-  and cached on first use, or `image=`). Every container and the network
+  address, from the node image (`harness.backends.image`: built and cached
+  on first use, or `image=`). Port j of the names the system asks for
+  (`setup`'s `ports`: kvnode "client"; etcd "client", "peer") is 7000 + j
+  on that address. In its `NodePlace`, `listen`, `client` and `advertise`
+  are those addresses (the harness dials the containers from the host), and
+  `peers[m]` is node m's own `listen`. Every container and the network
   carry the labels `dynamo-harness=1` and `dynamo-harness.run=<id>`, which
   is how `clean()` finds (only) ours;
 - each container runs `sleep infinity` under Docker's init (tini, which
@@ -27,15 +31,17 @@ Processes: `start` runs a tiny `sh` wrapper through a detached exec that
 writes its own pid to `node.pid` and then `exec`s the node, so the pid is
 the node's. `kill`/`pause`/`resume` send SIGKILL/SIGSTOP/SIGCONT to that pid
 from inside the container; `running` asks the engine whether that exec is
-still running (no process is spawned for it). Nothing is ever signalled by
-name.
+still running (no process is spawned for it), and `exited` reads that
+exec's exit code (the node's own, since the wrapper execs it; the engine
+reports a process killed by signal N as 128 + N, as a shell does). Nothing
+is ever signalled by name.
 
 Faults, as argument lists from `harness.backends.commands`, run with
 `docker exec` in the containers this backend created and nowhere else:
 
 - links: each node drops packets *from* the nodes of its grudge in the
-  `HARNESS` iptables chain of its own container; healing flushes that chain
-  only. The harness's clients dial the containers from the host (through
+  `HARNESS` iptables chain of its own container (every port at once);
+  healing flushes that chain only. The harness's clients dial the containers from the host (through
   the bridge's gateway address), which no grudge names: like Jepsen's
   control node they are never partitioned.
 - packets: `tc qdisc ... netem` on the container's `eth0`, which shapes what
@@ -45,6 +51,9 @@ Faults, as argument lists from `harness.backends.commands`, run with
 - clocks: every node starts under the libfaketime vendored in the image's
   virtual environment, following its control file (wall clock only;
   monotonic time stays true), which `set_clock` rewrites atomically.
+  `clock_blind` reads the program's file inside the container
+  (`python -m harness.backends.binaries`, with the image's pyelftools): a
+  Go or statically linked program would not see the skew.
 
 `teardown` removes the containers (force) and the network, on every path
 (and at interpreter exit, if it never ran); `clean()` removes whatever a
@@ -56,8 +65,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import contextlib
-import datetime
 import io
 import ipaddress
 import logging
@@ -70,10 +77,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.backends import commands
-from harness.backends.base import BackendCapabilities, Grudge, NodePlace, PacketShape
+from harness.backends import binaries, commands
+from harness.backends.base import (
+    DEFAULT_PORTS,
+    BackendCapabilities,
+    BackendOptions,
+    Exited,
+    Grudge,
+    NodePlace,
+    PacketShape,
+)
 from harness.backends.faketime import env as faketime_env
 from harness.backends.image import FAKETIME_LINK, FAKETIME_MISSING, VENV, build_image
+from harness.backends.processes import note
 
 __all__ = ["LABEL", "PREFIX", "DockerBackend", "clean"]
 
@@ -84,7 +100,7 @@ LABEL = "dynamo-harness"  # =1 on everything this backend creates
 RUN_LABEL = "dynamo-harness.run"
 NODE_LABEL = "dynamo-harness.node"
 OWNER_LABEL = "dynamo-harness.owner"  # "<pid>:<start time>" of the harness that made it
-PORT = 7000
+PORT = 7000  # the first port; the j-th name of `setup`'s `ports` gets PORT + j
 DEVICE = "eth0"
 NODE_ROOT = "/var/lib/harness"
 PYTHON = f"{VENV}/bin/python"
@@ -177,6 +193,12 @@ class DockerBackend:
         self._creating: concurrent.futures.ThreadPoolExecutor | None = None
         self._set_up = False
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> DockerBackend:
+        """The docker backend with the run's `--image` or `--base-image`
+        and `--subnet` (OSError when no Docker engine answers)."""
+        return cls(image=options.image, base_image=options.base_image, subnet=options.subnet)
+
     # -- places ---------------------------------------------------------------
 
     @property
@@ -186,16 +208,20 @@ class DockerBackend:
     def container_name(self, node: str) -> str:
         return f"{PREFIX}-{self.run_id}-{node}"
 
-    async def setup(self, nodes: Sequence[str], run_dir: Path) -> dict[str, NodePlace]:
+    async def setup(self, nodes: Sequence[str], run_dir: Path,
+                    ports: Sequence[str] = DEFAULT_PORTS) -> dict[str, NodePlace]:
         """Build or find the image, create the network and one container per
         node (addresses, directories, the HARNESS chain, a +0 clock file),
-        and probe netem and libfaketime. Called once, before any `start`;
-        on failure removes what it made and raises."""
+        and probe netem and libfaketime; the j-th of `ports` is 7000 + j on
+        each node's address. Called once, before any `start`; on failure
+        removes what it made and raises."""
         if self._set_up:
             raise RuntimeError("DockerBackend.setup called twice without teardown")
-        nodes = list(nodes)
+        nodes, ports = list(nodes), list(ports)
         if not nodes or len(set(nodes)) != len(nodes):
             raise ValueError(f"need distinct node names, got {nodes}")
+        if not ports or len(set(ports)) != len(ports):
+            raise ValueError(f"need distinct port names, got {ports}")
         for n in nodes:
             if not _NODE_NAME.match(n):
                 raise ValueError(f"node name {n!r}: letters, digits, '_', '.' and '-' only")
@@ -205,12 +231,12 @@ class DockerBackend:
         self.run_id = secrets.token_hex(3)
         atexit.register(self._remove_at_exit)
         try:
-            return await self._setup(nodes, Path(run_dir))
+            return await self._setup(nodes, Path(run_dir), ports)
         except BaseException:
             await self.teardown()
             raise
 
-    async def _setup(self, nodes: list[str], run_dir: Path) -> dict[str, NodePlace]:
+    async def _setup(self, nodes: list[str], run_dir: Path, ports: list[str]) -> dict[str, NodePlace]:
         import docker
 
         image = self.image
@@ -252,14 +278,16 @@ class DockerBackend:
         first = self._nodes[nodes[0]]
         self._packet_reason, self._clock_reason = await asyncio.gather(self._probe_netem(first),
                                                                        self._probe_faketime(first))
+        listen = {n: {p: f"{self._nodes[n].address}:{PORT + j}" for j, p in enumerate(ports)} for n in nodes}
         for n in nodes:
             node = self._nodes[n]
             self._places[n] = NodePlace(
-                name=n, listen=f"{node.address}:{PORT}", client=f"{node.address}:{PORT}",
-                peers={m: f"{self._nodes[m].address}:{PORT}" for m in nodes},
+                name=n, listen=listen[n], client=dict(listen[n]), peers={m: dict(listen[m]) for m in nodes},
                 data_dir=f"{node.dir}/data", log_dir=f"{node.dir}/log", python=PYTHON,
+                advertise=dict(listen[n]),
             )
-            self._note(n, f"container {self.container_name(n)} at {node.address} ({image})")
+            shown = ", ".join(f"{p} {a}" for p, a in listen[n].items())
+            self._note(n, f"container {self.container_name(n)} at {node.address} ({image}); ports: {shown}")
         return dict(self._places)
 
     def _create_container(self, image: str, node: str, address: str, labels: dict[str, str]) -> Any:
@@ -370,6 +398,7 @@ class DockerBackend:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{node} (pid {n.pid}) still runs {WAIT_S:g} s after SIGKILL")
             await asyncio.sleep(0.02)
+        n.exec_id = None  # ended by us: `exited` has nothing to report
 
     async def pause(self, node: str) -> None:
         """SIGSTOP: the node keeps its sockets and answers nothing."""
@@ -397,6 +426,41 @@ class DockerBackend:
             return bool(self.client.api.exec_inspect(n.exec_id)["Running"])
         except docker.errors.DockerException:
             return False
+
+    async def exited(self, node: str) -> Exited | None:
+        """How the node's process ended on its own: its exec's exit code (a
+        process killed by signal N: 128 + N, as the engine reports it).
+        None while it runs, if it never started, or after `kill`. One call
+        to the engine, in a thread."""
+        import docker
+
+        n = self._node(node)
+        exec_id = n.exec_id
+        if exec_id is None:
+            return None
+        try:
+            state = await asyncio.to_thread(self.client.api.exec_inspect, exec_id)
+        except docker.errors.NotFound:
+            return Exited(None)  # its container is gone
+        if state.get("Running"):
+            return None
+        code = state.get("ExitCode")
+        return Exited(int(code) if isinstance(code, int) else None)
+
+    async def clock_blind(self, node: str, argv: Sequence[str]) -> str | None:
+        """Why `argv` would not see `set_clock`'s skew (a Go or statically
+        linked program), read from its file inside the node's container,
+        where PATH and `#!` lines are the container's; else None. Raises
+        RuntimeError if the image cannot tell (built before it could)."""
+        n = self._node(node)
+        code, out = await self._exec(n, [PYTHON, "-m", "harness.backends.binaries", *[str(a) for a in argv]])
+        answer = binaries.answer_of(out)
+        if code != 0 or answer is None or "error" in answer:
+            why = answer.get("error") if answer else out.strip()[-300:]
+            raise RuntimeError(f"cannot tell whether {node}'s program sees a skewed clock: {why} "
+                               "(rebuild the node image: `harness docker build`)")
+        blind = answer.get("blind")
+        return binaries.refusal(node, str(blind)) if blind else None
 
     def pid(self, node: str) -> int | None:
         """The node's pid inside its container while it runs (tests, logs)."""
@@ -583,11 +647,8 @@ class DockerBackend:
     def _note(self, node: str, text: str) -> None:
         """A line in the node's backend.log on the host."""
         n = self._nodes.get(node)
-        if n is None:
-            return
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        with contextlib.suppress(OSError), open(n.host_dir / "backend.log", "a") as f:
-            f.write(f"{stamp} {text}\n")
+        if n is not None:
+            note(n.host_dir, text)
 
 
 def _extract(data: bytes, dest: Path) -> list[Path]:

@@ -2,7 +2,17 @@
 own loopback address, nothing privileged needed.
 
 Node i (0-based) listens on 127.0.0.{first_address + i} (127.0.0.11, .12, ...
-by default), on one port free on all of those addresses (or `base_port`).
+by default), on one port per name the system asks for (`setup`'s `ports`:
+kvnode one, "client"; etcd two, "client" and "peer"), each free on all of
+those addresses (or `base_port` + the port's index). Its `NodePlace`:
+
+- `listen` and `client`: those addresses (clients dial the nodes directly);
+- `peers[m][p]`: for every other node m and port p, the address of the proxy
+  of this node's link to m's port p, on this node's own address; for the
+  node itself, its own listen addresses;
+- `advertise`: None, since each link has a proxy of its own: a system must
+  be told each peer's address per node (`peers`), not one address per peer.
+
 Its files live in the run directory: `nodes/<node>/data`, `nodes/<node>/log`
 (with the process's `stdout.log` and `stderr.log`, and `backend.log`, which
 records what this backend did to it and when), and `nodes/<node>/clock.faketime`,
@@ -10,14 +20,17 @@ its libfaketime control file, removed at teardown.
 
 Faults:
 
-- links: node A reaches node B only through the proxy for A->B, which listens
-  on A's address (`harness.backends.proxy.ProxyMesh`); `NodePlace.peers` says
-  so. A grudge blocks directions of those links, a packet shape delays them.
+- links: node A reaches node B's port P only through the proxy for A->B on
+  P, which listens on A's address (`harness.backends.proxy.ProxyMesh`);
+  `NodePlace.peers` says so. A grudge blocks directions of those links on
+  every port, a packet shape delays them. The proxies' jitter and loss are
+  drawn from `seed` (the run's `--seed`), so that they replay.
   Clients dial the nodes directly (`NodePlace.client` is the listen address)
   and are never partitioned, like Jepsen's control node.
-- processes: each node runs in a session of its own, so SIGKILL, SIGSTOP and
-  SIGCONT go to its whole process group, whose id is the pid of the process
-  this backend started (a wrapper script cannot leave an orphan behind). No
+- processes (`harness.backends.processes`, shared with the netns backend):
+  each node runs in a session of its own, so SIGKILL, SIGSTOP and SIGCONT go
+  to its whole process group, whose id is the pid of the process this
+  backend started (a wrapper script cannot leave an orphan behind). No
   signal is ever sent to anything else, and never by name. Teardown kills
   them all; so does an atexit hook if teardown never ran; and where
   util-linux's `setpriv` is installed, the kernel kills a node whose harness
@@ -25,13 +38,15 @@ Faults:
 - clocks: every node starts under libfaketime at offset +0 when a working
   libfaketime is found (`harness.backends.faketime`), so `set_clock` can move
   its wall clock later; without one, nodes start plainly and
-  `capabilities().clock` is False with the reason.
+  `capabilities().clock` is False with the reason. `clock_blind` reads the
+  program's file (`harness.backends.binaries`): a Go or statically linked
+  program would not see the skew.
 
 Usage, inside a coroutine:
 
     backend = LocalBackend()
     try:
-        places = await backend.setup(["n1", "n2", "n3"], run_dir)
+        places = await backend.setup(["n1", "n2", "n3"], run_dir, ports=("client", "peer"))
         for name, place in places.items():
             await backend.start(name, argv_for(place), {})
         await backend.cut({"n1": frozenset({"n2", "n3"}), "n2": frozenset({"n1"}),
@@ -47,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import datetime
 import functools
 import os
 import shlex
@@ -59,20 +73,22 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
-from harness.backends.base import BackendCapabilities, Grudge, NodePlace, PacketShape
-from harness.backends.faketime import (
-    ClockControl,
-    child_environ,
-    find_libfaketime,
-    libfaketime_missing_reason,
+from harness.backends import binaries
+from harness.backends.base import (
+    DEFAULT_PORTS,
+    BackendCapabilities,
+    BackendOptions,
+    Exited,
+    Grudge,
+    NodePlace,
+    PacketShape,
 )
+from harness.backends.faketime import ClockControl, find_libfaketime, libfaketime_missing_reason
+from harness.backends.processes import NodeProcesses, copy_tree, node_environ, note
 from harness.backends.proxy import BlockMode, ProxyMesh
 
-__all__ = ["LocalBackend"]
-
-WAIT_S = 30.0  # for a SIGKILLed process to be reaped
+__all__ = ["LocalBackend", "clean"]
 
 
 @functools.cache
@@ -167,11 +183,12 @@ class LocalBackend:
         on_block: BlockMode = "hold",
         seed: int | None = None,
     ) -> None:
-        """`base_port`: the port every node listens on (each on its own
-        address; default: one found free on all of them). `first_address`:
-        the last byte of the first node's 127.0.0.x. `on_block`: what the
-        proxies do with bytes sent into a partition (`harness.backends.proxy`).
-        `seed`: for the proxies' jitter and loss."""
+        """`base_port`: the first port every node listens on (each on its
+        own address; port i of `setup`'s `ports` at base_port + i; default:
+        ports found free on all of them). `first_address`: the last byte of
+        the first node's 127.0.0.x. `on_block`: what the proxies do with
+        bytes sent into a partition (`harness.backends.proxy`). `seed`: for
+        the proxies' jitter and loss (None: unseeded)."""
         if base_port is not None and not 0 < base_port < 65536:
             raise ValueError(f"base_port must be within 1..65535, not {base_port}")
         if not 1 <= first_address <= 254:
@@ -182,44 +199,57 @@ class LocalBackend:
         self.seed = seed
         self._places: dict[str, NodePlace] = {}
         self._clocks: dict[str, ClockControl] = {}
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._paused: set[str] = set()
+        self._procs = NodeProcesses()
         self._mesh: ProxyMesh | None = None
         self._faketime: Path | None = None
         self._guard: tuple[str, ...] = ()
         self._set_up = False
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> LocalBackend:
+        """The local backend with the run's seed for its proxies."""
+        return cls(seed=options.seed)
+
     # -- places -------------------------------------------------------------
 
-    async def setup(self, nodes: Sequence[str], run_dir: Path) -> dict[str, NodePlace]:
-        """Choose addresses, make each node's directories and clock control
-        file, start the proxies. Called once, before any `start`; on failure
-        undoes what it did and raises."""
+    async def setup(self, nodes: Sequence[str], run_dir: Path,
+                    ports: Sequence[str] = DEFAULT_PORTS) -> dict[str, NodePlace]:
+        """Choose addresses and a port per name in `ports` for each node,
+        make its directories and clock control file, start the proxies (one
+        per ordered pair of nodes and port). Called once, before any
+        `start`; on failure undoes what it did and raises."""
         if self._set_up:
             raise RuntimeError("LocalBackend.setup called twice without teardown")
-        nodes = list(nodes)
+        nodes, ports = list(nodes), list(ports)
         if not nodes or len(set(nodes)) != len(nodes):
             raise ValueError(f"need distinct node names, got {nodes}")
+        if not ports or len(set(ports)) != len(ports):
+            raise ValueError(f"need distinct port names, got {ports}")
         if self.first_address + len(nodes) - 1 > 254:
             raise ValueError(f"{len(nodes)} nodes do not fit from 127.0.0.{self.first_address} to 127.0.0.254")
+        if self.base_port is not None and self.base_port + len(ports) - 1 > 65535:
+            raise ValueError(f"{len(ports)} ports from {self.base_port} go past 65535")
         self._set_up = True
         atexit.register(self._kill_all_now)
         try:
-            return await self._setup(nodes, Path(run_dir))
+            return await self._setup(nodes, Path(run_dir), ports)
         except BaseException:
             await self.teardown()
             raise
 
-    async def _setup(self, nodes: list[str], run_dir: Path) -> dict[str, NodePlace]:
+    async def _setup(self, nodes: list[str], run_dir: Path, ports: list[str]) -> dict[str, NodePlace]:
         # Both probes run a child process: keep them off the event loop.
         self._faketime = await asyncio.to_thread(find_libfaketime)
         self._guard = await asyncio.to_thread(_orphan_guard)
         hosts = [f"127.0.0.{self.first_address + i}" for i in range(len(nodes))]
-        reserved = _reserve_ports(hosts, self.base_port)
+        reserved: list[socket.socket] = []
         try:
-            listen: dict[str, tuple[str, int]] = {
-                n: (host, int(held.getsockname()[1])) for n, host, held in zip(nodes, hosts, reserved, strict=True)
-            }
+            listen: dict[str, dict[str, tuple[str, int]]] = {n: {} for n in nodes}
+            for i, port in enumerate(ports):
+                held = _reserve_ports(hosts, None if self.base_port is None else self.base_port + i)
+                reserved += held
+                for n, host, s in zip(nodes, hosts, held, strict=True):
+                    listen[n][port] = (host, int(s.getsockname()[1]))
             self._mesh = ProxyMesh(listen, on_block=self.on_block, seed=self.seed)
             await self._mesh.start()
         finally:
@@ -233,11 +263,11 @@ class LocalBackend:
             log_dir.mkdir(parents=True, exist_ok=True)
             if self._faketime is not None:
                 self._clocks[n] = ClockControl(node_dir / "clock.faketime", self._faketime)
-            own = _show(listen[n])
-            peers = {m: own if m == n else _show(mesh.address(n, m)) for m in nodes}
+            own = {p: _show(listen[n][p]) for p in ports}
+            peers = {m: own if m == n else {p: _show(mesh.address(n, m, p)) for p in ports} for m in nodes}
             self._places[n] = NodePlace(
-                name=n, listen=own, client=own, peers=peers, data_dir=str(data_dir),
-                log_dir=str(log_dir), python=sys.executable,
+                name=n, listen=own, client=dict(own), peers=peers, data_dir=str(data_dir),
+                log_dir=str(log_dir), python=sys.executable, advertise=None,
             )
         return dict(self._places)
 
@@ -249,15 +279,23 @@ class LocalBackend:
             clock_reason="" if library is not None else f"no usable libfaketime: {libfaketime_missing_reason()}",
             packet=True,
             extra={
-                "links": "per-link TCP proxies on loopback; a blocked direction "
+                "links": "per-link, per-port TCP proxies on loopback; a blocked direction "
                          + ("holds bytes until healed" if self.on_block == "hold" else "discards bytes"),
                 "packet": "delay and jitter per chunk; loss as a retransmission delay; "
-                          "duplicate and reorder ignored",
+                          "duplicate and reorder ignored"
+                          + (f"; seeded with {self.seed}" if self.seed is not None else ""),
                 "libfaketime": str(library) if library is not None else "",
                 "orphans": ("nodes die with the harness (setpriv --pdeathsig)" if _orphan_guard()
                             else "no setpriv: nodes outlive a harness killed by SIGKILL"),
             },
         )
+
+    async def clock_blind(self, node: str, argv: Sequence[str]) -> str | None:
+        """Why `argv` would not see `set_clock`'s skew (a Go or statically
+        linked program, read from its file on this machine), else None."""
+        self._place(node)
+        found = await asyncio.to_thread(binaries.blindness, [str(a) for a in argv])
+        return binaries.refusal(node, found.describe()) if found is not None else None
 
     # -- processes ------------------------------------------------------------
 
@@ -266,33 +304,11 @@ class LocalBackend:
         to its log directory's stdout.log and stderr.log, under libfaketime
         when available. Raises if the node is running already."""
         place = self._place(node)
-        old = self._procs.get(node)
-        if old is not None:
-            if old.poll() is None:
-                raise RuntimeError(f"{node} is running already (pid {old.pid})")
-            del self._procs[node]  # it exited on its own; poll() reaped it
-        self._paused.discard(node)
         argv = [str(a) for a in argv]
-        if node in self._clocks:
-            full_env = child_environ(self._clocks[node].path, dict(env), library=self._faketime)
-        else:
-            full_env = {**os.environ, **env}
-        log_dir = Path(place.log_dir)
-        out: IO[bytes] = open(log_dir / "stdout.log", "ab")  # noqa: SIM115 -- handed to the child
-        try:
-            err: IO[bytes] = open(log_dir / "stderr.log", "ab")  # noqa: SIM115
-            try:
-                # Popen runs on the event loop's thread, which lives as long
-                # as the run: the death signal fires when that thread ends.
-                proc = subprocess.Popen(
-                    [*self._guard, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
-                    start_new_session=True, close_fds=True,
-                )
-            finally:
-                err.close()
-        finally:
-            out.close()
-        self._procs[node] = proc
+        environ = node_environ(env, self._clocks.get(node), self._faketime)
+        # Popen runs on the event loop's thread, which lives as long as the
+        # run: the death signal fires when that thread ends.
+        proc = self._procs.start(node, [*self._guard, *argv], environ, place.log_dir)
         if self._guard:
             await _past_the_guard(proc.pid, self._guard[0])
         clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
@@ -301,53 +317,55 @@ class LocalBackend:
 
     async def kill(self, node: str) -> None:
         """SIGKILL the node's process group and reap it; no-op if not running."""
-        self._place(node)
-        proc = self._procs.pop(node, None)
-        self._paused.discard(node)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self._signal(proc, signal.SIGKILL)
+        place = self._place(node)
+        proc = await self._procs.kill(node)
+        if proc is not None:
             self._note(node, f"kill pid={proc.pid}")
-        await self._reap(proc)
-        _pid_file(self._place(node)).unlink(missing_ok=True)
+        _pid_file(place).unlink(missing_ok=True)
 
     async def pause(self, node: str) -> None:
         """SIGSTOP: the node keeps its sockets and answers nothing."""
-        proc = self._running_proc(node)
+        self._place(node)
+        proc = self._procs.signal(node, signal.SIGSTOP)
         if proc is not None:
-            self._signal(proc, signal.SIGSTOP)
-            self._paused.add(node)
             self._note(node, f"pause pid={proc.pid}")
 
     async def resume(self, node: str) -> None:
         """SIGCONT."""
-        proc = self._running_proc(node)
-        self._paused.discard(node)
+        self._place(node)
+        proc = self._procs.signal(node, signal.SIGCONT)
         if proc is not None:
-            self._signal(proc, signal.SIGCONT)
             self._note(node, f"resume pid={proc.pid}")
 
     def running(self, node: str) -> bool:
         """True while the process exists (a paused one counts)."""
-        return self._running_proc(node) is not None
+        self._place(node)
+        return self._procs.running(node) is not None
+
+    async def exited(self, node: str) -> Exited | None:
+        """How the node's process ended on its own (its exit status; a
+        negative one: the signal that killed it); None while it runs, if it
+        never started, or after `kill`."""
+        self._place(node)
+        return self._procs.exited(node)
 
     def pid(self, node: str) -> int | None:
         """The pid of the node's running process, if any (for tests and logs)."""
-        proc = self._running_proc(node)
-        return proc.pid if proc is not None else None
+        self._place(node)
+        return self._procs.pid(node)
 
     # -- links and clocks -----------------------------------------------------
 
     async def cut(self, grudge: Grudge) -> None:
-        """Replace the partition (see `ProxyMesh.cut`)."""
+        """Replace the partition (see `ProxyMesh.cut`), on every port."""
         self._require_mesh().cut(grudge)
         for node in self._places:
             if grudge.get(node):
                 self._note(node, f"drops traffic from {', '.join(sorted(grudge[node]))}")
 
     async def shape(self, nodes: Sequence[str], shape: PacketShape) -> None:
-        """Replace the packet shaping of traffic to and from `nodes`."""
+        """Replace the packet shaping of traffic to and from `nodes`, on
+        every port."""
         self._require_mesh().shape(nodes, shape)
         for node in nodes:
             self._note(node, f"shape {shape}")
@@ -369,10 +387,7 @@ class LocalBackend:
             self._mesh.heal()
         for clock in self._clocks.values():
             clock.set_offset(0.0)
-        for proc in list(self._procs.values()):
-            if proc.poll() is None:
-                self._signal(proc, signal.SIGCONT)
-        self._paused.clear()
+        self._procs.cont_all()
         for node in self._places:
             self._note(node, "heal_all")
 
@@ -382,33 +397,22 @@ class LocalBackend:
         """Copy the files of the node's log directory (kept relative) into
         `dest`; returns the copies. A file already in place is not copied."""
         source = Path(self._place(node).log_dir)
-        return await asyncio.to_thread(_copy_tree, source, Path(dest))
+        return await asyncio.to_thread(copy_tree, source, Path(dest))
 
     async def teardown(self) -> None:
         """SIGCONT and SIGKILL every process this backend started (by its
         pid's process group), reap them, close every proxy, remove the clock
         control files. The data and log directories stay: they belong to the
         run's record. Idempotent, and safe after a failed setup."""
-        procs = list(self._procs.items())
-        self._procs.clear()
-        self._paused.clear()
         try:
-            for node, proc in procs:
-                if proc.poll() is None:
-                    self._signal(proc, signal.SIGCONT)
-                    self._signal(proc, signal.SIGKILL)
-                    self._note(node, f"teardown: kill pid={proc.pid}")
-            stuck = []
-            for node, proc in procs:
-                try:
-                    await self._reap(proc)
-                except subprocess.TimeoutExpired:
-                    stuck.append(f"{node} (pid {proc.pid})")
-            for node, _ in procs:
-                if node in self._places and not any(node in s for s in stuck):
+            killed, stuck = await asyncio.to_thread(self._procs.kill_all)
+            for node, pid in killed:
+                self._note(node, f"teardown: kill pid={pid}")
+            for node in self._places:
+                if not any(line.startswith(f"{node} ") for line in stuck):
                     _pid_file(self._places[node]).unlink(missing_ok=True)
             if stuck:
-                raise RuntimeError(f"not reaped {WAIT_S:g} s after SIGKILL: {', '.join(stuck)}")
+                raise RuntimeError("; ".join(stuck))
         finally:
             mesh, self._mesh = self._mesh, None
             try:
@@ -436,42 +440,14 @@ class LocalBackend:
             raise RuntimeError("LocalBackend is not set up")
         return self._mesh
 
-    def _running_proc(self, node: str) -> subprocess.Popen[bytes] | None:
-        self._place(node)
-        proc = self._procs.get(node)
-        return proc if proc is not None and proc.poll() is None else None
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        """Signal the process group this backend made for `proc` (its id is
-        proc's pid, set by start_new_session), else the process alone."""
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
-
-    @staticmethod
-    async def _reap(proc: subprocess.Popen[bytes]) -> None:
-        await asyncio.to_thread(proc.wait, WAIT_S)
-
     def _note(self, node: str, text: str) -> None:
-        """A line in the node's backend.log: what was done to it, and when."""
         place = self._places.get(node)
-        if place is None:
-            return
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        with contextlib.suppress(OSError), open(Path(place.log_dir) / "backend.log", "a") as f:
-            f.write(f"{stamp} {text}\n")
+        if place is not None:
+            note(place.log_dir, text)
 
     def _kill_all_now(self) -> None:
         """At interpreter exit, if teardown never ran: no node outlives us."""
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                self._signal(proc, signal.SIGCONT)
-                self._signal(proc, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(WAIT_S)
+        self._procs.kill_all()
 
 
 def _pid_file(place: NodePlace) -> Path:
@@ -504,20 +480,3 @@ def clean(store: Path) -> list[str]:
 
 def _show(address: tuple[str, int]) -> str:
     return f"{address[0]}:{address[1]}"
-
-
-def _copy_tree(source: Path, dest: Path) -> list[Path]:
-    copied: list[Path] = []
-    if not source.is_dir():
-        return copied
-    for path in sorted(source.rglob("*")):
-        if not path.is_file():
-            continue
-        target = dest / path.relative_to(source)
-        if target.exists() and target.resolve() == path.resolve():
-            copied.append(target)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-        copied.append(target)
-    return copied

@@ -10,9 +10,11 @@ Names and addresses (one run, id = 6 random hex digits, e.g. `3fa9c1`):
   control node;
 - namespace `hx<id>-<node>` per node, with `lo` up and `eth0`, the inner end
   of a veth pair whose outer end `hx<id>v<i>` is a port of the bridge;
-- node i (0-based) gets the subnet's address i + 2 (10.77.0.2, .3, ...) and
-  listens on port 7000 there; `NodePlace.peers` maps every node to its real
-  address (no proxies), `NodePlace.client` is the same address;
+- node i (0-based) gets the subnet's address i + 2 (10.77.0.2, .3, ...);
+  port j of the names the system asks for (`setup`'s `ports`: kvnode
+  "client"; etcd "client", "peer") is 7000 + j there. In its `NodePlace`,
+  `listen`, `client` and `advertise` are those addresses, and `peers[m]` is
+  node m's own `listen` (no proxies: every node dials the same address);
 - one rule in the root namespace's FORWARD chain,
   `-i hxbr<id> -o hxbr<id> -m comment --comment dynamo-harness:netns:<id> -j ACCEPT`:
   where Docker is installed the FORWARD policy is DROP and `br_netfilter`
@@ -24,16 +26,20 @@ Faults, with the command lines of `harness.backends.commands`:
 
 - links: inside each node's namespace a chain `HARNESS` jumped to from
   INPUT; `cut(grudge)` replaces every node's chain with DROP rules for the
-  addresses of the nodes its grudge names (never the bridge's address);
+  addresses of the nodes its grudge names (never the bridge's address),
+  which cuts every port at once;
 - packets: `tc qdisc replace ... netem` on the node's `eth0` (what it sends)
   and on the outer end of its veth (what it receives), so that, as on the
   local backend, a shape applies to traffic to and from the node. A kernel
   built without netem makes `capabilities().packet` False, with the reason;
 - processes: `ip netns exec <ns> <argv>` execs the node's program in place,
   in a session of its own: the pid this backend starts is the node's, and the
-  id of its process group, to which SIGKILL/SIGSTOP/SIGCONT go;
+  id of its process group, to which SIGKILL/SIGSTOP/SIGCONT go (started,
+  signalled and reaped by `harness.backends.processes`, as on the local
+  backend);
 - clocks: libfaketime with a control file per node, exactly as on the local
-  backend (namespaces share the file system and the kernel clock).
+  backend (namespaces share the file system and the kernel clock), and
+  `clock_blind` reads the program's file on this machine the same way.
 
 Files: as on the local backend, `nodes/<node>/{data,log}` in the run
 directory (`log/` holds stdout.log, stderr.log and backend.log, what this
@@ -61,7 +67,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import datetime
 import functools
 import ipaddress
 import json
@@ -77,23 +82,26 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from harness.backends import commands
-from harness.backends.base import BackendCapabilities, Grudge, NodePlace, PacketShape
-from harness.backends.faketime import (
-    ClockControl,
-    child_environ,
-    find_libfaketime,
-    libfaketime_missing_reason,
+from harness.backends import binaries, commands
+from harness.backends.base import (
+    DEFAULT_PORTS,
+    BackendCapabilities,
+    BackendOptions,
+    Exited,
+    Grudge,
+    NodePlace,
+    PacketShape,
 )
+from harness.backends.faketime import ClockControl, find_libfaketime, libfaketime_missing_reason
+from harness.backends.processes import NodeProcesses, copy_tree, node_environ, note
 
 __all__ = ["STATE_DIR", "NetnsBackend", "NetnsError", "clean", "netem_missing_reason"]
 
 STATE_DIR = Path("/run/dynamo-harness/netns")
-PORT = 7000
+PORT = 7000  # the first port; the j-th name of `setup`'s `ports` gets PORT + j
 DEVICE = "eth0"  # the node's interface, inside its namespace
-WAIT_S = 30.0  # for a SIGKILLed process to be reaped
 COMMENT = "dynamo-harness:netns:"  # + run id: tags our FORWARD rule
 
 # Every name this backend creates matches one of these, with the run id as
@@ -290,9 +298,9 @@ class NetnsBackend:
         try:
             self.network = ipaddress.IPv4Network(subnet)
         except ValueError as e:
-            raise ValueError(f"subnet {subnet!r}: {e}") from None
+            raise ValueError(f"--subnet {subnet}: {e}") from None
         if self.network.num_addresses < 4:
-            raise ValueError(f"subnet {subnet} is too small for a bridge and a node")
+            raise ValueError(f"--subnet {subnet} is too small for a bridge and a node: give a /29 or larger")
         self.state_dir = Path(state_dir)
         self.run_id = secrets.token_hex(3)
         self.bridge = f"hxbr{self.run_id}"
@@ -302,24 +310,32 @@ class NetnsBackend:
         self._veth: dict[str, str] = {}  # node -> outer end of its veth, in the bridge
         self._address: dict[str, str] = {}  # node -> its address
         self._clocks: dict[str, ClockControl] = {}
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs = NodeProcesses()
         self._forward_rule: list[str] | None = None  # what follows `iptables -I FORWARD`
         self._faketime: Path | None = None
         self._state: dict[str, Any] = {}
         self._set_up = False
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> NetnsBackend:
+        """The netns backend on the run's `--subnet`."""
+        return cls(subnet=options.subnet)
+
     # -- places -------------------------------------------------------------
 
-    async def setup(self, nodes: Sequence[str], run_dir: Path) -> dict[str, NodePlace]:
+    async def setup(self, nodes: Sequence[str], run_dir: Path,
+                    ports: Sequence[str] = DEFAULT_PORTS) -> dict[str, NodePlace]:
         """Create the bridge, a namespace with a veth and the HARNESS chain
         per node, the FORWARD rule, each node's directories and clock control
-        file. Called once, before any `start`; on failure undoes what it did
-        and raises."""
+        file; the j-th of `ports` is 7000 + j on each node's address. Called
+        once, before any `start`; on failure undoes what it did and raises."""
         if self._set_up:
             raise RuntimeError("NetnsBackend.setup called twice without teardown")
-        nodes = list(nodes)
+        nodes, ports = list(nodes), list(ports)
         if not nodes or len(set(nodes)) != len(nodes):
             raise ValueError(f"need distinct node names, got {nodes}")
+        if not ports or len(set(ports)) != len(ports):
+            raise ValueError(f"need distinct port names, got {ports}")
         for n in nodes:
             if not _NODE_NAME_RE.match(n):
                 raise ValueError(f"node name {n!r}: use 1-40 letters, digits, '_', '.', '-'")
@@ -333,7 +349,7 @@ class NetnsBackend:
         self._set_up = True
         atexit.register(self._atexit)
         try:
-            return await self._setup(nodes, Path(run_dir))
+            return await self._setup(nodes, Path(run_dir), ports)
         except BaseException as e:
             try:
                 await self.teardown()
@@ -341,7 +357,7 @@ class NetnsBackend:
                 e.add_note(f"and the teardown after it failed: {cleanup}")
             raise
 
-    async def _setup(self, nodes: list[str], run_dir: Path) -> dict[str, NodePlace]:
+    async def _setup(self, nodes: list[str], run_dir: Path, ports: list[str]) -> dict[str, NodePlace]:
         if os.geteuid() != 0:
             raise NetnsError("the netns backend needs root (namespaces, bridges, iptables)")
         missing = [tool for tool in ("ip", "iptables", "tc") if shutil.which(tool) is None]
@@ -378,13 +394,17 @@ class NetnsBackend:
             log_dir.mkdir(parents=True, exist_ok=True)
             if self._faketime is not None:
                 self._clocks[n] = ClockControl(node_dir / "clock.faketime", self._faketime)
-            own = f"{self._address[n]}:{PORT}"
+        listen = {n: {p: f"{self._address[n]}:{PORT + j}" for j, p in enumerate(ports)} for n in nodes}
+        for n in nodes:
+            node_dir = run_dir / "nodes" / n
             self._places[n] = NodePlace(
-                name=n, listen=own, client=own, peers={m: f"{self._address[m]}:{PORT}" for m in nodes},
-                data_dir=str(data_dir), log_dir=str(log_dir), python=sys.executable,
+                name=n, listen=listen[n], client=dict(listen[n]), peers={m: dict(listen[m]) for m in nodes},
+                data_dir=str(node_dir / "data"), log_dir=str(node_dir / "log"), python=sys.executable,
+                advertise=dict(listen[n]),
             )
+            shown = ", ".join(f"{p} {a}" for p, a in listen[n].items())
             self._note(n, f"namespace {self._ns[n]}, {self._address[n]} on {DEVICE}, "
-                          f"veth {self._veth[n]} in bridge {self.bridge}")
+                          f"veth {self._veth[n]} in bridge {self.bridge}; ports: {shown}")
         return dict(self._places)
 
     def _check_subnet_free(self) -> None:
@@ -467,6 +487,14 @@ class NetnsBackend:
         self._place(node)
         return self._veth[node]
 
+    async def clock_blind(self, node: str, argv: Sequence[str]) -> str | None:
+        """Why `argv` would not see `set_clock`'s skew (a Go or statically
+        linked program, read from its file on this machine, whose file
+        system the namespaces share), else None."""
+        self._place(node)
+        found = await asyncio.to_thread(binaries.blindness, [str(a) for a in argv])
+        return binaries.refusal(node, found.describe()) if found is not None else None
+
     # -- processes ------------------------------------------------------------
 
     async def start(self, node: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
@@ -475,30 +503,9 @@ class NetnsBackend:
         log directory's stdout.log and stderr.log, under libfaketime when
         available. Raises if the node is running already."""
         place = self._place(node)
-        old = self._procs.get(node)
-        if old is not None:
-            if old.poll() is None:
-                raise RuntimeError(f"{node} is running already (pid {old.pid})")
-            del self._procs[node]  # it exited on its own; poll() reaped it
         argv = [str(a) for a in argv]
-        if node in self._clocks:
-            full_env = child_environ(self._clocks[node].path, dict(env), library=self._faketime)
-        else:
-            full_env = {**os.environ, **env}
-        log_dir = Path(place.log_dir)
-        out: IO[bytes] = open(log_dir / "stdout.log", "ab")  # noqa: SIM115 -- handed to the child
-        try:
-            err: IO[bytes] = open(log_dir / "stderr.log", "ab")  # noqa: SIM115
-            try:
-                proc = subprocess.Popen(
-                    _in_ns(self._ns[node], argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    env=full_env, start_new_session=True, close_fds=True,
-                )
-            finally:
-                err.close()
-        finally:
-            out.close()
-        self._procs[node] = proc
+        environ = node_environ(env, self._clocks.get(node), self._faketime)
+        proc = self._procs.start(node, _in_ns(self._ns[node], argv), environ, place.log_dir)
         self._state["pids"][node] = {"pid": proc.pid, "start": _start_time(proc.pid)}
         self._save_state()
         clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
@@ -507,38 +514,42 @@ class NetnsBackend:
     async def kill(self, node: str) -> None:
         """SIGKILL the node's process group and reap it; no-op if not running."""
         self._place(node)
-        proc = self._procs.pop(node, None)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _signal(proc, signal.SIGKILL)
+        proc = await self._procs.kill(node)
+        if proc is not None:
             self._note(node, f"kill pid={proc.pid}")
-        await asyncio.to_thread(proc.wait, WAIT_S)
-        self._state["pids"].pop(node, None)
-        self._save_state()
+        if self._state.get("pids", {}).pop(node, None) is not None:
+            self._save_state()
 
     async def pause(self, node: str) -> None:
         """SIGSTOP: the node keeps its sockets and answers nothing."""
-        proc = self._running_proc(node)
+        self._place(node)
+        proc = self._procs.signal(node, signal.SIGSTOP)
         if proc is not None:
-            _signal(proc, signal.SIGSTOP)
             self._note(node, f"pause pid={proc.pid}")
 
     async def resume(self, node: str) -> None:
         """SIGCONT."""
-        proc = self._running_proc(node)
+        self._place(node)
+        proc = self._procs.signal(node, signal.SIGCONT)
         if proc is not None:
-            _signal(proc, signal.SIGCONT)
             self._note(node, f"resume pid={proc.pid}")
 
     def running(self, node: str) -> bool:
         """True while the process exists (a paused one counts)."""
-        return self._running_proc(node) is not None
+        self._place(node)
+        return self._procs.running(node) is not None
+
+    async def exited(self, node: str) -> Exited | None:
+        """How the node's process ended on its own (its exit status; a
+        negative one: the signal that killed it); None while it runs, if it
+        never started, or after `kill`."""
+        self._place(node)
+        return self._procs.exited(node)
 
     def pid(self, node: str) -> int | None:
         """The pid of the node's running process, if any (for tests and logs)."""
-        proc = self._running_proc(node)
-        return proc.pid if proc is not None else None
+        self._place(node)
+        return self._procs.pid(node)
 
     # -- links, packets and clocks ------------------------------------------------
 
@@ -612,9 +623,7 @@ class NetnsBackend:
                 clock.set_offset(0.0)
             except OSError as e:
                 errors.append(e)
-        for proc in list(self._procs.values()):
-            if proc.poll() is None:
-                _signal(proc, signal.SIGCONT)
+        self._procs.cont_all()
         for node in self._places:
             self._note(node, "heal_all")
         if errors:
@@ -626,7 +635,7 @@ class NetnsBackend:
         """Copy the files of the node's log directory (kept relative) into
         `dest`; returns the copies. A file already in place is not copied."""
         source = Path(self._place(node).log_dir)
-        return await asyncio.to_thread(_copy_tree, source, Path(dest))
+        return await asyncio.to_thread(copy_tree, source, Path(dest))
 
     async def teardown(self) -> None:
         """SIGKILL every process this backend started and any other left in
@@ -638,19 +647,9 @@ class NetnsBackend:
         await asyncio.to_thread(self._teardown_now)
 
     def _teardown_now(self) -> None:
-        errors: list[str] = []
-        procs = list(self._procs.items())
-        self._procs.clear()
-        for node, proc in procs:
-            if proc.poll() is None:
-                _signal(proc, signal.SIGCONT)
-                _signal(proc, signal.SIGKILL)
-                self._note(node, f"teardown: kill pid={proc.pid}")
-        for node, proc in procs:
-            try:
-                proc.wait(WAIT_S)
-            except subprocess.TimeoutExpired:
-                errors.append(f"{node} (pid {proc.pid}) not reaped {WAIT_S:g} s after SIGKILL")
+        killed, errors = self._procs.kill_all()
+        for node, pid in killed:
+            self._note(node, f"teardown: kill pid={pid}")
         existing = _namespaces() if self._ns else set()
         ours = [ns for ns in self._ns.values() if ns in existing]
         # Anything else in our namespaces (a test's helper, say) is ours to end too.
@@ -714,11 +713,6 @@ class NetnsBackend:
         if not self._places:
             raise RuntimeError("NetnsBackend is not set up")
 
-    def _running_proc(self, node: str) -> subprocess.Popen[bytes] | None:
-        self._place(node)
-        proc = self._procs.get(node)
-        return proc if proc is not None and proc.poll() is None else None
-
     def _state_path(self) -> Path:
         return self.state_dir / f"{self.run_id}.json"
 
@@ -727,23 +721,9 @@ class NetnsBackend:
             _write_json(self._state_path(), self._state)
 
     def _note(self, node: str, text: str) -> None:
-        """A line in the node's backend.log: what was done to it, and when."""
         place = self._places.get(node)
-        if place is None:
-            return
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        with contextlib.suppress(OSError), open(Path(place.log_dir) / "backend.log", "a") as f:
-            f.write(f"{stamp} {text}\n")
-
-
-def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal the process group this backend made for `proc` (its id is
-    proc's pid, set by start_new_session), else the process alone."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
+        if place is not None:
+            note(place.log_dir, text)
 
 
 async def _gather_all(steps: Sequence[Any]) -> None:
@@ -753,23 +733,6 @@ async def _gather_all(steps: Sequence[Any]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
-
-
-def _copy_tree(source: Path, dest: Path) -> list[Path]:
-    copied: list[Path] = []
-    if not source.is_dir():
-        return copied
-    for path in sorted(source.rglob("*")):
-        if not path.is_file():
-            continue
-        target = dest / path.relative_to(source)
-        if target.exists() and target.resolve() == path.resolve():
-            copied.append(target)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-        copied.append(target)
-    return copied
 
 
 # -- harness clean --------------------------------------------------------------

@@ -12,6 +12,7 @@ relative to the nodes file's directory, `~` is the local home.
     user = "vagrant"
     key = ".vagrant/harness/id_ed25519"
     sudo = true
+    clock = "real"             # skew the VMs' own clocks (default "faketime")
 
     [[node]]
     host = "192.168.56.101"
@@ -33,7 +34,8 @@ A node's fields:
 | `name` | `n<i>` (1-based) | the node's name in the harness, the history and the run store |
 | `python` | `python3` | the host's Python (3.11, as the wheels are built for the harness's) |
 | `workdir` | `~/dynamo-harness` | where the venv, the node's data and logs live on the host (`~`: the remote home); give nodes on one host distinct workdirs |
-| `node_port` | 7000 | the port the node listens on |
+| `node_port` | 7000 | the node's first port: a system that listens on several (etcd: client and peer) gets `node_port`, `node_port + 1`, ... |
+| `clock` | `"faketime"` | how clock faults reach the node: `"faketime"` preloads libfaketime into the node's process (its wall clock only; not Go or statically linked programs); `"real"` sets the host's own wall clock through `sudo -n` (the host must be the node's alone: every process on it sees the skew, as in Jepsen) |
 
 Every mistake is a `NodesFileError` (a ValueError) naming the file, the node
 and the field.
@@ -50,14 +52,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HostSpec", "NodesFile", "NodesFileError", "load", "parse"]
+__all__ = ["CLOCKS", "HostSpec", "NodesFile", "NodesFileError", "load", "parse"]
 
 DEFAULT_SSH_PORT = 22
 DEFAULT_NODE_PORT = 7000
 DEFAULT_PYTHON = "python3"
 DEFAULT_WORKDIR = "~/dynamo-harness"
+CLOCKS = ("faketime", "real")
+DEFAULT_CLOCK = "faketime"
 
-_NODE_FIELDS = {"host", "port", "user", "key", "sudo", "name", "python", "workdir", "node_port"}
+_NODE_FIELDS = {"host", "port", "user", "key", "sudo", "name", "python", "workdir", "node_port", "clock"}
 _TOP_FIELDS = {"known_hosts", "defaults", "node"}
 # Names become directory names in the run store and appear in iptables
 # comments and logs: keep them to a safe alphabet.
@@ -80,7 +84,8 @@ class HostSpec:
     sudo: bool = False
     python: str = DEFAULT_PYTHON
     workdir: str = DEFAULT_WORKDIR  # may start with "~/": the remote home
-    node_port: int = DEFAULT_NODE_PORT
+    node_port: int = DEFAULT_NODE_PORT  # the first port; a system's j-th port is node_port + j
+    clock: str = DEFAULT_CLOCK  # "faketime" or "real" (CLOCKS)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -195,9 +200,12 @@ def _host(index: int, raw: Mapping[str, Any], path: Path, base: Path) -> HostSpe
         raise fail("workdir", f"must be an absolute path or start with ~/, not {workdir!r}")
     if workdir.rstrip("/") in ("", "~"):
         raise fail("workdir", f"must be a directory of the harness's own, not {workdir!r}")
+    clock = raw.get("clock", DEFAULT_CLOCK)
+    if clock not in CLOCKS:
+        raise fail("clock", f"must be {' or '.join(repr(c) for c in CLOCKS)}, not {clock!r}")
     return HostSpec(name=name, host=host, port=port("port", DEFAULT_SSH_PORT), user=user, key=key, sudo=sudo,
                     python=text("python", DEFAULT_PYTHON), workdir=workdir.rstrip("/"),
-                    node_port=port("node_port", DEFAULT_NODE_PORT))
+                    node_port=port("node_port", DEFAULT_NODE_PORT), clock=str(clock))
 
 
 def _unique(hosts: tuple[HostSpec, ...], path: Path) -> None:

@@ -1,10 +1,12 @@
-"""Network faults without privileges: a TCP proxy per ordered pair of nodes.
+"""Network faults without privileges: a TCP proxy per ordered pair of nodes
+and port.
 
 The local backend runs every node on its own loopback address and tells node
-A to reach node B at the proxy for the link A->B (`ProxyMesh`), which relays
-every connection A opens to B's real address (`LinkProxy`). Every byte
-between nodes then passes a place where it can be held, delayed or thrown
-away, which is what iptables and netem do to packets in the other backends.
+A to reach node B's port P at the proxy for the link A->B on P (`ProxyMesh`),
+which relays every connection A opens to B's real address for P
+(`LinkProxy`). Every byte between nodes then passes a place where it can be
+held, delayed or thrown away, which is what iptables and netem do to packets
+in the other backends.
 Clients of the system under test dial the nodes directly and are never
 partitioned, like Jepsen's control node.
 
@@ -521,26 +523,35 @@ class LinkProxy:
 
 
 class ProxyMesh:
-    """Every ordered link between a set of nodes, each a `LinkProxy`
-    listening on the dialer's own address, and the node-level faults
-    (grudges, packet shapes) translated into link faults."""
+    """Every ordered link between a set of nodes, one `LinkProxy` per link
+    *and port* of the target (a system may listen on several: etcd on a
+    client and a peer port), each listening on the dialer's own address;
+    and the node-level faults (grudges, packet shapes) translated into link
+    faults, the same on every port of a link."""
 
     def __init__(
         self,
-        nodes: Mapping[str, Address],
+        nodes: Mapping[str, Mapping[str, Address]],
         *,
         on_block: BlockMode = "hold",
         seed: int | None = None,
     ) -> None:
-        """`nodes`: each node's real listen (host, port); the proxy for A->B
-        listens on A's host with an OS-chosen port and relays to B's."""
+        """`nodes`: each node's real listen (host, port) per port name; the
+        proxy for A's link to B's port P listens on A's host (that of A's
+        own port P) with an OS-chosen port and relays to B's port P. `seed`
+        seeds every link's jitter and loss (None: unseeded)."""
         rng = random.Random(seed)
-        self.nodes: dict[str, Address] = dict(nodes)
-        self._links: dict[tuple[str, str], LinkProxy] = {
-            (a, b): LinkProxy(self.nodes[b], listen_host=self.nodes[a][0], name=f"{a}->{b}",
-                              on_block=on_block, rng=random.Random(rng.getrandbits(64)))
-            for a in self.nodes for b in self.nodes if a != b
-        }
+        self.nodes: dict[str, dict[str, Address]] = {n: dict(ports) for n, ports in nodes.items()}
+        self._links: dict[tuple[str, str, str], LinkProxy] = {}
+        for a, own in self.nodes.items():
+            for b, ports in self.nodes.items():
+                if a == b:
+                    continue
+                for port, target in ports.items():
+                    host = (own.get(port) or next(iter(own.values())))[0]
+                    self._links[(a, b, port)] = LinkProxy(
+                        target, listen_host=host, name=f"{a}->{b}:{port}", on_block=on_block,
+                        rng=random.Random(rng.getrandbits(64)))
         self._grudge: dict[str, frozenset[str]] = {}
         self._shapes: dict[str, Faults] = {}
 
@@ -557,22 +568,24 @@ class ProxyMesh:
         """Close every link. Idempotent."""
         await asyncio.gather(*(link.close() for link in self._links.values()), return_exceptions=True)
 
-    def address(self, dialer: str, target: str) -> Address:
-        """Where `dialer` must connect to reach `target`."""
-        return self._links[(dialer, target)].address
+    def address(self, dialer: str, target: str, port: str) -> Address:
+        """Where `dialer` must connect to reach `target`'s `port`."""
+        return self._links[(dialer, target, port)].address
 
-    def link(self, dialer: str, target: str) -> LinkProxy:
-        return self._links[(dialer, target)]
+    def link(self, dialer: str, target: str, port: str) -> LinkProxy:
+        return self._links[(dialer, target, port)]
 
     @property
-    def links(self) -> Mapping[tuple[str, str], LinkProxy]:
+    def links(self) -> Mapping[tuple[str, str, str], LinkProxy]:
+        """Every link, keyed by (dialer, target, port name)."""
         return self._links
 
     def cut(self, grudge: Grudge) -> None:
         """Replace the partition: `grudge[b]` holds the nodes whose traffic b
         drops. If b drops from a, the a->b direction of both links between
-        them is blocked (forward on a->b, backward on b->a), which is what a
-        DROP of a's packets in b's INPUT chain does to TCP in both."""
+        them is blocked (forward on a->b, backward on b->a), on every port,
+        which is what a DROP of a's packets in b's INPUT chain does to TCP
+        in both."""
         unknown = (set(grudge) | {n for ns in grudge.values() for n in ns}) - set(self.nodes)
         if unknown:
             raise ValueError(f"grudge names unknown nodes: {sorted(unknown)}")
@@ -604,5 +617,5 @@ class ProxyMesh:
         return f
 
     def _apply(self) -> None:
-        for (a, b), link in self._links.items():
+        for (a, b, _), link in self._links.items():
             link.set_faults(forward=self._direction(a, b), backward=self._direction(b, a))

@@ -4,10 +4,15 @@ machines you can log in to), reached with paramiko.
     harness run --backend ssh --nodes-file nodes.toml --nemesis partition
 
 The hosts come from a nodes file (`harness.backends.nodes_file` documents
-its format: `[[node]]` tables with host, port, user, key, sudo, ...). The
-harness is the control node, as in Jepsen: it drives clients at the nodes
-and injects faults through SSH; the nodes must reach each other and the
-harness must reach them, at each node's `host`.
+its format: `[[node]]` tables with host, port, user, key, sudo, clock, ...).
+The harness is the control node, as in Jepsen: it drives clients at the
+nodes and injects faults through SSH; the nodes must reach each other and
+the harness must reach them, at each node's `host`.
+
+A node's place: port j of the names the system asks for (`setup`'s `ports`:
+kvnode "client"; etcd "client", "peer") is the host's `node_port` + j on
+its address (`host`, resolved). `listen`, `client` and `advertise` are those
+addresses, and `peers[m]` is node m's own `listen` (no proxies).
 
 Host keys are checked by default against `/etc/ssh/ssh_known_hosts`,
 `~/.ssh/known_hosts` and the nodes file's `known_hosts`: an unknown host or
@@ -19,9 +24,12 @@ system under test is ever pasted into a shell line unquoted.
 
 On each host, under the node's `workdir` (default `~/dynamo-harness`):
 
-    nodectl.py                 this backend's agent (uploaded at every setup;
-                               stdlib only): starts, signals and finds the
-                               node, writes the clock file, finds devices
+    nodectl.py                 this backend's agent, `harness.backends.nodectl`
+                               (uploaded at every setup; stdlib only): starts,
+                               signals and finds the node, writes the clock
+                               file, finds devices, sets a real clock
+    clock.offset               clock = "real": the offset this backend left the
+                               host's wall clock at (setup and `clean` undo it)
     venv/                      this project's wheel and the node's dependencies,
                                installed with `pip --no-index` from wheels
                                uploaded by sftp; `venv/.harness-wheelhouse`
@@ -30,6 +38,8 @@ On each host, under the node's `workdir` (default `~/dynamo-harness`):
     node/                      this run's node, wiped at setup:
       data/ log/               `--data`, `--log`; log/stdout.log, stderr.log
       node.pid                 the node's pid = its process group id
+      node.exit                "PID STATUS" once it ended (written by a waiter
+                               process that `start` leaves behind)
       clock.faketime           its libfaketime control file
 
 Faults:
@@ -38,18 +48,35 @@ Faults:
   process group id, in `node.pid`), its output in `log/`. Kill, pause and
   resume signal that process group, and only after checking that the pid
   still is our node (its environment carries `HARNESS_NODE_DIR=<node dir>`:
-  pids are reused). Nothing is ever killed by name.
+  pids are reused). Nothing is ever killed by name. `exited` reads the
+  status the waiter recorded.
 - links: iptables, through `sudo -n` when the node's `sudo` is set, in the
   chain `HARNESS` (`commands.partition*`): a node drops packets *from* the
-  addresses of the nodes its grudge names. Only peers' addresses are ever
-  dropped, so the harness (and this SSH connection) is never cut off.
+  addresses of the nodes its grudge names, so every port at once. Only
+  peers' addresses are ever dropped, so the harness (and this SSH
+  connection) is never cut off.
 - packets: `tc qdisc ... netem` on the host's devices toward the other
   nodes (found with `ip route get`). netem shapes everything leaving that
   device, the harness's traffic included, as Jepsen's does.
-- clocks: every node starts under the libfaketime vendored by the PyPI
-  package (installed in the venv), following its control file; `set_clock`
-  rewrites that file atomically. Wall clock only, as in
-  `harness.backends.faketime`.
+- clocks, `clock = "faketime"` (the default): every node starts under the
+  libfaketime vendored by the PyPI package (installed in the venv),
+  following its control file; `set_clock` rewrites that file atomically.
+  Wall clock only, as in `harness.backends.faketime`. `clock_blind` reads
+  the program's file on the host (`python -m harness.backends.binaries` in
+  the venv): a Go or statically linked program would not see the skew.
+- clocks, `clock = "real"` (Jepsen's way, for hosts with clocks of their
+  own): `set_clock(node, offset)` moves the host's real wall clock
+  (CLOCK_REALTIME, `nodectl.py shift-clock` through `sudo -n`) by the
+  difference between `offset` and the offset this backend applied last, so
+  that it is `offset` from where it was at setup; `heal_all` and `teardown`
+  move it back to +0. Every program on the host sees it (`clock_blind` says
+  None); CLOCK_MONOTONIC is not moved by a change of CLOCK_REALTIME, so
+  timeouts keep real time. The host's time daemon (chrony, ntpd,
+  systemd-timesyncd) may pull the clock back meanwhile: stop it on test
+  hosts. This mode is NOT tested end to end here: the test hosts are
+  namespaces that share the test machine's kernel clock, which a test must
+  never change; its commands and its bookkeeping are tested against a fake
+  connection (tests/harness/test_backend_ssh_clock.py).
 
 `teardown` kills the nodes, removes the chain, clears netem and closes the
 connections; `clean(nodes_file)` does the same for what a crashed harness
@@ -58,15 +85,13 @@ directory's `nodes/<node>/log/backend.log`, beside the node's logs.
 
 Blocking paramiko calls run in threads (`asyncio.to_thread`), except
 `running`, which the `Backend` protocol makes synchronous: it costs one
-short remote command.
+short remote command (`exited`, a coroutine, costs the same in a thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import datetime
 import hashlib
 import io
 import json
@@ -82,11 +107,20 @@ from typing import Any
 
 import paramiko
 
-from harness.backends import commands, wheels
-from harness.backends.base import BackendCapabilities, Grudge, NodePlace, PacketShape
+from harness.backends import binaries, commands, wheels
+from harness.backends.base import (
+    DEFAULT_PORTS,
+    BackendCapabilities,
+    BackendOptions,
+    Exited,
+    Grudge,
+    NodePlace,
+    PacketShape,
+)
 from harness.backends.faketime import env as faketime_env
 from harness.backends.nodes_file import HostSpec, NodesFile
 from harness.backends.nodes_file import load as load_nodes_file
+from harness.backends.processes import note
 
 __all__ = ["HostKeyError", "RemoteResult", "SshBackend", "SshError", "clean", "remote_command", "wheels_misfit"]
 
@@ -104,165 +138,8 @@ _FAKETIME_FIND = ("import importlib.util, os; s = importlib.util.find_spec('libf
                   "'libfaketime.so.1') if s and s.origin else '')")
 
 # The agent uploaded to every host as <workdir>/nodectl.py and run with the
-# host's own python3. Standard library only. Its answer is one JSON line.
-NODECTL = r'''"""nodectl: the harness ssh backend's agent on a node host (uploaded by
-harness.backends.ssh; standard library only). One operation per call, one
-JSON line out; exit status 1 with {"error": ...} on failure.
-
-    start NODE_DIR ENV_JSON ARGV...  the node, in a session of its own
-    signal NODE_DIR NAME             signal its process group (KILL: wait until gone)
-    status NODE_DIR                  {"pid": the node's pid or null}
-    write FILE TEXT                  replace FILE atomically
-    routes ADDR...                   {"ADDR": device toward ADDR}
-    probe PYTHON ENV_JSON            {"problem": ""} if PYTHON under ENV_JSON sees its
-                                     wall clock +1000 s and its monotonic clock true
-"""
-import json, os, signal, subprocess, sys, tempfile, time
-
-MARK = "HARNESS_NODE_DIR"
-SBIN_PATH = os.pathsep.join([os.environ.get("PATH", "/usr/bin:/bin"), "/usr/sbin", "/sbin"])
-PROBE = ("import asyncio, threading, time; w, m = time.time(), time.monotonic(); time.sleep(0.01); "
-         "threading.Event().wait(0.01); asyncio.run(asyncio.sleep(0.01)); print(w, m)")
-
-
-def answer(obj, code=0):
-    print(json.dumps(obj))
-    sys.exit(code)
-
-
-def read_pid(d):
-    try:
-        with open(os.path.join(d, "node.pid")) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def ours(pid, d):
-    # The pid file's process is our node only while it lives (a zombie is
-    # gone) and carries our mark in the environment it started with.
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            env = f.read().split(b"\0")
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X") and ("%s=%s" % (MARK, d)).encode() in env
-
-
-def node_pid(d):
-    pid = read_pid(d)
-    return pid if pid is not None and ours(pid, d) else None
-
-
-def write(path, text):
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def start(d, env_json, argv):
-    pid = node_pid(d)
-    if pid is not None:
-        answer({"error": "the node of %s is running already (pid %d)" % (d, pid)}, 1)
-    env = dict(os.environ)
-    env.update(json.loads(env_json))
-    env[MARK] = d
-    logs = os.path.join(d, "log")
-    with open(os.devnull, "rb") as null, open(os.path.join(logs, "stdout.log"), "ab") as out, \
-            open(os.path.join(logs, "stderr.log"), "ab") as err:
-        proc = subprocess.Popen(argv, stdin=null, stdout=out, stderr=err, env=env, cwd=d,
-                                start_new_session=True, close_fds=True)
-    write(os.path.join(d, "node.pid"), "%d\n" % proc.pid)
-    answer({"pid": proc.pid})
-
-
-def signal_node(d, name):
-    pid = node_pid(d)
-    if pid is None:
-        answer({"pid": None})
-    sig = getattr(signal, "SIG" + name)
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    if sig == signal.SIGKILL:
-        deadline = time.monotonic() + 30
-        while ours(pid, d):
-            if time.monotonic() > deadline:
-                answer({"error": "pid %d still there 30 s after SIGKILL" % pid}, 1)
-            time.sleep(0.02)
-        try:
-            os.unlink(os.path.join(d, "node.pid"))
-        except OSError:
-            pass
-    answer({"pid": pid})
-
-
-def routes(addresses):
-    found = {}
-    for a in addresses:
-        got = subprocess.run(["ip", "-o", "route", "get", a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True, env=dict(os.environ, PATH=SBIN_PATH))
-        if got.returncode != 0:
-            answer({"error": "ip route get %s: %s" % (a, got.stderr.strip())}, 1)
-        words = got.stdout.split()
-        found[a] = words[words.index("dev") + 1] if "dev" in words else None
-    answer(found)
-
-
-def probe(python, env_json):
-    env = dict(os.environ)
-    env.update(json.loads(env_json))
-    wall, mono = time.time(), time.monotonic()
-    try:
-        got = subprocess.run([python, "-c", PROBE], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        answer({"problem": "a Python child under libfaketime failed to run: %s" % e})
-    if got.returncode != 0:
-        last = (got.stderr.strip().splitlines() or ["(no output)"])[-1]
-        answer({"problem": "a Python child under libfaketime failed: %s" % last})
-    try:
-        child_wall, child_mono = (float(x) for x in got.stdout.split())
-    except ValueError:
-        answer({"problem": "unexpected probe output %r" % got.stdout[:100]})
-    if abs(child_wall - wall - 1000) > 60:
-        answer({"problem": "the wall clock did not follow the control file"})
-    if abs(child_mono - mono) > 60:
-        answer({"problem": "the monotonic clock moved too"})
-    answer({"problem": ""})
-
-
-def main(args):
-    op = args[0] if args else ""
-    if op == "start" and len(args) >= 4:
-        start(args[1], args[2], args[3:])
-    elif op == "signal" and len(args) == 3:
-        signal_node(args[1], args[2])
-    elif op == "status" and len(args) == 2:
-        answer({"pid": node_pid(args[1])})
-    elif op == "write" and len(args) == 3:
-        write(args[1], args[2])
-        answer({})
-    elif op == "routes":
-        routes(args[1:])
-    elif op == "probe" and len(args) == 3:
-        probe(args[1], args[2])
-    answer({"error": "usage: nodectl.py start|signal|status|write|routes|probe ... (got %r)" % (args,)}, 1)
-
-
-main(sys.argv[1:])
-'''
+# host's own python3 (standard library only; its answer is one JSON line).
+NODECTL = Path(__file__).with_name("nodectl.py")
 
 
 class SshError(RuntimeError):
@@ -352,6 +229,7 @@ class _Conn:
         self.python = f"{self.venv}/bin/python"
         self.nodectl = f"{self.workdir}/nodectl.py"
         self.clock_file = f"{self.node_dir}/clock.faketime"
+        self.clock_record = f"{self.workdir}/clock.offset"  # clock = "real": the offset left applied
 
     # -- running commands -------------------------------------------------------
 
@@ -402,9 +280,11 @@ class _Conn:
                            f"{result.exit_status}: {_tail(result.stderr) or _tail(result.stdout)}")
         return result
 
-    def nodectl_call(self, *args: str, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
-        """Run the agent; its JSON answer (SshError on an error answer)."""
-        result = self.run([self.spec.python, self.nodectl, *args], timeout=timeout)
+    def nodectl_call(self, *args: str, privileged: bool = False,
+                     timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
+        """Run the agent (`privileged`: through `sudo -n` when the host's
+        `sudo` is set); its JSON answer (SshError on an error answer)."""
+        result = self.run([self.spec.python, self.nodectl, *args], privileged=privileged, timeout=timeout)
         lines = result.text().strip().splitlines()
         try:
             answer = json.loads(lines[-1]) if lines else None
@@ -530,6 +410,12 @@ class _Host:
     faketime: str = ""  # the remote libfaketime.so.1, if it passed the probe
     clock_problem: str = ""
     packet_problem: str = ""
+    clock_offset: float = 0.0  # clock = "real": the offset applied to the host's wall clock now
+
+    @property
+    def real_clock(self) -> bool:
+        """clock = "real": faults move the host's own wall clock."""
+        return self.spec.clock == "real"
 
 
 class SshBackend:
@@ -554,6 +440,15 @@ class SshBackend:
     def from_file(cls, path: Path, *, insecure_accept_host_keys: bool = False) -> SshBackend:
         """Read a nodes file (NodesFileError, a ValueError, if it is wrong)."""
         return cls(load_nodes_file(Path(path)), insecure_accept_host_keys=insecure_accept_host_keys)
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> SshBackend:
+        """The hosts of the run's `--nodes-file` (ValueError without one, or
+        for a nodes file that cannot be used), checking host keys unless
+        `--insecure-accept-host-keys`. Reads the file; connects to nothing."""
+        if not options.nodes_file:
+            raise ValueError("--backend ssh needs --nodes-file nodes.toml")
+        return cls.from_file(Path(options.nodes_file), insecure_accept_host_keys=options.insecure_accept_host_keys)
 
     def node_names(self) -> list[str]:
         """The nodes the file names, in its order: the runner uses the first
@@ -593,23 +488,29 @@ class SshBackend:
         h = self._host(node)
         return await asyncio.to_thread(h.conn.run, argv, env=env, privileged=privileged, timeout=timeout)
 
-    async def setup(self, nodes: Sequence[str], run_dir: Path) -> dict[str, NodePlace]:
+    async def setup(self, nodes: Sequence[str], run_dir: Path,
+                    ports: Sequence[str] = DEFAULT_PORTS) -> dict[str, NodePlace]:
         """Connect to each host, install the node there (unless the same
         wheels are installed already), kill a node a crashed run left in
-        the workdir, wipe and make the node's directories, create the
-        iptables chain, and check libfaketime and netem. Called once before
-        any `start`; on failure undoes what it did and raises."""
+        the workdir (and put back a real clock it left skewed), wipe and
+        make the node's directories, create the iptables chain, and check
+        the clock mechanism and netem. The j-th of `ports` is the host's
+        `node_port` + j. Called once before any `start`; on failure undoes
+        what it did and raises."""
         if self._set_up:
             raise RuntimeError("SshBackend.setup called twice without teardown")
-        nodes = list(nodes)
+        nodes, ports = list(nodes), list(ports)
         if not nodes or len(set(nodes)) != len(nodes):
             raise ValueError(f"need distinct node names, got {nodes}")
+        if not ports or len(set(ports)) != len(ports):
+            raise ValueError(f"need distinct port names, got {ports}")
         if len(nodes) > len(self._specs):
             raise ValueError(f"{len(nodes)} nodes asked for, but {self.nodes_file.path} has only "
                              f"{len(self._specs)} ({', '.join(self._specs)}); add hosts or ask for fewer nodes")
+        self._check_port_ranges([n for n in nodes if n in self._specs], len(ports))
         self._set_up = True
         try:
-            return await self._setup(nodes, Path(run_dir))
+            return await self._setup(nodes, Path(run_dir), ports)
         except BaseException:
             try:
                 await self.teardown()
@@ -617,7 +518,24 @@ class SshBackend:
                 log.warning("ssh: teardown after a failed setup: %s", e)
             raise
 
-    async def _setup(self, nodes: list[str], run_dir: Path) -> dict[str, NodePlace]:
+    def _check_port_ranges(self, nodes: Sequence[str], count: int) -> None:
+        """Nodes on one host need port ranges of their own (`node_port` to
+        `node_port` + count - 1)."""
+        taken: dict[tuple[str, int], str] = {}
+        for n in nodes:
+            spec = self._specs[n]
+            last = spec.node_port + count - 1
+            if last > 65535:
+                raise ValueError(f"{self.nodes_file.path}: {n}'s node_port {spec.node_port} leaves no room for "
+                                 f"{count} ports; lower it")
+            for port in range(spec.node_port, last + 1):
+                other = taken.setdefault((spec.host.lower(), port), n)
+                if other != n:
+                    raise ValueError(f"{self.nodes_file.path}: {n} and {other} on {spec.host} would both listen "
+                                     f"on port {port} ({count} ports each from node_port); space their node_port "
+                                     f"at least {count} apart")
+
+    async def _setup(self, nodes: list[str], run_dir: Path, ports: list[str]) -> dict[str, NodePlace]:
         # Connect to all first, so that a wrong host key or login is reported
         # before the wheelhouse is built and minutes go into installing.
         await self.connect(nodes)
@@ -632,20 +550,22 @@ class SshBackend:
             node_log.parent.mkdir(parents=True, exist_ok=True)
             self._hosts[n].backend_log = node_log
         await _all(asyncio.to_thread(self._prepare, self._hosts[n], house, digest, addresses) for n in nodes)
-        peers = {n: f"{addresses[n]}:{self._specs[n].node_port}" for n in nodes}
+        listen = {n: {p: f"{addresses[n]}:{self._specs[n].node_port + j}" for j, p in enumerate(ports)}
+                  for n in nodes}
         places = {}
         for n in nodes:
             h = self._hosts[n]
-            places[n] = NodePlace(name=n, listen=peers[n], client=peers[n], peers=dict(peers),
+            places[n] = NodePlace(name=n, listen=listen[n], client=dict(listen[n]),
+                                  peers={m: dict(listen[m]) for m in nodes},
                                   data_dir=f"{h.conn.node_dir}/data", log_dir=f"{h.conn.node_dir}/log",
-                                  python=h.conn.python)
+                                  python=h.conn.python, advertise=dict(listen[n]))
         return places
 
     def _prepare(self, h: _Host, house: Path, digest: str, addresses: Mapping[str, str]) -> None:
         """One host's share of setup (blocking; in a thread)."""
         conn = h.conn
         conn.check(["mkdir", "-p", conn.workdir])
-        conn.put_bytes(NODECTL.encode(), conn.nodectl)
+        conn.put_bytes(NODECTL.read_bytes(), conn.nodectl)
         h.agent = True
         left = conn.nodectl_call("signal", conn.node_dir, "KILL")
         if left.get("pid"):
@@ -675,7 +595,23 @@ class SshBackend:
         except SshError as e:
             raise SshError(f"{e} (iptables needs root: log in as root, or set sudo = true in "
                            f"{self.nodes_file.path} and allow the user `sudo -n iptables` and `sudo -n tc`)") from None
-        # Clock: the vendored libfaketime, checked on the host.
+        if h.real_clock:
+            self._prepare_real_clock(h)
+        else:
+            self._prepare_faketime(h)
+        conn.nodectl_call("write", conn.clock_file, commands.clock_file_content(0.0) + "\n")
+        # Packets: the devices toward the others, and whether netem exists.
+        others = sorted({a for n, a in addresses.items() if n != h.spec.name})
+        devices = conn.nodectl_call("routes", *others) if others else {}
+        h.devices = sorted({d for d in devices.values() if isinstance(d, str) and d and d != "lo"})
+        h.packet_problem = _probe_netem(conn)
+        clock = ("real (sudo)" if h.real_clock else "libfaketime") + f" {h.clock_problem or h.faketime or 'ok'}"
+        self._note(h, f"ready: address {h.address}, devices {h.devices or '-'}, clock {clock}, "
+                      f"netem {h.packet_problem or 'ok'}")
+
+    def _prepare_faketime(self, h: _Host) -> None:
+        """clock = "faketime": the vendored libfaketime, checked on the host."""
+        conn = h.conn
         lib = conn.check([conn.python, "-c", _FAKETIME_FIND]).text().strip()
         if not lib:
             h.clock_problem = f"{h.spec.name}: the venv has no libfaketime package"
@@ -686,37 +622,74 @@ class SshBackend:
             conn.run(["rm", "-f", probe_file])
             h.clock_problem = f"{h.spec.name}: {answer['problem']}" if answer.get("problem") else ""
             h.faketime = "" if h.clock_problem else lib
-        conn.nodectl_call("write", conn.clock_file, commands.clock_file_content(0.0) + "\n")
-        # Packets: the devices toward the others, and whether netem exists.
-        others = sorted({a for n, a in addresses.items() if n != h.spec.name})
-        devices = conn.nodectl_call("routes", *others) if others else {}
-        h.devices = sorted({d for d in devices.values() if isinstance(d, str) and d and d != "lo"})
-        h.packet_problem = _probe_netem(conn)
-        self._note(h, f"ready: address {h.address}, devices {h.devices or '-'}, libfaketime "
-                      f"{h.faketime or h.clock_problem}, netem {h.packet_problem or 'ok'}")
+
+    def _prepare_real_clock(self, h: _Host) -> None:
+        """clock = "real": put back an offset a crashed run left applied
+        (its record in the workdir), and check that the clock can be set
+        (`shift-clock 0` moves nothing)."""
+        h.clock_offset = 0.0
+        left = _recorded_offset(h.conn)
+        if left:
+            _shift_real_clock(h.conn, -left)
+            _record_offset(h.conn, 0.0)
+            self._note(h, f"moved the wall clock back by {left:+g}s, an offset a previous run left")
+        try:
+            h.conn.nodectl_call("shift-clock", "0", privileged=True)
+            h.clock_problem = ""
+        except SshError as e:
+            h.clock_problem = f"{h.spec.name}: clock = \"real\" cannot set the wall clock: {e}"
 
     def capabilities(self) -> BackendCapabilities:
-        """Clock skew needs libfaketime to pass its check on every host,
-        packet faults netem on every host (both found at setup)."""
+        """Clock skew needs, on every host, libfaketime to pass its check
+        (clock = "faketime") or the wall clock to be settable through sudo
+        (clock = "real"); packet faults need netem on every host (all found
+        at setup)."""
         hosts = list(self._hosts.values())
         clock = [h.clock_problem for h in hosts if h.clock_problem]
         packet = [h.packet_problem for h in hosts if h.packet_problem]
+        real = [h.spec.name for h in hosts if h.real_clock]
+        faked = [h.spec.name for h in hosts if not h.real_clock]
+        clocks = "; ".join(part for part in (
+            f"real wall clocks, set through sudo: {', '.join(real)}" if real else "",
+            f"libfaketime (wall clock of the node's process only): {', '.join(faked)}" if faked else "") if part)
         return BackendCapabilities(
             clock=not clock, clock_reason="; ".join(clock),
             packet=not packet, packet_reason="; ".join(packet),
             extra={
                 "links": "iptables DROP from peers' addresses, in chain HARNESS on each host",
                 "packet": "tc netem on each host's devices toward the other nodes",
+                "clocks": clocks or "checked at setup",
                 "hosts": ", ".join(f"{h.spec.name}={h.address}" for h in hosts) or "checked at setup",
             },
         )
+
+    async def clock_blind(self, node: str, argv: Sequence[str]) -> str | None:
+        """Why `argv` would not see `set_clock`'s skew, else None. clock =
+        "real": None (every program sees the host's clock). Else its file is
+        read on the host (a Go or statically linked program is blind to
+        libfaketime), with the venv's Python; one remote command."""
+        h = self._host(node)
+        if h.real_clock:
+            return None
+        argv = [str(a) for a in argv]
+        result = await asyncio.to_thread(h.conn.run, [h.conn.python, "-m", "harness.backends.binaries", *argv])
+        answer = binaries.answer_of(result.text())
+        if not result.ok or answer is None or "error" in answer:
+            why = (answer or {}).get("error") or _tail(result.stderr) or _tail(result.stdout) or "no answer"
+            raise SshError(f"{h.conn.label}: cannot tell whether {node}'s program sees a skewed clock: {why}")
+        blind = answer.get("blind")
+        if not blind:
+            return None
+        return binaries.refusal(node, str(blind), f'set clock = "real" for {node} in {self.nodes_file.path}, '
+                                                  "so that its host's own clock is set")
 
     # -- processes ------------------------------------------------------------------
 
     async def start(self, node: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
         """Start the node's process as a daemon on its host, in a session of
-        its own, under libfaketime when it passed its check. Raises if the
-        node is running already."""
+        its own (a waiter process records how it ends), under libfaketime
+        when the host's clock is "faketime" and it passed its check. Raises
+        if the node is running already."""
         h = self._host(node)
         full_env = {**env, **self.clock_env(node)}
         argv = [str(a) for a in argv]
@@ -748,6 +721,19 @@ class SshBackend:
         """True while the node's process exists (paused counts). Blocking:
         one remote command (the protocol makes this synchronous)."""
         return self.pid(node) is not None
+
+    async def exited(self, node: str) -> Exited | None:
+        """How the node's process ended on its own: the status its waiter
+        recorded (negative: the signal that killed it), or Exited(None) if
+        none was recorded. None while it runs (paused counts), if it never
+        started, or after `kill`. One remote command, in a thread."""
+        h = self._host(node)
+        answer = await self._call(h, "status", h.conn.node_dir)
+        ended = answer.get("exited")
+        if not isinstance(ended, dict):
+            return None
+        status = ended.get("status")
+        return Exited(int(status) if isinstance(status, int) else None)
 
     def pid(self, node: str) -> int | None:
         """The node's pid on its host, if it runs (blocking; for tests and logs)."""
@@ -792,29 +778,54 @@ class SshBackend:
         await _all(one(h) for h in self._hosts.values())
 
     async def set_clock(self, node: str, offset_s: float) -> None:
-        """Offset the node's wall clock (0 resets) by rewriting its control
-        file; its monotonic clock is untouched."""
+        """Offset the node's wall clock by offset_s from true time (0
+        resets); its monotonic clock is untouched. clock = "faketime":
+        rewrite its control file. clock = "real": move the host's wall clock
+        by the difference from the offset applied now (module docstring)."""
         h = self._host(node)
+        if h.real_clock:
+            if h.clock_problem:
+                raise SshError(f"cannot set {node}'s clock: {h.clock_problem}")
+            await asyncio.to_thread(self._move_real_clock, h, float(offset_s))
+            return
         if not h.faketime:
             raise SshError(f"cannot set {node}'s clock: {h.clock_problem}")
         await self._call(h, "write", h.conn.clock_file, commands.clock_file_content(offset_s) + "\n")
         self._note(h, f"clock {offset_s:+g}s")
 
+    def _move_real_clock(self, h: _Host, offset_s: float) -> None:
+        """Make the host's wall clock `offset_s` from true time: shift it by
+        the difference from the offset applied now, then record the new one
+        (in memory, and in the workdir for `clean` and the next setup).
+        Blocking; in a thread."""
+        delta = offset_s - h.clock_offset
+        if delta == 0:
+            return
+        _shift_real_clock(h.conn, delta)  # raises if the clock did not move
+        h.clock_offset = offset_s
+        _record_offset(h.conn, offset_s)
+        self._note(h, f"clock {offset_s:+g}s (the host's wall clock moved by {delta:+g}s)")
+
     def clock_env(self, node: str) -> dict[str, str]:
         """The environment additions that put a process on the node's host
-        on the node's clock (what `start` adds); empty without libfaketime."""
+        on the node's clock (what `start` adds); empty without libfaketime
+        and for clock = "real" (every process there is on the host's clock)."""
         h = self._host(node)
-        return _faketime_env(h.faketime, h.conn.clock_file) if h.faketime else {}
+        return _faketime_env(h.faketime, h.conn.clock_file) if h.faketime and not h.real_clock else {}
 
     async def heal_all(self) -> None:
         """On every host: flush the chain, clear netem, reset the clock to
-        +0, SIGCONT the node. Tries every host, then raises the first error."""
+        +0 (clock = "real": move the host's wall clock back), SIGCONT the
+        node. Tries every host, then raises the first error."""
 
         async def one(h: _Host) -> None:
             await self._privileged(h, commands.heal())
             if h.shaped:
                 await self._clear_netem(h)
-            await self._call(h, "write", h.conn.clock_file, commands.clock_file_content(0.0) + "\n")
+            if h.real_clock:
+                await asyncio.to_thread(self._move_real_clock, h, 0.0)
+            else:
+                await self._call(h, "write", h.conn.clock_file, commands.clock_file_content(0.0) + "\n")
             await self._call(h, "signal", h.conn.node_dir, "CONT")
             self._note(h, "heal_all")
 
@@ -829,9 +840,10 @@ class SshBackend:
 
     async def teardown(self) -> None:
         """Kill every node (SIGKILL to its process group, waiting until
-        gone), remove the chain, clear netem, remove the clock file, close
-        the connections. The remote data and logs stay until the next
-        setup. Idempotent; tries every host, then raises the first error."""
+        gone), remove the chain, clear netem, remove the clock file (clock =
+        "real": move the host's wall clock back to +0), close the
+        connections. The remote data and logs stay until the next setup.
+        Idempotent; tries every host, then raises the first error."""
         hosts = list(self._hosts.values())
         self._hosts.clear()
         was_set_up, self._set_up = self._set_up, False
@@ -844,6 +856,8 @@ class SshBackend:
                 if h.agent:
                     await self._call(h, "signal", h.conn.node_dir, "KILL")
                     await asyncio.to_thread(h.conn.run, ["rm", "-f", h.conn.clock_file])
+                if h.real_clock:
+                    await asyncio.to_thread(self._move_real_clock, h, 0.0)
                 if h.chain:
                     for argv in commands.partition_teardown():
                         await asyncio.to_thread(h.conn.run, argv, privileged=True)  # each may be gone already
@@ -880,18 +894,16 @@ class SshBackend:
     @staticmethod
     def _note(h: _Host, text: str) -> None:
         """A line in the node's local backend.log: what was done, when."""
-        if h.backend_log is None:
-            return
-        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-        with contextlib.suppress(OSError), open(h.backend_log, "a") as f:
-            f.write(f"{stamp} {text}\n")
+        if h.backend_log is not None:
+            note(h.backend_log.parent, text)
 
 
 def clean(nodes_file: Path, *, insecure_accept_host_keys: bool = False) -> list[str]:
     """What a crashed run left on the file's hosts, removed: the node
     recorded in each workdir's pid file (if it still is ours), the HARNESS
-    chain, netem on the devices toward the other hosts. Returns one line
-    per thing removed or per host that could not be cleaned."""
+    chain, netem on the devices toward the other hosts, and (clock =
+    "real") the offset recorded as left on the host's wall clock. Returns
+    one line per thing removed or per host that could not be cleaned."""
     spec_file = load_nodes_file(Path(nodes_file))
     addresses = {}
     for spec in spec_file.hosts:
@@ -908,10 +920,16 @@ def clean(nodes_file: Path, *, insecure_accept_host_keys: bool = False) -> list[
             continue
         try:
             if conn.run(["test", "-d", conn.node_dir]).ok:
-                conn.put_bytes(NODECTL.encode(), conn.nodectl)
+                conn.put_bytes(NODECTL.read_bytes(), conn.nodectl)
                 killed = conn.nodectl_call("signal", conn.node_dir, "KILL").get("pid")
                 if killed:
                     done.append(f"{conn.label}: killed node process group {killed}")
+            left = _recorded_offset(conn) if spec.clock == "real" else 0.0
+            if left:
+                conn.put_bytes(NODECTL.read_bytes(), conn.nodectl)
+                _shift_real_clock(conn, -left)
+                _record_offset(conn, 0.0)
+                done.append(f"{conn.label}: moved the wall clock back by {left:+g}s")
             if conn.run(["iptables", "-w", "-S", commands.CHAIN], privileged=True).ok:
                 for argv in commands.partition_teardown():
                     conn.run(argv, privileged=True)
@@ -1029,6 +1047,30 @@ def _resolve(spec: HostSpec) -> str:
         raise SshError(f"{spec.name}: {spec.host} has no IPv4 address; the ssh backend's partitions are "
                        f"iptables (IPv4) rules, so it needs one")
     return str(v4[0][4][0])
+
+
+def _recorded_offset(conn: _Conn) -> float:
+    """The offset the workdir's record says a run left on the host's real
+    wall clock (0.0: none)."""
+    text = conn.read_text(conn.clock_record)
+    try:
+        return float(text.strip()) if text and text.strip() else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _shift_real_clock(conn: _Conn, delta_s: float) -> None:
+    """Move the host's real wall clock by `delta_s` seconds (`nodectl.py
+    shift-clock`, through `sudo -n` when the host's `sudo` is set; relative
+    to the clock's reading on the host, so the round trip adds no error).
+    Raises SshError (the clock did not move)."""
+    conn.nodectl_call("shift-clock", repr(float(delta_s)), privileged=True)
+
+
+def _record_offset(conn: _Conn, offset_s: float) -> None:
+    """Record in the workdir the offset from true time the host's wall
+    clock is left at (for `clean` and the next setup)."""
+    conn.nodectl_call("write", conn.clock_record, f"{float(offset_s)!r}\n")
 
 
 def _tail(data: bytes, limit: int = 500) -> str:

@@ -17,9 +17,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE_REQUIREMENTS = ("msgpack", "mmh3", "sortedcontainers", "click", "rich", "libfaketime")
+# pyelftools: `python -m harness.backends.binaries` runs where the nodes run
+# (in a container, on a host) to tell whether libfaketime can skew a program.
+NODE_REQUIREMENTS = ("msgpack", "mmh3", "sortedcontainers", "click", "rich", "libfaketime", "pyelftools")
 PROJECT = "dynamo-harness"
-_SOURCES = ("pyproject.toml", "kvnode", "harness", "checkers", "workloads", "examples")
+_SOURCES = ("pyproject.toml", "kvnode", "harness", "checkers", "workloads", "contract", "examples")
 
 
 def source_digest(root: Path = ROOT) -> str:

@@ -14,8 +14,12 @@ three-node cluster.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
+import shutil
+import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -23,15 +27,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from harness.backends.base import NodePlace, PacketShape
+from harness.backends.base import BackendOptions, Exited, NodePlace, PacketShape
 from harness.backends.docker import LABEL, RUN_LABEL, DockerBackend, clean
 from harness.backends.image import VENV, build_image
 from harness.runner import RunConfig, run
-from harness.systems.base import NodeSetup
-from harness.systems.kvnode import CLUSTER, KvnodeSystem
 from kvnode.client import AsyncClient, KvError
 from tests.harness.test_docker_image import UNUSABLE
-from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, verdicts
+from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(bool(UNUSABLE), reason=UNUSABLE),
               pytest.mark.timeout(600)]  # the first test may build the image (minutes, once per machine)
@@ -44,6 +46,7 @@ NODES = ["n1", "n2", "n3"]
 SUBNET = f"10.77.{210 + os.getpid() % 40}.0/24"
 SUBNET_2 = f"10.77.{170 + os.getpid() % 40}.0/24"  # a second, concurrent run
 SETTINGS = {"n": 3, "w": 2, "r": 2, "quorum": "strict", **FAST}
+CLUSTER = "docker-backend-test"
 PYTHON = f"{VENV}/bin/python"
 ISOLATE_N1 = {"n1": frozenset({"n2", "n3"}), "n2": frozenset({"n1"}), "n3": frozenset({"n1"})}
 
@@ -70,7 +73,7 @@ def ours(label: str = f"{LABEL}=1") -> tuple[list[str], list[str]]:
 
 async def status(place: NodePlace, timeout: float = 2.0) -> dict[str, Any]:
     """The node's status, asked from the host (the harness's side)."""
-    async with AsyncClient(place.client, cluster=CLUSTER, timeout=timeout, connect_timeout=timeout) as kv:
+    async with AsyncClient(place.client["client"], cluster=CLUSTER, timeout=timeout, connect_timeout=timeout) as kv:
         return await kv.status()
 
 
@@ -108,10 +111,20 @@ async def proc_state(backend: DockerBackend, node: str, pid: int) -> str:
     return out[out.rindex(")") + 2] if code == 0 else ""
 
 
+def kvnode_argv(place: NodePlace) -> list[str]:
+    """`kvnode serve` for this place, with SETTINGS (as the harness's kvnode
+    system would start it, written out so that these tests need only the backend)."""
+    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
+    argv = [place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
+            "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
+            "--log", f"{place.log_dir}/kvnode.log", "--seed", "1", "--sync", "never"]
+    for key, value in SETTINGS.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
 async def start_node(backend: DockerBackend, place: NodePlace) -> None:
-    setup = NodeSetup(place=place, nodes=tuple(NODES), settings=SETTINGS, seed=1, op_timeout=2.0)
-    argv, env = KvnodeSystem().db.command(setup)
-    await backend.start(place.name, argv, env)
+    await backend.start(place.name, kvnode_argv(place), {})
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +163,13 @@ class TestOnAThreeNodeCluster:
     def test_each_node_is_a_labelled_container_with_only_net_admin_on_our_network(
             self, cluster: tuple[DockerBackend, dict[str, NodePlace]]) -> None:
         backend, places = cluster
-        addresses = {name: place.listen.split(":")[0] for name, place in places.items()}
+        addresses = {name: place.host for name, place in places.items()}
         assert len(set(addresses.values())) == 3
         prefix = SUBNET.rsplit(".", 1)[0] + "."
         assert all(a.startswith(prefix) and not a.endswith(".1") for a in addresses.values())
         for name, place in places.items():
-            assert place.client == place.listen == f"{addresses[name]}:7000"
-            assert place.peers == {n: f"{a}:7000" for n, a in addresses.items()}
+            assert place.client == place.listen == place.advertise == {"client": f"{addresses[name]}:7000"}
+            assert place.peers == {n: {"client": f"{a}:7000"} for n, a in addresses.items()}
             assert place.python == PYTHON and place.data_dir.startswith(f"/var/lib/harness/{name}/")
             container = engine().containers.get(backend.container_name(name))
             assert container.labels[LABEL] == "1" and container.labels[RUN_LABEL] == backend.run_id
@@ -171,26 +184,26 @@ class TestOnAThreeNodeCluster:
         backend, places = cluster
 
         async def main() -> None:
-            assert await connects(backend, "n1", places["n2"].listen)
+            assert await connects(backend, "n1", places["n2"].listen["client"])
             try:
                 await backend.cut(ISOLATE_N1)
                 # n2 and n3 drop n1's packets: from inside n1, n2 is unreachable, and back.
-                assert not await connects(backend, "n1", places["n2"].listen)
-                assert not await connects(backend, "n2", places["n1"].listen)
-                assert await connects(backend, "n2", places["n3"].listen)
+                assert not await connects(backend, "n1", places["n2"].listen["client"])
+                assert not await connects(backend, "n2", places["n1"].listen["client"])
+                assert await connects(backend, "n2", places["n3"].listen["client"])
                 # the harness (on the host) still reaches every node
                 for place in places.values():
                     assert await answers(place)
                 # n1 alone cannot make a strict W=2; n2 and n3 can
                 with pytest.raises(KvError):
-                    async with AsyncClient(places["n1"].client, cluster=CLUSTER, timeout=2.0) as kv:
+                    async with AsyncClient(places["n1"].client["client"], cluster=CLUSTER, timeout=2.0) as kv:
                         await kv.put(b"k", b"during")
-                async with AsyncClient(places["n2"].client, cluster=CLUSTER, timeout=3.0) as kv:
+                async with AsyncClient(places["n2"].client["client"], cluster=CLUSTER, timeout=3.0) as kv:
                     await kv.put(b"k", b"majority")
             finally:
                 await backend.heal_all()
-            assert await connects(backend, "n1", places["n2"].listen)
-            assert await connects(backend, "n2", places["n1"].listen)
+            assert await connects(backend, "n1", places["n2"].listen["client"])
+            assert await connects(backend, "n2", places["n1"].listen["client"])
 
         arun(main())
 
@@ -296,15 +309,15 @@ class TestOnAThreeNodeCluster:
                 with pytest.raises(RuntimeError, match="netem"):
                     await backend.shape(["n2"], PacketShape(delay_ms=100))
                 return
-            before = await connect_time(places["n2"].client)
+            before = await connect_time(places["n2"].client["client"])
             try:
                 # n2's SYN-ACK leaves through its shaped eth0
                 await backend.shape(["n2"], PacketShape(delay_ms=100))
-                delayed = await connect_time(places["n2"].client)
+                delayed = await connect_time(places["n2"].client["client"])
                 assert 0.09 <= delayed - before <= 0.3, (before, delayed)
             finally:
                 await backend.shape(["n2"], PacketShape())
-            assert await connect_time(places["n2"].client) < before + 0.05
+            assert await connect_time(places["n2"].client["client"]) < before + 0.05
 
         arun(main())
         if not caps.packet:
@@ -389,6 +402,98 @@ def test_clean_removes_what_a_crashed_run_left_and_nothing_else(node_image: str,
         arun(live.teardown())
 
 
+# -- what a system other than kvnode needs -----------------------------------------------
+
+ECHO_NODE = """
+import asyncio, sys
+
+async def echo(reader, writer):
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    for address in sys.argv[1:]:
+        host, port = address.rsplit(":", 1)
+        await asyncio.start_server(echo, host, int(port))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def static_program(where: Path) -> Path | None:
+    """A statically linked program built here, or None (no gcc or static libc)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None
+    (where / "hello.c").write_text("int main(void) { return 0; }\n")
+    built = subprocess.run([gcc, "-static", "-o", str(where / "hello"), str(where / "hello.c")],
+                           capture_output=True, check=False)
+    return where / "hello" if built.returncode == 0 else None
+
+
+def put_file(container: str, source: Path, directory: str) -> None:
+    """Copy a file of this machine into a container (as `docker cp` does)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.add(str(source), arcname=source.name)
+    engine().containers.get(container).put_archive(directory, data.getvalue())
+
+
+def test_two_named_ports_an_exit_status_and_programs_a_skew_cannot_reach(node_image: str, tmp_path: Path) -> None:
+    static = static_program(tmp_path)
+
+    async def main() -> None:
+        backend = DockerBackend.from_options(BackendOptions(image=node_image, subnet=SUBNET))
+        try:
+            places = await backend.setup(["p1", "p2"], tmp_path / "run", ports=("client", "peer"))
+            for place in places.values():
+                assert place.listen == place.client == place.advertise == {
+                    "client": f"{place.host}:7000", "peer": f"{place.host}:7001"}
+                assert place.peers == {m: places[m].listen for m in places}
+            p2 = places["p2"]
+            await backend.start("p2", [PYTHON, "-c", ECHO_NODE, *p2.listen.values()], {})
+            for address in p2.listen.values():
+                await eventually(lambda address=address: connects(backend, "p1", address))
+            await backend.cut({"p2": frozenset({"p1"})})  # every port of p2, from p1
+            for address in p2.listen.values():
+                assert not await connects(backend, "p1", address)
+            await backend.heal_all()
+            for address in p2.listen.values():
+                assert await connects(backend, "p1", address)
+
+            assert await backend.exited("p1") is None  # never started
+            await backend.start("p1", ["sh", "-c", "exit 3"], {})
+
+            async def ended() -> bool:
+                return await backend.exited("p1") is not None
+
+            await eventually(ended, timeout=10)
+            assert await backend.exited("p1") == Exited(3)
+            assert await backend.exited("p2") is None
+            await backend.kill("p2")
+            assert await backend.exited("p2") is None  # ended by the backend: nothing to report
+
+            # Read inside the container: its Python is fine, and so is a script for it.
+            assert await backend.clock_blind("p1", [PYTHON, "-m", "kvnode", "serve"]) is None
+            await backend.exec("p1", ["sh", "-c", 'printf "#!/usr/bin/env python3\\n" > /tmp/tool && chmod +x /tmp/tool'])
+            assert await backend.clock_blind("p1", ["/tmp/tool"]) is None
+            assert await backend.clock_blind("p1", ["/usr/bin/etcd"]) is None  # not in the image: not judged
+            if static is not None:
+                put_file(backend.container_name("p1"), static, "/tmp")
+                why = await backend.clock_blind("p1", ["/tmp/hello"])
+                assert why is not None and why.startswith("p1 runs /tmp/hello, a statically linked program"), why
+        finally:
+            await backend.teardown()
+        assert ours(f"{RUN_LABEL}={backend.run_id}") == ([], [])
+        if static is None:
+            pytest.skip("no gcc -static here: the statically linked case was not checked")
+
+    arun(main(), timeout=120)
+
+
 # -- the verdict matrix on this backend --------------------------------------------------------
 
 
@@ -397,7 +502,7 @@ def _run(tmp_path: Path, node_image: str, **options: Any) -> Any:
     config = RunConfig(store=str(tmp_path / "store"), backend="docker", image=node_image, subnet=SUBNET,
                        nodes=5, concurrency=10, rate=150.0, time_limit=15.0, nemesis_interval=2.0,
                        seed=options.pop("seed", 42), op_timeout=2.0, recovery_timeout=30.0,
-                       node_settings=dict(FAST), **options)
+                       **row_options(options))
     outcome = run(config, live=False, echo=lambda s: None)
     first = (outcome.run_dir / "nodes" / "n1" / "log" / "backend.log").read_text()
     run_id = re.search(r"container hx-([0-9a-f]+)-n1 ", first)

@@ -2,7 +2,10 @@
 127.0.0.11-13 talking through the backend's proxies, and the faults the
 nemesis will use on them: a partition (and its heal), kill and restart,
 pause and resume, clock skew; then a teardown that leaves no process, no
-listener and no control file."""
+listener and no control file. And what a system other than kvnode needs:
+two named ports per node (a proxy per link and port, a partition that cuts
+both), how a process that ended on its own exited, which programs a clock
+skew cannot reach, and the seed that replays the proxies' randomness."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from harness.backends.base import NodePlace
+from harness.backends.base import BackendOptions, Exited, NodePlace, PacketShape
 from harness.backends.faketime import find_libfaketime, libfaketime_missing_reason
 from harness.backends.local import LocalBackend, _orphan_guard
 from kvnode.client import AsyncClient, KvError
@@ -40,9 +43,9 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
 
 
 def kvnode_argv(place: NodePlace) -> list[str]:
-    peers = ",".join(f"{name}={address}" for name, address in sorted(place.peers.items()))
+    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
     return [
-        place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen,
+        place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
         "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
         "--log", f"{place.log_dir}/kvnode.log", "--quorum", "strict", "--n", "3", "--w", "2",
         "--r", "2", "--request-timeout", "0.5", "--sync", "never", "--gossip-interval", "0.2",
@@ -50,7 +53,7 @@ def kvnode_argv(place: NodePlace) -> list[str]:
 
 
 def client(place: NodePlace, timeout: float = 3.0) -> AsyncClient:
-    return AsyncClient(place.client, cluster=CLUSTER, timeout=timeout, connect_timeout=1.0)
+    return AsyncClient(place.client["client"], cluster=CLUSTER, timeout=timeout, connect_timeout=1.0)
 
 
 async def eventually(attempt: Callable[[], Coroutine[Any, Any, T]], timeout: float = 10.0) -> T:
@@ -118,12 +121,13 @@ def test_places_put_each_node_on_its_own_address_and_peers_behind_proxies(tmp_pa
             places = await backend.setup(NODES, tmp_path)
             for i, (name, place) in enumerate(places.items()):
                 host = f"127.0.0.{11 + i}"
-                assert place.listen.startswith(host + ":") and place.client == place.listen
-                assert place.peers[name] == place.listen
+                assert list(place.listen) == ["client"] and place.host == host
+                assert place.listen["client"].startswith(host + ":") and place.client == place.listen
+                assert place.peers[name] == place.listen and place.advertise is None
                 for other in NODES:
                     if other != name:
                         # the proxy for name->other listens on name's own address
-                        assert place.peers[other].startswith(host + ":")
+                        assert place.peers[other]["client"].startswith(host + ":")
                         assert place.peers[other] != places[other].listen
                 assert Path(place.data_dir) == tmp_path / "nodes" / name / "data"
                 assert Path(place.log_dir).is_dir()
@@ -181,10 +185,10 @@ def test_partition_kill_pause_and_teardown_on_a_kvnode_cluster(tmp_path: Path) -
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
         for place in places.values():
-            assert refused(place.listen)
-            for peer, address in place.peers.items():
+            assert refused(place.listen["client"])
+            for peer, ports in place.peers.items():
                 if peer != place.name:
-                    assert refused(address)  # no proxy listens any more
+                    assert refused(ports["client"])  # no proxy listens any more
         assert not list(tmp_path.glob("nodes/*/clock.faketime"))
         await backend.teardown()  # idempotent
 
@@ -325,3 +329,159 @@ def test_clean_kills_only_the_nodes_a_crashed_run_left_behind(tmp_path: Path) ->
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# -- what a system other than kvnode needs ------------------------------------------------
+
+ECHO_NODE = """
+import asyncio, sys
+
+async def echo(reader, writer):
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    for address in sys.argv[1:]:
+        host, port = address.rsplit(":", 1)
+        await asyncio.start_server(echo, host, int(port))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def echoes(address: str, timeout: float = 1.0) -> bool:
+    """Whether a connection to `address` echoes a ping within `timeout`."""
+    host, port = address.rsplit(":", 1)
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(b"ping")
+                return await reader.readexactly(4) == b"ping"
+            finally:
+                writer.close()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+
+
+async def until_echoes(address: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await echoes(address):
+        assert time.monotonic() < deadline, f"{address} never echoed"
+        await asyncio.sleep(0.05)
+
+
+def test_two_named_ports_get_a_proxy_per_link_and_port_and_a_partition_cuts_both(tmp_path: Path) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        try:
+            places = await backend.setup(["a", "b"], tmp_path, ports=("client", "peer"))
+            a, b = places["a"], places["b"]
+            for place in places.values():
+                assert list(place.listen) == ["client", "peer"] and place.client == place.listen
+                assert place.listen["client"] != place.listen["peer"] and place.advertise is None
+                assert {address.rsplit(":", 1)[0] for address in place.listen.values()} == {place.host}
+                assert place.peers[place.name] == place.listen
+                await backend.start(place.name, [sys.executable, "-c", ECHO_NODE, *place.listen.values()], {})
+            # a proxy per link and port, each on the dialer's own address
+            proxies = [a.peers["b"]["client"], a.peers["b"]["peer"], b.peers["a"]["client"], b.peers["a"]["peer"]]
+            assert len(set(proxies)) == 4 and not set(proxies) & {*a.listen.values(), *b.listen.values()}
+            assert all(p.startswith(a.host + ":") for p in a.peers["b"].values())
+            assert all(p.startswith(b.host + ":") for p in b.peers["a"].values())
+            assert set(backend._require_mesh().links) == {(x, y, p) for x, y in (("a", "b"), ("b", "a"))
+                                                          for p in ("client", "peer")}
+            for address in proxies:
+                await until_echoes(address)
+
+            await backend.cut({"b": frozenset({"a"})})  # b drops a's traffic, on every port
+            for port in ("client", "peer"):
+                assert not await echoes(a.peers["b"][port], timeout=0.3)
+                assert not await echoes(b.peers["a"][port], timeout=0.3)  # no handshake either way
+                assert await echoes(b.client[port])  # the harness's clients are never cut
+            await backend.heal_all()
+            for address in proxies:
+                await until_echoes(address)
+        finally:
+            await backend.teardown()
+        for place in places.values():
+            assert all(refused(address) for address in place.listen.values())
+
+    run(main())
+
+
+async def until_exited(backend: LocalBackend, node: str, timeout: float = 10.0) -> Exited:
+    deadline = time.monotonic() + timeout
+    while (ended := await backend.exited(node)) is None:
+        assert time.monotonic() < deadline, f"{node} did not end"
+        await asyncio.sleep(0.02)
+    return ended
+
+
+def test_exited_says_how_a_process_ended_on_its_own(tmp_path: Path) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        try:
+            await backend.setup(["e1", "e2"], tmp_path)
+            assert await backend.exited("e1") is None  # never started
+            await backend.start("e1", [sys.executable, "-c", "import sys; sys.exit(3)"], {})
+            ended = await until_exited(backend, "e1")
+            assert ended == Exited(3) and ended.describe() == "exited with status 3"
+            assert not backend.running("e1")
+
+            await backend.start("e2", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+            assert await backend.exited("e2") is None
+            await backend.pause("e2")
+            assert await backend.exited("e2") is None  # paused is running
+            await backend.resume("e2")
+            pid = backend.pid("e2")
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)  # ended by something else than the backend (the OOM killer, say)
+            ended = await until_exited(backend, "e2")
+            assert ended == Exited(-signal.SIGKILL) and ended.describe() == "was killed by signal 9"
+
+            await backend.start("e2", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+            await backend.kill("e2")
+            assert await backend.exited("e2") is None  # the backend's own kill is no ending of its own
+        finally:
+            await backend.teardown()
+
+    run(main())
+
+
+def test_clock_blind_names_the_programs_libfaketime_cannot_skew(tmp_path: Path) -> None:
+    async def main() -> None:
+        backend = LocalBackend()
+        try:
+            await backend.setup(["n1"], tmp_path)
+            assert await backend.clock_blind("n1", [sys.executable, "-m", "kvnode", "serve"]) is None
+            if not Path("/usr/bin/etcd").is_file():
+                pytest.skip("no /usr/bin/etcd (Debian: etcd-server) to check a Go program with")
+            why = await backend.clock_blind("n1", ["etcd", "--name", "n1"])  # found on PATH
+            assert why is not None and why.startswith("n1 runs /usr/bin/etcd, a Go program: "), why
+            assert 'use the ssh backend with clock = "real"' in why
+        finally:
+            await backend.teardown()
+
+    run(main())
+
+
+def test_the_same_seed_replays_the_proxies_jitter_and_loss(tmp_path: Path) -> None:
+    async def sampled(seed: int, run_dir: Path) -> list[float]:
+        backend = LocalBackend.from_options(BackendOptions(seed=seed))
+        try:
+            await backend.setup(["a", "b", "c"], run_dir, ports=("client", "peer"))
+            await backend.shape(["a"], PacketShape(delay_ms=20, jitter_ms=15, loss=0.3))
+            links = backend._require_mesh().links
+            return [links[key]._sample_delay(direction) for key in sorted(links)
+                    for direction in ("forward", "backward") for _ in range(10)]
+        finally:
+            await backend.teardown()
+
+    first = run(sampled(5, tmp_path / "first"))
+    assert run(sampled(5, tmp_path / "again")) == first
+    assert len(set(first)) > 10  # the delays did vary
+    assert run(sampled(6, tmp_path / "other")) != first
+    assert LocalBackend.from_options(BackendOptions()).seed is None

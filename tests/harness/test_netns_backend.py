@@ -25,14 +25,12 @@ from typing import Any, TypeVar
 import pytest
 
 from harness.backends import netns
-from harness.backends.base import NodePlace, PacketShape
+from harness.backends.base import BackendOptions, Exited, NodePlace, PacketShape
 from harness.backends.faketime import find_libfaketime, libfaketime_missing_reason
 from harness.backends.netns import NetnsBackend, NetnsError, clean, netem_missing_reason
 from harness.runner import RunConfig, run
-from harness.systems.base import NodeSetup
-from harness.systems.kvnode import CLUSTER, KvnodeSystem
 from kvnode.client import AsyncClient, KvError
-from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, verdicts
+from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
 
 def _unusable() -> str:
@@ -56,6 +54,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(UNUSABLE), reason=UNUSA
 T = TypeVar("T")
 NODES = ["n1", "n2", "n3"]
 SETTINGS = {"n": 3, "w": 2, "r": 2, "quorum": "strict", **FAST}
+CLUSTER = "netns-backend-test"
 
 
 def arun(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -131,7 +130,7 @@ def connects(namespace: str, address: str) -> bool:
 
 async def status(place: NodePlace, timeout: float = 2.0) -> dict[str, Any]:
     """The node's status, asked from the root namespace (the harness's side)."""
-    async with AsyncClient(place.client, cluster=CLUSTER, timeout=timeout, connect_timeout=timeout) as kv:
+    async with AsyncClient(place.client["client"], cluster=CLUSTER, timeout=timeout, connect_timeout=timeout) as kv:
         return await kv.status()
 
 
@@ -150,14 +149,23 @@ async def eventually(check: Callable[[], Coroutine[Any, Any, bool]], timeout: fl
         await asyncio.sleep(0.05)
 
 
+def kvnode_argv(place: NodePlace) -> list[str]:
+    """`kvnode serve` for this place, with SETTINGS (as the harness's kvnode
+    system would start it, written out so that these tests need only the backend)."""
+    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
+    argv = [place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
+            "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
+            "--log", f"{place.log_dir}/kvnode.log", "--seed", "1", "--sync", "never"]
+    for key, value in SETTINGS.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
 async def start_kvnodes(backend: NetnsBackend, run_dir: Path) -> dict[str, NodePlace]:
     """Three kvnode nodes through the backend, each ready (answering status)."""
     places = await backend.setup(NODES, run_dir)
-    system = KvnodeSystem()
     for name, place in places.items():
-        setup = NodeSetup(place=place, nodes=tuple(NODES), settings=SETTINGS, seed=1, op_timeout=2.0)
-        argv, env = system.db.command(setup)
-        await backend.start(name, argv, env)
+        await backend.start(name, kvnode_argv(place), {})
     for place in places.values():
         await eventually(functools.partial(answers, place))
     return places
@@ -219,8 +227,8 @@ def test_setup_makes_a_namespace_per_node_on_one_bridge_and_teardown_removes_all
                 place = places[name]
                 first = ipaddress.IPv4Network(subnet).network_address
                 address = f"{first + 2 + i}:7000"
-                assert place.listen == place.client == address
-                assert place.peers == {m: f"{first + 2 + j}:7000" for j, m in enumerate(NODES)}
+                assert place.listen == place.client == place.advertise == {"client": address}
+                assert place.peers == {m: {"client": f"{first + 2 + j}:7000"} for j, m in enumerate(NODES)}
                 assert backend.namespace(name) == f"hx{run_id}-{name}" and backend.namespace(name) in namespaces()
                 assert len(backend.veth(name)) <= 15 and backend.veth(name) in links()
                 assert Path(place.data_dir).is_dir() and Path(place.log_dir).is_dir()
@@ -276,35 +284,35 @@ def test_a_partition_drops_packets_in_the_kernel_and_heal_restores_them(run_dir:
             places = await start_kvnodes(backend, run_dir)
             ns1, ns3 = backend.namespace("n1"), backend.namespace("n3")
             p1, p2, p3 = (places[n] for n in NODES)
-            assert await asyncio.to_thread(connects, ns1, p2.listen)
+            assert await asyncio.to_thread(connects, ns1, p2.listen["client"])
 
             await backend.cut({"n2": frozenset({"n1"}), "n1": frozenset(), "n3": frozenset()})
             # n2 drops n1's packets: n1 cannot open a connection to n2 (its
             # SYN is dropped) ...
-            assert not await asyncio.to_thread(connects, ns1, p2.listen)
+            assert not await asyncio.to_thread(connects, ns1, p2.listen["client"])
             # ... nor n2 to n1 (n1's SYN-ACK is dropped): a one-way cut stops TCP both ways.
-            assert not await asyncio.to_thread(connects, backend.namespace("n2"), p1.listen)
+            assert not await asyncio.to_thread(connects, backend.namespace("n2"), p1.listen["client"])
             # Every other link, and the harness's own connections, still work.
-            assert await asyncio.to_thread(connects, ns1, p3.listen)
-            assert await asyncio.to_thread(connects, ns3, p2.listen)
+            assert await asyncio.to_thread(connects, ns1, p3.listen["client"])
+            assert await asyncio.to_thread(connects, ns3, p2.listen["client"])
             for place in places.values():
                 assert await answers(place)
             rules = subprocess.run(["ip", "netns", "exec", backend.namespace("n2"), "iptables", "-S", "HARNESS"],
                                    capture_output=True, text=True, check=True).stdout
-            assert f"-A HARNESS -s {p1.listen.split(':')[0]}/32 -j DROP" in rules
+            assert f"-A HARNESS -s {p1.host}/32 -j DROP" in rules
             assert "drops packets from n1" in (Path(p2.log_dir) / "backend.log").read_text()
 
             await backend.cut({})
-            assert await asyncio.to_thread(connects, ns1, p2.listen)
+            assert await asyncio.to_thread(connects, ns1, p2.listen["client"])
 
             # n1 isolated: the others' failure detectors see it go (gossip
             # through n3 no longer carries its heartbeats), and come back.
             await backend.cut({"n1": frozenset({"n2", "n3"}), "n2": frozenset({"n1"}), "n3": frozenset({"n1"})})
-            assert not await asyncio.to_thread(connects, ns3, p1.listen)
+            assert not await asyncio.to_thread(connects, ns3, p1.listen["client"])
             await eventually(lambda: _member_state(p2, "n1", "alive", negate=True))
             assert await answers(p1)  # the harness still reaches the isolated node
             await backend.heal_all()
-            assert await asyncio.to_thread(connects, ns3, p1.listen)
+            assert await asyncio.to_thread(connects, ns3, p1.listen["client"])
             await eventually(lambda: _member_state(p2, "n1", "alive"))
         finally:
             await backend.teardown()
@@ -357,8 +365,7 @@ def test_kill_and_pause_act_on_the_right_process(run_dir: Path, subnet: str) -> 
             assert alive(pid1) and alive(pid2)
             assert await answers(places["n1"]) and not await answers(places["n3"])
             await backend.kill("n3")  # no-op
-            setup = NodeSetup(place=places["n3"], nodes=tuple(NODES), settings=SETTINGS, seed=1)
-            await backend.start("n3", *KvnodeSystem().db.command(setup))
+            await backend.start("n3", kvnode_argv(places["n3"]), {})
             new3 = backend.pid("n3")
             assert new3 is not None and new3 != pid3
             pids.append(new3)
@@ -453,12 +460,12 @@ def test_a_packet_delay_is_measurable(run_dir: Path, subnet: str) -> None:
         try:
             places = await backend.setup(["e1", "e2"], run_dir)
             assert backend.capabilities().packet
-            host = places["e2"].listen.split(":")[0]
+            host = places["e2"].host
             await backend.start("e2", [sys.executable, "-c", ECHO_SERVER.format(host=host)], {})
             ns1 = backend.namespace("e1")
 
             async def round_trip() -> float:
-                await eventually(lambda: asyncio.to_thread(connects, ns1, places["e2"].listen))
+                await eventually(lambda: asyncio.to_thread(connects, ns1, places["e2"].listen["client"]))
                 done = await asyncio.to_thread(in_ns, ns1, ECHO_CLIENT.format(host=host))
                 assert done.returncode == 0, done.stderr
                 return float(done.stdout)
@@ -493,6 +500,80 @@ def test_without_netem_packet_faults_say_why(run_dir: Path, subnet: str) -> None
             await backend.teardown()
 
     arun(main())
+
+
+# -- what a system other than kvnode needs -------------------------------------------------------
+
+ECHO_NODE = """
+import asyncio, sys
+
+async def echo(reader, writer):
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    for address in sys.argv[1:]:
+        host, port = address.rsplit(":", 1)
+        await asyncio.start_server(echo, host, int(port))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_two_named_ports_a_partition_that_cuts_both_and_an_exit_status(run_dir: Path, subnet: str) -> None:
+    async def main() -> None:
+        backend = NetnsBackend.from_options(BackendOptions(subnet=subnet))
+        try:
+            places = await backend.setup(["p1", "p2"], run_dir, ports=("client", "peer"))
+            first = ipaddress.IPv4Network(subnet).network_address
+            for i, place in enumerate(places.values()):
+                host = str(first + 2 + i)
+                assert place.host == host
+                assert place.listen == place.client == place.advertise == {"client": f"{host}:7000",
+                                                                           "peer": f"{host}:7001"}
+                assert place.peers == {m: places[m].listen for m in places}
+            p2 = places["p2"]
+            await backend.start("p2", [sys.executable, "-c", ECHO_NODE, *p2.listen.values()], {})
+            ns1 = backend.namespace("p1")
+            for address in p2.listen.values():
+                await eventually(lambda address=address: asyncio.to_thread(connects, ns1, address))
+            await backend.cut({"p2": frozenset({"p1"})})
+            for address in p2.listen.values():
+                assert not await asyncio.to_thread(connects, ns1, address)
+            await backend.heal_all()
+            for address in p2.listen.values():
+                assert await asyncio.to_thread(connects, ns1, address)
+
+            assert await backend.exited("p1") is None  # never started
+            await backend.start("p1", [sys.executable, "-c", "import sys; sys.exit(3)"], {})
+
+            async def ended() -> bool:
+                return await backend.exited("p1") is not None
+
+            await eventually(ended, timeout=10)
+            assert await backend.exited("p1") == Exited(3)
+            assert await backend.exited("p2") is None
+            await backend.kill("p2")
+            assert await backend.exited("p2") is None  # ended by the backend: nothing to report
+
+            assert await backend.clock_blind("p1", [sys.executable, "-c", "pass"]) is None
+            if Path("/usr/bin/etcd").is_file():
+                why = await backend.clock_blind("p1", ["etcd"])
+                assert why is not None and why.startswith("p1 runs /usr/bin/etcd, a Go program: "), why
+        finally:
+            await backend.teardown()
+        assert_nothing_left(backend.run_id, [])
+
+    arun(main())
+
+
+def test_from_options_takes_the_subnet() -> None:
+    assert str(NetnsBackend.from_options(BackendOptions(subnet="10.77.9.0/24")).network) == "10.77.9.0/24"
+    with pytest.raises(ValueError, match=r"--subnet 10\.77\.9\.0/33"):
+        NetnsBackend.from_options(BackendOptions(subnet="10.77.9.0/33"))
 
 
 # -- clean ------------------------------------------------------------------------------------
@@ -575,7 +656,7 @@ def _run(tmp_path: Path, subnet: str, **options: Any) -> Any:
     before = our_namespaces()
     config = RunConfig(store=str(tmp_path / "store"), backend="netns", subnet=subnet, nodes=5, concurrency=10,
                        rate=150.0, time_limit=15.0, nemesis_interval=2.0, seed=options.pop("seed", 42),
-                       op_timeout=2.0, recovery_timeout=30.0, node_settings=dict(FAST), **options)
+                       op_timeout=2.0, recovery_timeout=30.0, **row_options(options))
     outcome = run(config, live=False, echo=lambda s: None)
     assert our_namespaces() <= before, "the run left namespaces behind"
     return outcome

@@ -304,14 +304,14 @@ def test_loss_delays_chunks_instead_of_corrupting_the_stream() -> None:
 def test_mesh_one_way_grudge_blocks_one_direction_of_both_links() -> None:
     async def main() -> None:
         echoes = {n: Echo() for n in "abc"}
-        addresses = {n: await e.start() for n, e in echoes.items()}
+        addresses = {n: {"client": await e.start()} for n, e in echoes.items()}
         mesh = ProxyMesh(addresses, seed=1)
         await mesh.start()
         try:
             # Connections established before the cut: a->b, b->a, c->b.
             conns = {}
             for dialer, target in [("a", "b"), ("b", "a"), ("c", "b")]:
-                reader, writer = await asyncio.open_connection(*mesh.address(dialer, target))
+                reader, writer = await asyncio.open_connection(*mesh.address(dialer, target, "client"))
                 writer.write(b".")
                 assert await read_exactly(reader, 1) == b"."
                 conns[dialer + target] = (reader, writer)
@@ -319,9 +319,10 @@ def test_mesh_one_way_grudge_blocks_one_direction_of_both_links() -> None:
                 e.received.clear()
 
             mesh.cut({"b": frozenset({"a"})})  # b drops what a sends
-            assert mesh.link("a", "b").forward.blocked and not mesh.link("a", "b").backward.blocked
-            assert mesh.link("b", "a").backward.blocked and not mesh.link("b", "a").forward.blocked
-            others = [link for pair, link in mesh.links.items() if set(pair) != {"a", "b"}]
+            ab, ba = mesh.link("a", "b", "client"), mesh.link("b", "a", "client")
+            assert ab.forward.blocked and not ab.backward.blocked
+            assert ba.backward.blocked and not ba.forward.blocked
+            others = [link for (x, y, _), link in mesh.links.items() if {x, y} != {"a", "b"}]
             assert len(others) == 4
             assert not any(link.forward.blocked or link.backward.blocked for link in others)
 
@@ -334,7 +335,7 @@ def test_mesh_one_way_grudge_blocks_one_direction_of_both_links() -> None:
             assert await silent(ra) and await silent(rb)
             assert echoes["b"].received == b"from-c"
             # A new connection from b to a cannot even shake hands (the SYN-ACK is dropped).
-            rn, wn = await asyncio.open_connection(*mesh.address("b", "a"))
+            rn, wn = await asyncio.open_connection(*mesh.address("b", "a", "client"))
             wn.write(b"new")
             assert await silent(rn)
             assert echoes["a"].accepted == 1
@@ -355,23 +356,44 @@ def test_mesh_one_way_grudge_blocks_one_direction_of_both_links() -> None:
 
 def test_mesh_shape_touches_every_link_of_the_shaped_nodes() -> None:
     async def main() -> None:
-        mesh = ProxyMesh({n: ("127.0.0.1", 9) for n in "abc"})  # never started: faults only
+        # never started: faults only; two ports per node, each link and port a proxy of its own
+        mesh = ProxyMesh({n: {"client": ("127.0.0.1", 9), "peer": ("127.0.0.1", 10)} for n in "abc"})
+        assert len(mesh.links) == 3 * 2 * 2
         mesh.shape(["a"], PacketShape(delay_ms=100, jitter_ms=10, loss=0.1))
         for pair in [("a", "b"), ("b", "a"), ("a", "c"), ("c", "a")]:
-            link = mesh.link(*pair)
-            assert link.forward == link.backward == Faults(delay_s=0.1, jitter_s=0.01, loss=0.1)
-        assert mesh.link("b", "c").forward == Faults() and mesh.link("c", "b").backward == Faults()
+            for port in ("client", "peer"):
+                link = mesh.link(*pair, port)
+                assert link.forward == link.backward == Faults(delay_s=0.1, jitter_s=0.01, loss=0.1)
+        assert mesh.link("b", "c", "peer").forward == Faults() and mesh.link("c", "b", "client").backward == Faults()
         mesh.shape(["a", "b"], PacketShape(delay_ms=100))
-        assert mesh.link("a", "b").forward.delay_s == pytest.approx(0.2)  # through both, in series
-        assert mesh.link("a", "c").forward.delay_s == pytest.approx(0.1)
+        assert mesh.link("a", "b", "peer").forward.delay_s == pytest.approx(0.2)  # through both, in series
+        assert mesh.link("a", "c", "client").forward.delay_s == pytest.approx(0.1)
         mesh.cut({"c": frozenset({"a"})})
-        assert mesh.link("a", "c").forward == Faults(blocked=True, delay_s=0.1)
+        for port in ("client", "peer"):  # a partition cuts every port
+            assert mesh.link("a", "c", port).forward == Faults(blocked=True, delay_s=0.1)
+            assert mesh.link("c", "a", port).backward == Faults(blocked=True, delay_s=0.1)
         mesh.heal()
         assert all(link.forward == link.backward == Faults() for link in mesh.links.values())
         with pytest.raises(ValueError):
             mesh.cut({"z": frozenset({"a"})})
 
     run(main())
+
+
+def test_the_same_seed_samples_the_same_jitter_and_loss() -> None:
+    """A mesh's links draw jitter and loss from the seed (`--seed` on the
+    local backend): the same seed replays the same delays, link by link."""
+
+    def sampled(seed: int | None) -> list[float]:
+        mesh = ProxyMesh({n: {"client": ("127.0.0.1", 9), "peer": ("127.0.0.1", 10)} for n in "abc"}, seed=seed)
+        mesh.shape(["a", "b"], PacketShape(delay_ms=50, jitter_ms=40, loss=0.3))
+        return [link._sample_delay(direction) for _, link in sorted(mesh.links.items())
+                for direction in ("forward", "backward") for _ in range(20)]
+
+    first = sampled(7)
+    assert sampled(7) == first
+    assert len(set(first)) > 10  # jitter and loss did vary the delays
+    assert sampled(8) != first
 
 
 def _open_fds() -> int:

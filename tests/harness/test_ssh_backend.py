@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 from harness.backends import commands, wheels
-from harness.backends.base import NodePlace, PacketShape
+from harness.backends.base import Exited, NodePlace, PacketShape
 from harness.backends.nodes_file import DEFAULT_WORKDIR, NodesFileError, load, parse
 from harness.backends.ssh import (
     HostKeyError,
@@ -149,6 +149,17 @@ def test_node_names_and_asking_for_more_nodes_than_the_file_has(tmp_path: Path) 
         arun(backend.setup(["n1", "b", "n3"], tmp_path / "run"))
 
 
+def test_nodes_on_one_host_need_port_ranges_of_their_own(tmp_path: Path) -> None:
+    text = '[[node]]\nhost = "10.0.0.1"\n[[node]]\nhost = "10.0.0.1"\nnode_port = 7001\nworkdir = "/srv/b"\n'
+    backend = SshBackend(parse(text, tmp_path / "x.toml"))
+    backend._check_port_ranges(["n1", "n2"], 1)  # one port each: 7000 and 7001
+    with pytest.raises(ValueError, match=r"n2 and n1 on 10.0.0.1 would both listen on port 7001"):
+        arun(backend.setup(["n1", "n2"], tmp_path / "run", ports=("client", "peer")))
+    with pytest.raises(ValueError, match="leaves no room for 2 ports"):
+        SshBackend(parse('[[node]]\nhost = "h"\nnode_port = 65535\n', tmp_path / "y.toml"))._check_port_ranges(
+            ["n1"], 2)
+
+
 def test_remote_commands_are_argument_lists_quoted_word_by_word() -> None:
     argv = remote_command(["printf", "%s", NASTY])
     assert shlex.split(commands.shell_line(argv)) == ["printf", "%s", NASTY]
@@ -196,9 +207,9 @@ def backend_for(nodes_file: Path, wheelhouse: Path, **kwargs: Any) -> SshBackend
 
 
 def kvnode_argv(place: NodePlace) -> list[str]:
-    peers = ",".join(f"{name}={address}" for name, address in sorted(place.peers.items()))
+    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
     return [
-        place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen,
+        place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
         "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
         "--log", f"{place.log_dir}/kvnode.log", "--quorum", "strict", "--n", "3", "--w", "2",
         "--r", "2", "--request-timeout", "0.5", "--sync", "never", "--gossip-interval", "0.2",
@@ -207,7 +218,7 @@ def kvnode_argv(place: NodePlace) -> list[str]:
 
 
 def client(place: NodePlace, timeout: float = 3.0) -> AsyncClient:
-    return AsyncClient(place.client, cluster=CLUSTER, timeout=timeout, connect_timeout=1.0)
+    return AsyncClient(place.client["client"], cluster=CLUSTER, timeout=timeout, connect_timeout=1.0)
 
 
 async def eventually(attempt: Callable[[], Coroutine[Any, Any, T]], timeout: float = 15.0) -> T:
@@ -246,9 +257,11 @@ except OSError as e:
 """
 
 
-async def reach(backend: SshBackend, source: str, target: NodePlace, timeout: float = 1.5) -> str:
-    """From inside `source`'s host: "connected", or why not (TimeoutError ...)."""
-    host, port = target.listen.rsplit(":", 1)
+async def reach(backend: SshBackend, source: str, target: NodePlace, timeout: float = 1.5,
+                port: str = "client") -> str:
+    """From inside `source`'s host to `target`'s `port`: "connected", or why
+    not (TimeoutError ...)."""
+    host, port = target.listen[port].rsplit(":", 1)
     got = await backend.run(source, ["python3", "-c", CONNECT, host, port, str(timeout)])
     assert got.ok, got
     return got.text().strip()
@@ -355,7 +368,8 @@ def test_a_cluster_on_three_hosts_and_every_fault_from_inside(hosts: SshHosts, w
             assert caps.clock, caps.clock_reason
             for name, place in places.items():
                 host = next(h for h in hosts.hosts if h.name == name)
-                assert place.listen == f"{host.address}:7000" and place.client == place.listen
+                assert place.listen == {"client": f"{host.address}:7000"} and place.client == place.listen
+                assert place.advertise == place.listen and place.host == host.address
                 assert place.python.startswith(str(hosts.base / "work" / name))
                 assert set(place.peers) == {"h1", "h2", "h3"}
                 await backend.start(name, kvnode_argv(place), {})
@@ -494,6 +508,80 @@ def _only_sshd_left(hosts: SshHosts) -> Callable[[], Coroutine[Any, Any, None]]:
     return check
 
 
+ECHO_NODE = """
+import asyncio, sys
+
+async def echo(reader, writer):
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    for address in sys.argv[1:]:
+        host, port = address.rsplit(":", 1)
+        await asyncio.start_server(echo, host, int(port))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@_mark
+def test_two_named_ports_exit_statuses_and_programs_a_skew_cannot_reach(hosts: SshHosts, wheelhouse: Path,
+                                                                        tmp_path: Path) -> None:
+    backend = backend_for(hosts.nodes_toml(), wheelhouse)
+    h1, h2 = hosts.hosts[:2]
+
+    async def main() -> None:
+        try:
+            places = await backend.setup(["h1", "h2"], tmp_path / "run", ports=("client", "peer"))
+            for host in (h1, h2):
+                place = places[host.name]
+                assert place.listen == {"client": f"{host.address}:7000", "peer": f"{host.address}:7001"}
+                assert place.client == place.advertise == place.listen
+                assert place.peers == {h.name: places[h.name].listen for h in (h1, h2)}
+            # A node listening on both ports: a partition cuts both.
+            await backend.start("h2", ["python3", "-c", ECHO_NODE, *places["h2"].listen.values()], {})
+
+            async def both_reached() -> None:
+                assert [await reach(backend, "h1", places["h2"], port=p) for p in ("client", "peer")] == \
+                    ["connected", "connected"]
+
+            await eventually(both_reached)
+            await backend.cut({"h2": frozenset({"h1"})})
+            for port in ("client", "peer"):
+                assert await reach(backend, "h1", places["h2"], port=port) == "TimeoutError"
+            await backend.heal_all()
+            await both_reached()
+
+            # How a node that ended on its own ended; a kill by the backend is none.
+            assert await backend.exited("h1") is None  # never started
+            await backend.start("h1", ["python3", "-c", "import sys; sys.exit(3)"], {})
+
+            async def ended() -> Exited:
+                got = await backend.exited("h1")
+                assert got is not None
+                return got
+
+            assert await eventually(ended) == Exited(3)
+            assert await backend.exited("h2") is None  # running
+            await backend.kill("h2")
+            assert await backend.exited("h2") is None
+
+            # Programs libfaketime cannot skew, read on the host (which shares this machine's files).
+            assert await backend.clock_blind("h1", ["python3", "-c", "pass"]) is None
+            if Path("/usr/bin/etcd").is_file():
+                why = await backend.clock_blind("h1", ["etcd", "--name", "h1"])
+                assert why is not None and why.startswith("h1 runs /usr/bin/etcd, a Go program: "), why
+                assert 'set clock = "real" for h1' in why
+        finally:
+            await backend.teardown()
+        await eventually(_only_sshd_left(hosts), timeout=10.0)
+
+    arun(main())
+
+
 @_mark
 def test_clean_removes_what_a_crashed_run_left(hosts: SshHosts, wheelhouse: Path, tmp_path: Path) -> None:
     nodes_file = hosts.nodes_toml()
@@ -529,9 +617,9 @@ def test_harness_run_over_ssh_with_partitions(hosts: SshHosts, wheelhouse: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wheels, "wheelhouse", lambda: wheelhouse)
     config = RunConfig(backend="ssh", nodes=3, nodes_file=str(hosts.nodes_toml()), store=str(tmp_path / "store"),
-                       workload="register", resolution="dvv", quorum="strict", read_repair="async",
-                       nemesis=("partition",), time_limit=15.0, nemesis_interval=2.0, concurrency=6, rate=100.0,
-                       seed=11, op_timeout=2.0, recovery_timeout=30.0, node_settings=dict(FAST))
+                       workload="register", nemesis=("partition",), time_limit=15.0, nemesis_interval=2.0,
+                       concurrency=6, rate=100.0, seed=11, op_timeout=2.0, recovery_timeout=30.0,
+                       system_options={**FAST, "resolution": "dvv", "quorum": "strict", "read_repair": "async"})
     outcome = run(config, live=False, echo=lambda s: None)
     details = [f"{r.checker}: {a.explanation}" for r in outcome.results for a in r.anomalies][:5]
     assert outcome.valid is True, (outcome.run_dir, details)
