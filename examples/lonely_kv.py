@@ -4,14 +4,17 @@ in memory and does not replicate at all. Every node is an island, so the
 harness must find it out (reads through other nodes miss acknowledged writes;
 final reads disagree).
 
-It shows the two halves of an adapter (harness/systems/base.py):
+It shows the parts of an adapter (harness/systems/base.py):
 
 - a `DB`: the command that starts one node in the foreground (the backend
-  daemonizes, kills and pauses it), when it is ready, its log files, and
-  whether it has converged (it cannot tell: None);
+  daemonizes, kills and pauses it), when it is ready, and whether it has
+  converged (it cannot tell: None);
 - a `Client` per workload: open a connection to one node, turn an
   `Invocation` into a request, and decide `ok`, `fail` (certainly did not
-  happen: nothing was sent) or `info` (may have happened).
+  happen: nothing was sent) or `info` (may have happened);
+- the `System` that bundles them and says what it promises: one value per
+  key, a linearizable register (a promise it cannot keep: it replicates
+  nothing, and the harness finds out).
 
 The server: `python -m examples.lonely_kv --listen HOST:PORT`. One JSON
 object per line each way: {"op": "get", "key": K} -> {"values": [V]} (or []),
@@ -25,7 +28,8 @@ import asyncio
 import json
 from typing import Any
 
-from harness.systems.base import Completion, Invocation, NodeSetup
+from contract import Claim, Completion, Invocation, Promise
+from harness.systems.base import NodeSetup
 
 # ------------------------------------------------------------------ server
 
@@ -65,10 +69,10 @@ def main() -> None:
 
 class LonelyDB:
     def command(self, node: NodeSetup) -> tuple[list[str], dict[str, str]]:
-        return [node.place.python, "-m", "examples.lonely_kv", "--listen", node.place.listen], {}
+        return [node.place.python, "-m", "examples.lonely_kv", "--listen", node.place.listen["client"]], {}
 
     async def ready(self, node: NodeSetup, timeout: float) -> bool:
-        host, _, port = node.place.client.rpartition(":")
+        host, _, port = node.place.client["client"].rpartition(":")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -79,9 +83,6 @@ class LonelyDB:
             except OSError:
                 await asyncio.sleep(0.05)
         return False
-
-    def log_files(self, node: NodeSetup) -> list[str]:
-        return []
 
     async def converged(self, nodes: list[NodeSetup]) -> bool | None:
         return None  # it cannot tell; the runner waits a little instead
@@ -94,7 +95,7 @@ class LonelyClient:
         self.address = ("", 0)
 
     async def open(self, node: NodeSetup) -> None:
-        host, _, port = node.place.client.rpartition(":")
+        host, _, port = node.place.client["client"].rpartition(":")
         self.address = (host, int(port))
 
     async def invoke(self, op: Invocation) -> Completion:
@@ -134,6 +135,9 @@ class LonelyKV:
         if workload != "register":
             raise ValueError(f"lonely-kv only has a client for the register workload, not {workload!r}")
         return LonelyClient()
+
+    def promise(self, workload: str) -> Promise:
+        return Promise(claims=(Claim(name="linearizable", why="each key holds one value"),))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The `harness` command line.
 
-Commands: `harness run` (a test: cluster, workload, faults, checks) and
+Commands: `harness run` (a test: cluster, workload, faults, checks),
 `harness check PATH` (judge a recorded history for linearizability, or
-re-check a stored run with its workload's checkers).
+re-check a stored run with its workload's checkers), `harness systems`
+(a system's options and promises), `harness list` (the installed plug-ins),
+`harness docker build` and `harness clean`.
+
+Modules are imported where a command needs them (plainly, so that mypy sees
+them): `harness check` starts without loading the runner.
 
 Exit codes, as in Jepsen (DESIGN.md): 0 valid, 1 invalid, 2 unknown,
 254 bad arguments (a usage error, a missing file, a history that cannot be
@@ -13,26 +18,28 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import importlib
 import json
 import sys
 import time
+import tomllib
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 from tabulate import tabulate
 
 from checkers.history import HistoryError, Op
 
+from . import registry
+from .errors import ConfigError, RunError
 from .history import FORMATS, HistoryFormatError, detect_format, read_history, resolve_history_path
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_BAD_ARGS, EXIT_INTERNAL, EXIT_INTERRUPTED = 254, 255, 130
 
-MODELS = ("register", "cas-register", "multi-register", "kv", "set", "mutex", "queue")
 DEFAULT_MODEL = {"porcupine-kv": "kv", "porcupine-etcd": "cas-register"}
 
 
@@ -67,9 +74,12 @@ class HarnessGroup(click.Group):
         except click.ClickException as e:  # UsageError, BadParameter, BadInput, FileError ...
             e.show()
             _exit(EXIT_BAD_ARGS)
-        except (FileNotFoundError, HistoryFormatError, HistoryError) as e:
+        except (FileNotFoundError, HistoryFormatError, HistoryError, ConfigError, registry.PluginError) as e:
             click.echo(f"Error: {e}", err=True)
             _exit(EXIT_BAD_ARGS)
+        except RunError as e:
+            click.echo(f"Error: {e}", err=True)
+            _exit(EXIT_INTERNAL)
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             click.echo(f"Internal error: {type(e).__name__}: {e}", err=True)
@@ -167,16 +177,18 @@ def _simple_page(title: str, result: Any) -> str:
 
 
 def _check_run(run_dir: Path, as_json: bool) -> int:
-    """Re-check a stored run with its workload's checkers and settings."""
-    runner = importlib.import_module("harness.runner")
-    results = importlib.import_module("harness.results")
+    """Re-check a stored run with its workload's checkers, for its promise."""
+    from harness import results, runner
+
     try:
-        checked = runner.check_run(run_dir)
-    except runner.ConfigError as e:
+        checked, promise, not_checked = runner.check_run(run_dir)
+    except ConfigError as e:
         raise BadInput(f"{run_dir}/test.json: {e}") from None
     except ValueError as e:
         raise BadInput(str(e)) from None
-    summary = results.as_dict(checked, run=str(run_dir))
+    summary = results.as_dict(checked, run=str(run_dir), promise=promise, not_checked=not_checked)
+    for line in results.promise_lines(promise, not_checked):
+        click.echo(line, err=as_json)
     click.echo(results.table(checked), err=as_json)
     for line in results.first_explanations(checked):
         click.echo(f"  {line}", err=as_json)
@@ -192,8 +204,9 @@ def _check_run(run_dir: Path, as_json: bool) -> int:
     help="History format; auto detects it from the content.",
 )
 @click.option(
-    "--model", type=click.Choice(MODELS), default=None,
-    help="Model to check against [default: kv for porcupine-kv, cas-register for porcupine-etcd, else register].",
+    "--model", default=None, metavar="NAME",
+    help="Model to check against: a registered model (`harness list`) [default: kv for porcupine-kv, "
+         "cas-register for porcupine-etcd, else register].",
 )
 @click.option("--initial", metavar="VALUE", default=None,
               help="The model's initial value: JSON if it parses, else a string.")
@@ -230,15 +243,19 @@ def check(
     file = resolve_history_path(path)
     if fmt == "auto":
         fmt = detect_format(file)
-    history = read_history(file, fmt)
     model_name = model or DEFAULT_MODEL.get(fmt, "register")
+    try:
+        model_class = registry.load("models", model_name)
+    except registry.PluginError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
+    history = read_history(file, fmt)
 
-    linearizable = importlib.import_module("checkers.linearizable")
+    from checkers import linearizable
+
     started = time.perf_counter()
     result = linearizable.check(
         history,
-        model_name,
-        initial=_parse_initial(initial),
+        model_class(_parse_initial(initial)),
         time_limit=time_limit,
         memory_limit=None if memory_limit is None else memory_limit * 1024 * 1024,
     )
@@ -255,7 +272,8 @@ def check(
     if html_out is not None:
         title = f"{file.name}: {model_name}"
         if result.valid is False:
-            report = importlib.import_module("harness.report.linearizability")
+            from harness.report import linearizability as report
+
             page = report.render_counterexample(result, history, title=title)
         else:
             page = _simple_page(title, result)
@@ -267,29 +285,62 @@ def check(
              (EXIT_UNKNOWN if result.valid == "unknown" else EXIT_INTERNAL))
 
 
-def _nemesis_names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    schedule = importlib.import_module("harness.nemesis.schedule")
+# kvnode's settings, kept as flags of `harness run`: each is `--set NAME=VALUE`.
+KVNODE_SHORTHANDS = ("n", "w", "r", "resolution", "quorum", "read_repair")
+
+
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=flag)
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _run_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A TOML run file: `harness run`'s options by name (as the flags, with
+    `-` or `_`), and a `[system]` table of the system's options."""
     try:
-        return tuple(schedule.parse_fault_names([value]))
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{path}: not valid TOML: {e}") from None
+    system = data.pop("system", {})
+    if not isinstance(system, dict):
+        raise BadInput(f"{path}: `system` must be a table of the system's options ([system])")
+    return {k.replace("-", "_"): v for k, v in data.items()}, system
 
 
 @cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A TOML run file: any option below by name, and a [system] table of system options "
+                   "(flags override it).")
 @click.option("--system", default="kvnode", show_default=True, metavar="NAME",
-              help="The system under test: kvnode, or package.module:Name.")
-@click.option("--backend", type=click.Choice(("local", "netns", "docker", "ssh")), default="local",
-              show_default=True, help="Where the nodes run.")
+              help="The system under test: a registered one (kvnode, etcd; `harness list`), or "
+                   "package.module:Name.")
+@click.option("--system-path", "system_path", multiple=True, metavar="DIR",
+              help="Also import --system package.module:Name from DIR (the current directory always is).")
+@click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the system under test (repeatable); `harness systems NAME` lists them.")
+@click.option("--check", "check", multiple=True, metavar="CLAIM",
+              help="Also check this claim, which the system does not promise (repeatable): linearizable, "
+                   "siblings, last-write-wins, no-lost-adds.")
+@click.option("--backend", default="local", show_default=True, metavar="NAME",
+              help="Where the nodes run: local, netns, docker, ssh (or a plug-in).")
 @click.option("--nodes", type=click.IntRange(min=1, max=64), default=5, show_default=True)
-@click.option("--workload", type=click.Choice(("register", "cart")), default="register", show_default=True)
-@click.option("--nemesis", default="none", show_default=True, callback=_nemesis_names,
-              help="Faults, comma-separated: none, partition, kill, pause, clock, packet, all.")
-@click.option("--n", "n", type=click.IntRange(min=1), default=3, show_default=True, help="Replicas per key.")
-@click.option("--w", "w", type=click.IntRange(min=1), default=2, show_default=True, help="Write quorum.")
-@click.option("--r", "r", type=click.IntRange(min=1), default=2, show_default=True, help="Read quorum.")
-@click.option("--resolution", type=click.Choice(("dvv", "lww")), default="dvv", show_default=True)
-@click.option("--quorum", type=click.Choice(("sloppy", "strict")), default="sloppy", show_default=True)
-@click.option("--read-repair", type=click.Choice(("off", "async", "sync")), default="async", show_default=True)
+@click.option("--workload", default="register", show_default=True, metavar="NAME",
+              help="register, cart (or a plug-in).")
+@click.option("--nemesis", default="none", show_default=True,
+              help="Faults, comma-separated: none, partition, kill, pause, clock, packet, all (or a plug-in).")
+@click.option("--n", "n", type=int, default=None, help="kvnode: replicas per key (--set n=...) [default: 3].")
+@click.option("--w", "w", type=int, default=None, help="kvnode: write quorum [default: 2].")
+@click.option("--r", "r", type=int, default=None, help="kvnode: read quorum [default: 2].")
+@click.option("--resolution", default=None, help="kvnode: dvv or lww [default: dvv].")
+@click.option("--quorum", default=None, help="kvnode: sloppy or strict [default: sloppy].")
+@click.option("--read-repair", "read_repair", default=None, help="kvnode: off, async or sync [default: async].")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Client workers [default: 2 per node].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
               help="Operations per second over all workers.")
@@ -297,16 +348,17 @@ def _nemesis_names(ctx: click.Context, param: click.Parameter, value: str) -> tu
               metavar="S", help="Seconds of workload (healing, recovery and final reads come after).")
 @click.option("--nemesis-interval", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               metavar="S", help="Mean seconds between a fault's start and stop, and between faults.")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Makes the schedule reproducible.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Makes the operations, the faults and the local backend's packet faults reproducible.")
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
               help="Where runs are stored.")
 @click.option("--name", default=None, help="Test name [default: system-workload-nemesis].")
 @click.option("--op-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               metavar="S", help="A client operation unanswered after S seconds is indeterminate (info).")
+@click.option("--start-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              metavar="S", help="How long a node may take to become ready (a node that exits fails at once).")
 @click.option("--recovery-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="S",
               help="How long to wait for the cluster to converge after healing.")
-@click.option("--node-setting", "node_settings", multiple=True, metavar="KEY=VALUE",
-              help="Another setting for every node, e.g. gossip_interval=0.5 (repeatable).")
 @click.option("--subnet", default="10.77.0.0/24", show_default=True,
               help="netns, docker: the subnet the nodes' addresses come from.")
 @click.option("--image", default=None, help="docker: the node image [default: build one, cached].")
@@ -317,33 +369,103 @@ def _nemesis_names(ctx: click.Context, param: click.Parameter, value: str) -> tu
               help="ssh: accept unknown host keys instead of refusing them.")
 @click.option("--no-live", is_flag=True, help="No live status line.")
 @click.pass_context
-def run(ctx: click.Context, node_settings: tuple[str, ...], no_live: bool, **options: Any) -> None:
-    """Start a cluster, run a workload under faults, check the history.
+def run(ctx: click.Context, config_file: Path | None, set_options: tuple[str, ...], no_live: bool,
+        **options: Any) -> None:
+    """Start a cluster, run a workload under faults, check the history for
+    what the system promises.
 
     Stores the run under --store and exits 0 valid, 1 invalid, 2 unknown,
     254 bad arguments, 255 internal error.
     """
-    runner = importlib.import_module("harness.runner")
-    results = importlib.import_module("harness.results")
-    extra: dict[str, Any] = {}
-    for item in node_settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--node-setting")
-        extra[key.strip().replace("-", "_")] = _parse_initial(value)
+    from harness import results, runner
+
+    system_options: dict[str, Any] = {}
+    if config_file is not None:
+        from_file, system_options = _run_file(config_file)
+        fields = {f.name for f in dataclasses.fields(runner.RunConfig)} - {"system_options"}
+        for key, value in from_file.items():
+            if key not in fields and key not in KVNODE_SHORTHANDS:
+                raise BadInput(f"{config_file}: unknown key {key!r} (run options: {', '.join(sorted(fields))}; "
+                               "system options go in a [system] table)")
+            if key in KVNODE_SHORTHANDS:
+                system_options[key] = value
+            elif key not in options or ctx.get_parameter_source(key) == ParameterSource.DEFAULT:
+                options[key] = value
+    for key in KVNODE_SHORTHANDS:
+        value = options.pop(key)
+        if value is not None:
+            system_options[key] = value
+    system_options.update(_key_values(set_options, "--set"))
+    nemesis = options.pop("nemesis")
+    options["nemesis"] = tuple(nemesis) if isinstance(nemesis, list | tuple) else \
+        tuple(x.strip() for x in str(nemesis).split(",") if x.strip())
     options["store"] = str(options["store"])
+    for key in ("system_path", "check"):
+        value = options.get(key)
+        options[key] = tuple([value] if isinstance(value, str) else value or ())
     try:
-        config = runner.RunConfig(**options, node_settings=extra)
-        config.validate()
-        outcome = runner.run(config, live=not no_live)
-    except runner.ConfigError as e:
+        config = runner.RunConfig(**options, system_options=system_options)
+    except TypeError as e:
         raise BadInput(str(e)) from None
+    prepared = runner.prepare(config)
+    outcome = runner.run(prepared, live=not no_live)
     click.echo(results.operations_line(outcome.results, outcome.faults))
+    for line in results.promise_lines(outcome.promise, outcome.not_checked, prepared.system_name):
+        click.echo(line)
     click.echo(results.table(outcome.results))
     for line in results.first_explanations(outcome.results):
         click.echo(f"  {line}")
     click.echo(f"\n{results.verdict_text(outcome.valid)}: {outcome.run_dir}")
     ctx.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.argument("system", required=False)
+@click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+              help="Show the promises the system makes with these options.")
+@click.option("--system-path", "system_path", multiple=True, metavar="DIR",
+              help="Also import package.module:Name from DIR.")
+def systems(system: str | None, set_options: tuple[str, ...], system_path: tuple[str, ...]) -> None:
+    """The registered systems; with SYSTEM, its options (defaults, allowed
+    values) and what it promises for each workload."""
+    from harness import runner
+    from harness.systems.base import ports_of
+    from harness.systems.options import REQUIRED, options_of
+
+    if system is None:
+        entries = [(e.name, e.value, e.distribution) for e in registry.entries("systems")]
+        click.echo(tabulate(entries, headers=("system", "adapter", "from")))
+        click.echo("\n`harness systems NAME` shows a system's options and promises.")
+        return
+    built, name, _ = runner.load_system(system, _key_values(set_options, "--set"), system_path)
+    factory = registry.load_object(system, "system") if ":" in system else registry.load("systems", system)
+    rows = [(o.name, o.describe_type(), "(required)" if o.default is REQUIRED else repr(o.default), o.help)
+            for o in options_of(factory)]
+    click.echo(f"{name}: ports {', '.join(ports_of(built))}")
+    click.echo(tabulate(rows, headers=("option (--set)", "values", "default", "meaning")) if rows else "no options")
+    click.echo()
+    for workload in registry.names("workloads"):
+        try:
+            built.client(workload)
+        except ValueError:
+            click.echo(f"{workload}: no client")
+            continue
+        promise = built.promise(workload)
+        click.echo(f"{workload}: promises {promise.describe()}")
+        for claim in promise.claims:
+            params = ", ".join(f"{k}={v}" for k, v in claim.params.items())
+            click.echo(f"  {claim.name}{f' ({params})' if params else ''}: {claim.why}")
+
+
+@cli.command("list")
+def list_plugins() -> None:
+    """The installed plug-ins: systems, workloads, nemeses, backends and
+    checker models, with the distribution that registers each."""
+    for kind in registry.KINDS:
+        rows = [(e.name, e.value, e.distribution) for e in registry.entries(kind)]
+        click.echo(f"{kind} (entry points: {registry.KINDS[kind]})")
+        click.echo(tabulate(rows, tablefmt="plain") if rows else "  none")
+        click.echo()
 
 
 @cli.group()
@@ -357,7 +479,8 @@ def docker() -> None:
 def docker_build(base_image: str | None, tag: str) -> None:
     """Build (or find cached) the node image, offline: a debootstrapped
     Debian imported into the engine, with this project installed from wheels."""
-    image = importlib.import_module("harness.backends.image")
+    from harness.backends import image
+
     try:
         built = image.build_image(base_image=base_image, tag=tag, progress=lambda s: click.echo(s, err=True))
     except RuntimeError as e:  # no engine, debootstrap failed ...: the environment, not the arguments
@@ -376,22 +499,18 @@ def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool)
     """Remove what crashed runs left behind, and only that: node processes
     recorded in pid files, network namespaces, bridges and iptables rules of
     ours, containers and networks labelled as ours."""
+    from harness.backends import docker, local, netns, ssh
+
     removed: list[str] = []
     problems: list[str] = []
-    for name, args in (("local", (store,)), ("netns", ()), ("docker", ())):
+    cleaners: list[tuple[str, Any]] = [("local", lambda: local.clean(store)), ("netns", netns.clean),
+                                       ("docker", docker.clean)]
+    for name, clean_one in cleaners:
         try:
-            module = importlib.import_module(f"harness.backends.{name}")
-        except ImportError:
-            continue
-        fn = getattr(module, "clean", None)
-        if fn is None:
-            continue
-        try:
-            removed += [f"{name}: {line}" for line in fn(*args)]
+            removed += [f"{name}: {line}" for line in clean_one()]
         except Exception as e:  # one backend's trouble must not stop the others' cleaning
             problems.append(f"{name}: {type(e).__name__}: {e}")
     if nodes_file is not None:
-        ssh = importlib.import_module("harness.backends.ssh")
         removed += [f"ssh: {line}" for line in ssh.clean(nodes_file, insecure_accept_host_keys=insecure_accept_host_keys)]
     for line in removed:
         click.echo(line)

@@ -18,11 +18,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from contract.ops import Completion, Invocation
 from harness.recorder import Recorder
-from harness.systems.base import Client, Completion, Invocation
+from harness.systems.base import Client
 from workloads.base import Workload
 
 OpenClient = Callable[[str], Awaitable[Client]]  # node -> an open client
+# Called with each operation and its completion before it is recorded;
+# raises to stop the run (the runner's check of what user code returned).
+CheckCompletion = Callable[[Invocation, Completion], None]
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,10 @@ async def _open(open_client: OpenClient, node: str, deadline: float) -> Client |
 
 
 async def worker(index: int, node: str, *, workload: Workload, open_client: OpenClient, recorder: Recorder,
-                 deadline: float, pace: Pace, seed: int, op_timeout: float) -> None:
-    """Run one client slot until the monotonic `deadline`."""
+                 deadline: float, pace: Pace, seed: int, op_timeout: float,
+                 check: CheckCompletion | None = None) -> None:
+    """Run one client slot until the monotonic `deadline`; `check` vets each
+    completion before it is recorded (its exception ends the worker)."""
     gen = workload.worker(index, random.Random(f"{seed}:ops:{index}"))
     pauses = random.Random(f"{seed}:pace:{index}")
     process = index
@@ -142,6 +148,8 @@ async def worker(index: int, node: str, *, workload: Workload, open_client: Open
             op = gen.next()
             recorder.record(process, "invoke", op.f, key=op.key, value=op.value, node=node, extra=op.extra)
             completion = await timer.invoke(client, op)
+            if check is not None:
+                check(op, completion)
             record_completion(recorder, process, node, op, completion)
             gen.completed(op, completion)
             if completion.type == "info":

@@ -1,5 +1,6 @@
-"""Checker results as the harness shows and stores them: the verdict table,
-`results.json`, and the exit code (DESIGN.md: 0 valid, 1 invalid, 2 unknown)."""
+"""Checker results as the harness shows and stores them: the promise checked
+and what was not, the verdict table, `results.json`, and the exit code
+(DESIGN.md: 0 valid, 1 invalid, 2 unknown)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from tabulate import tabulate
 
 from checkers.result import Result, Verdict, worst
+from contract.promise import Promise
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 
@@ -26,9 +28,32 @@ def overall(results: Sequence[Result]) -> Verdict:
     return worst(r.valid for r in results)
 
 
-def as_dict(results: Sequence[Result], **extra: Any) -> dict[str, Any]:
-    return {"valid": overall(results), **extra,
-            "checkers": {r.checker: dataclasses.asdict(r) for r in results}}
+def as_dict(results: Sequence[Result], *, promise: Promise | None = None,
+            not_checked: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """`results.json`: the verdict, the promise checked (each claim, and
+    whether the user asked for it), the claims not checked and why, and each
+    checker's result."""
+    out: dict[str, Any] = {"valid": overall(results), **extra}
+    if promise is not None:
+        out["promise"] = promise.to_json()
+    if not_checked is not None:
+        out["not_checked"] = dict(not_checked)
+    out["checkers"] = {r.checker: dataclasses.asdict(r) for r in results}
+    return out
+
+
+def promise_lines(promise: Promise, not_checked: dict[str, str], system: str = "the system") -> list[str]:
+    """What was checked and what was not, for the summary:
+
+        checked: linearizable (promised by etcd: every read and put goes through raft)
+        not checked: siblings: not promised (--check siblings checks it anyway)
+    """
+    lines = []
+    for c in promise.claims:
+        source = "asked for with --check" if c.asked else f"promised by {system}" + (f": {c.why}" if c.why else "")
+        lines.append(f"checked: {c.name} ({source})")
+    lines += [f"not checked: {name}: {why}" for name, why in not_checked.items()]
+    return lines
 
 
 def _anomaly_counts(r: Result) -> str:
@@ -48,8 +73,9 @@ def _note(r: Result) -> str:
 
 
 def table(results: Sequence[Result]) -> str:
-    rows = [(r.checker, verdict_text(r.valid), _anomaly_counts(r), _note(r)) for r in results]
-    return tabulate(rows, headers=("checker", "verdict", "anomalies", "notes"))
+    rows = [(r.checker, r.details.get("claim", "-") if isinstance(r.details, dict) else "-", verdict_text(r.valid),
+             _anomaly_counts(r), _note(r)) for r in results]
+    return tabulate(rows, headers=("checker", "claim", "verdict", "anomalies", "notes"))
 
 
 def operations_line(results: Sequence[Result], faults: dict[str, int]) -> str:
@@ -63,9 +89,12 @@ def operations_line(results: Sequence[Result], faults: dict[str, int]) -> str:
 
 
 def first_explanations(results: Sequence[Result], limit: int = 3) -> list[str]:
-    """A few anomaly sentences, the serious ones first."""
+    """A few anomaly sentences of the checkers that found the history
+    invalid, and the reason of each that could not decide."""
     out: list[str] = []
-    for r in sorted(results, key=lambda r: r.valid is not False):
-        for a in r.anomalies[:limit]:
-            out.append(f"{r.checker}/{a.type}: {a.explanation}")
+    for r in results:
+        if r.valid is False:
+            out += [f"{r.checker}/{a.type}: {a.explanation}" for a in r.anomalies[:limit]]
+        elif r.valid == "unknown" and r.reason:
+            out.append(f"{r.checker}: unknown: {r.reason}")
     return out[:limit * 2]

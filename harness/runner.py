@@ -1,11 +1,27 @@
 """`harness run`: one test from start to verdict.
 
-Phases, as in Jepsen: set up the backend's places and start every node; run
-the workload's clients and the nemesis until the time limit; heal every fault;
-wait for the system to converge (its own signal, or a time-out); read every
-key from every node (the final reads); collect the nodes' logs and tear the
-cluster down; check the history with the workload's checkers; store
-`results.json` and print the verdict.
+Phases, as in Jepsen:
+
+1. prepare (`prepare`), before anything starts: find the system, the
+   workload, the faults and the backend in the plug-in registry; check the
+   system's options (`--set`) and build it with them; ask the system whether
+   it supports this deployment and what it promises for the workload, add
+   the claims the user asked for (`--check`), and plan the checkers. Any
+   problem here is a `ConfigError` (exit 254) and nothing has started;
+2. set up the backend's places (with the ports the system names) and, for a
+   run with clock faults, make sure every node's program can see a skewed
+   clock; start every node and wait until each is ready (a node whose
+   process exits meanwhile stops the run at once, with its exit status and
+   the last lines of its log), then for the cluster to converge;
+3. run the workload's clients and the nemesis until the time limit, checking
+   each completion the system's client returns (a malformed one stops the
+   run: `AdapterError`);
+4. heal every fault, restart any node that is down, wait for the system to
+   converge (its own signal, or a time-out), read every key from every node
+   (the final reads);
+5. collect the nodes' logs and tear the cluster down;
+6. check the history with the planned checkers (one checker's crash makes
+   only its verdict `unknown`), store `results.json` and print the verdict.
 
 Whatever happens (an error, Ctrl-C, SIGTERM) the faults are healed and the
 backend torn down on the way out, and the history written so far stays on
@@ -17,55 +33,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import random
 import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from checkers.result import Result
+from contract.ops import Completion, Invocation, completion_problem
+from contract.promise import Promise
+from harness import registry, store
 from harness import results as results_mod
-from harness import store
-from harness.backends.base import Backend, NodePlace
+from harness.backends.base import Backend, BackendOptions
+from harness.errors import AdapterError, ConfigError, RunError
 from harness.generator import Pace, invoke, record_completion, worker
 from harness.history import read_jsonl
 from harness.live import Live
 from harness.nemesis.base import ClusterHandle
-from harness.nemesis.schedule import FaultOptions, Nemesis, build_faults, check_available
+from harness.nemesis.schedule import (
+    FaultOptions,
+    Nemesis,
+    build_faults,
+    check_available,
+    parse_fault_names,
+)
 from harness.recorder import Recorder
-from harness.systems.base import Client, NodeSetup, System
-from workloads.base import Workload, WorkloadOptions
+from harness.systems.base import Client, Deployment, NodeSetup, NodeTime, Supports, System, ports_of
+from harness.systems.options import OptionError, construct, options_of, parse
+from workloads.base import Plan, Workload, WorkloadOptions, judge, plan, speaks
 
 log = logging.getLogger("harness")
 
-WORKLOADS = ("register", "cart")
-BACKENDS = ("local", "netns", "docker", "ssh")
-RESOLUTIONS, QUORUMS, READ_REPAIRS = ("dvv", "lww"), ("sloppy", "strict"), ("off", "async", "sync")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run (a bad argument: exit 254)."""
+LOG_TAIL_LINES = 12  # of a node's log, shown when it fails to start
 
 
 @dataclass
 class RunConfig:
-    system: str = "kvnode"
+    """A run, as `harness run`'s flags (or a run file) describe it: harness
+    concerns only. What the system under test is configured with is
+    `system_options`, which the system itself checks."""
+
+    system: str = "kvnode"  # a registered system, or package.module:Name
+    system_options: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE
+    system_path: tuple[str, ...] = ()  # --system-path: directories to import a user's system from
+    check: tuple[str, ...] = ()  # --check: claims to check beyond what the system promises
     backend: str = "local"
     nodes: int = 5
     workload: str = "register"
     nemesis: tuple[str, ...] = ()
-    n: int = 3
-    w: int = 2
-    r: int = 2
-    resolution: str = "dvv"
-    quorum: str = "sloppy"
-    read_repair: str = "async"
     concurrency: int | None = None  # default: 2 per node
     rate: float | None = 100.0  # ops/s in total; None: unpaced
     time_limit: float = 60.0
@@ -75,9 +95,9 @@ class RunConfig:
     name: str | None = None
     op_timeout: float = 5.0  # a client operation with no answer by then is `info`
     recovery_timeout: float = 60.0
+    start_timeout: float = 30.0  # for each node to become ready
     active_keys: int = 4
     max_ops_per_key: int = 150
-    node_settings: dict[str, Any] = field(default_factory=dict)  # more kvnode settings (gossip_interval ...)
     # backend options
     subnet: str = "10.77.0.0/24"  # netns, docker: the nodes' addresses
     image: str | None = None  # docker: the node image (default: build one)
@@ -90,35 +110,22 @@ class RunConfig:
             self.seed = random.SystemRandom().randrange(2**31)
         if self.concurrency is None:
             self.concurrency = 2 * self.nodes
+        self.nemesis = tuple(self.nemesis)
+        self.check = tuple(self.check)
+        self.system_path = tuple(self.system_path)
 
     def validate(self) -> None:
-        def bad(msg: str) -> ConfigError:
-            return ConfigError(msg)
-
+        """The harness's own settings; the system's are its own to check."""
         if self.nodes < 1:
-            raise bad("--nodes must be at least 1")
-        if not 1 <= self.n <= self.nodes:
-            raise bad(f"--n {self.n} must be between 1 and --nodes {self.nodes}")
-        if not (1 <= self.w <= self.n and 1 <= self.r <= self.n):
-            raise bad(f"--w {self.w} and --r {self.r} must be between 1 and --n {self.n}")
-        for name, value, allowed in (("--workload", self.workload, WORKLOADS),
-                                     ("--backend", self.backend, BACKENDS),
-                                     ("--resolution", self.resolution, RESOLUTIONS),
-                                     ("--quorum", self.quorum, QUORUMS),
-                                     ("--read-repair", self.read_repair, READ_REPAIRS)):
-            if value not in allowed:
-                raise bad(f"{name} {value!r} is not one of {', '.join(allowed)}")
+            raise ConfigError("--nodes must be at least 1")
         if self.concurrency is not None and self.concurrency < 1:
-            raise bad("--concurrency must be at least 1")
+            raise ConfigError("--concurrency must be at least 1")
         if self.time_limit <= 0 or self.nemesis_interval <= 0:
-            raise bad("--time-limit and --nemesis-interval must be positive")
+            raise ConfigError("--time-limit and --nemesis-interval must be positive")
         if self.rate is not None and self.rate <= 0:
-            raise bad("--rate must be positive")
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return {"n": self.n, "w": self.w, "r": self.r, "resolution": self.resolution, "quorum": self.quorum,
-                "read_repair": self.read_repair, **self.node_settings}
+            raise ConfigError("--rate must be positive")
+        if self.op_timeout <= 0 or self.start_timeout <= 0 or self.recovery_timeout < 0:
+            raise ConfigError("--op-timeout and --start-timeout must be positive, --recovery-timeout not negative")
 
     @property
     def test_name(self) -> str:
@@ -126,6 +133,14 @@ class RunConfig:
             return self.name
         faults = "+".join(self.nemesis) or "none"
         return f"{self.system.split(':')[-1]}-{self.workload}-{faults}"
+
+    def backend_options(self) -> BackendOptions:
+        return BackendOptions(seed=self.seed, subnet=self.subnet, image=self.image, base_image=self.base_image,
+                              nodes_file=self.nodes_file, insecure_accept_host_keys=self.insecure_accept_host_keys)
+
+    def workload_options(self) -> WorkloadOptions:
+        return WorkloadOptions(concurrency=self.concurrency or 1, active_keys=self.active_keys,
+                               max_ops_per_key=self.max_ops_per_key)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,91 +153,163 @@ class RunOutcome:
     valid: Any
     exit_code: int
     faults: dict[str, int] = field(default_factory=dict)  # nemesis operations invoked, by f
+    promise: Promise = field(default_factory=Promise)
+    not_checked: dict[str, str] = field(default_factory=dict)
 
 
-def load_system(spec: str) -> System:
-    """`kvnode`, or `package.module:Name` (a class, called with no arguments,
-    or an object with `db` and `client(workload)`)."""
-    if spec == "kvnode":
-        from harness.systems.kvnode import KvnodeSystem
-        return KvnodeSystem()
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"--system {spec!r}: expected 'kvnode' or 'package.module:Name'")
+# ------------------------------------------------------------------ preparing
+
+
+@dataclass
+class Prepared:
+    """Everything `prepare` found and checked: a run can start from it."""
+
+    config: RunConfig
+    system: System
+    system_name: str
+    system_settings: dict[str, Any]  # the options as given and converted
+    workload: Workload
+    backend: Backend
+    faults: tuple[str, ...]
+    promise: Promise
+    plan: Plan
+
+
+def load_system(spec: str, options: Mapping[str, Any] | None = None,
+                path: Sequence[str] = ()) -> tuple[System, str, dict[str, Any]]:
+    """The system `spec` names (a registered name, or `package.module:Name`
+    from `path`, the current directory or the installed packages), built
+    with `options` after checking them: (system, its name, the options
+    converted). ConfigError says what is wrong."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"--system {spec!r}: cannot import {module_name}: {e}") from None
+        if ":" in spec:
+            factory = registry.load_object(spec, "--system", [Path(p) for p in path])
+        else:
+            factory = registry.load("systems", spec)
+    except registry.PluginError as e:
+        raise ConfigError(str(e)) from None
+    name = getattr(factory, "name", None) or spec
     try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"--system {spec!r}: {module_name} has no {attr}") from None
-    system = obj() if isinstance(obj, type) else obj
-    if not hasattr(system, "db") or not callable(getattr(system, "client", None)):
-        raise ConfigError(f"--system {spec!r}: {attr} has no `db` and `client(workload)`")
-    return system
+        values = parse(name, options_of(factory), options or {})
+        system = construct(factory, name, values) if callable(factory) else factory
+    except OptionError as e:
+        raise ConfigError(str(e)) from None
+    missing = [m for m in ("db", "client", "promise") if not hasattr(system, m)]
+    if missing:
+        raise ConfigError(f"--system {spec!r}: {type(system).__name__} has no {', '.join(missing)} "
+                          "(a system has `db`, `client(workload)` and `promise(workload)`: "
+                          "harness/systems/base.py)")
+    return system, str(getattr(system, "name", name)), values
 
 
-def make_workload(config: RunConfig) -> Workload:
-    options = WorkloadOptions(concurrency=config.concurrency or 1, active_keys=config.active_keys,
-                              max_ops_per_key=config.max_ops_per_key, settings=config.settings)
-    if config.workload == "register":
-        from workloads.register import RegisterWorkload
-        return RegisterWorkload(options)
-    from workloads.cart import CartWorkload
-    return CartWorkload(options)
+def make_workload(name: str, options: WorkloadOptions) -> Workload:
+    try:
+        factory = registry.load("workloads", name)
+    except registry.PluginError as e:
+        raise ConfigError(f"--workload: {e}") from None
+    workload: Workload = factory(options)
+    return workload
 
 
 def make_backend(config: RunConfig) -> Backend:
     """The backend the configuration names, or ConfigError saying why it
     cannot be used here."""
-    name = config.backend
     try:
-        if name == "local":
-            from harness.backends.local import LocalBackend
-            return LocalBackend()
-        if name == "netns":
-            from harness.backends.netns import NetnsBackend
-            return NetnsBackend(subnet=config.subnet)
-        if name == "docker":
-            from harness.backends.docker import DockerBackend
-            return DockerBackend(image=config.image, base_image=config.base_image, subnet=config.subnet)
-        if name == "ssh":
-            if not config.nodes_file:
-                raise ConfigError("--backend ssh needs --nodes-file nodes.toml")
-            from harness.backends.ssh import SshBackend
-            return SshBackend.from_file(Path(config.nodes_file),
-                                        insecure_accept_host_keys=config.insecure_accept_host_keys)
-    except ImportError as e:
-        raise ConfigError(f"--backend {name}: not available in this version ({e})") from None
+        factory = registry.load("backends", config.backend)
+    except registry.PluginError as e:
+        raise ConfigError(f"--backend: {e}") from None
+    try:
+        backend: Backend = factory.from_options(config.backend_options())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--backend {name}: {e}") from None
-    raise ConfigError(f"--backend {name}: unknown")
+        raise ConfigError(f"--backend {config.backend}: {e}") from None
+    return backend
 
 
-def check_run(run_dir: Path, history: Sequence[Any] | None = None) -> list[Result]:
-    """Judge a stored run with its workload's checkers and its settings."""
-    test = store.read_test(run_dir)
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    kwargs: dict[str, Any] = {k: v for k, v in test.items() if k in fields}
-    kwargs["nemesis"] = tuple(kwargs.get("nemesis", ()))
-    config = RunConfig(**kwargs)
+def prepare(config: RunConfig) -> Prepared:
+    """Everything that can be checked before anything starts (phase 1 of the
+    module docstring); ConfigError for the first problem found."""
     config.validate()
+    system, name, settings = load_system(config.system, config.system_options, config.system_path)
+    try:
+        faults = parse_fault_names(config.nemesis)
+    except ValueError as e:
+        raise ConfigError(f"--nemesis: {e}") from None
+    workload = make_workload(config.workload, config.workload_options())
+    language = speaks(workload)
+    deployment = Deployment(backend=config.backend, nodes=config.nodes, workload=language, faults=faults)
+    if isinstance(system, Supports):
+        reason = system.supports(deployment)
+        if reason:
+            raise ConfigError(f"{name} cannot run here: {reason}")
+    try:
+        system.client(language)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    promise = system.promise(language)
+    if not isinstance(promise, Promise):
+        raise ConfigError(f"{name}.promise({language!r}) returned {type(promise).__name__}, "
+                          "not a contract.Promise")
+    unknown = [c for c in config.check if c not in workload.claims]
+    if unknown:
+        raise ConfigError(f"--check {unknown[0]}: the {workload.name} workload cannot check it "
+                          f"(it checks: {', '.join(workload.claims)})")
+    promise = promise.asking(config.check)
+    if not promise.claims:
+        raise ConfigError(f"{name} promises nothing for the {language} workload, so there is nothing "
+                          f"to check: declare its promise, or ask with --check "
+                          f"({', '.join(workload.claims)})")
+    backend = make_backend(config)
+    return Prepared(config=config, system=system, system_name=name, system_settings=settings,
+                    workload=workload, backend=backend, faults=faults, promise=promise,
+                    plan=plan(workload, promise))
+
+
+# ------------------------------------------------------------------ checking
+
+
+def check_run(run_dir: Path, history: Sequence[Any] | None = None) -> tuple[list[Result], Promise, dict[str, str]]:
+    """Judge a stored run with its workload's checkers, for the promise it
+    was run with: (results, promise, claims not checked)."""
+    test = store.read_test(run_dir)
+    workload_name = str(test.get("workload", "register"))
+    options = WorkloadOptions(concurrency=int(test.get("concurrency") or 1),
+                              active_keys=int(test.get("active_keys", 4)),
+                              max_ops_per_key=int(test.get("max_ops_per_key", 150)))
+    workload = make_workload(workload_name, options)
+    promise = stored_promise(test, workload_name)
     if history is None:
         history = read_jsonl(run_dir / "history.jsonl")
-    return make_workload(config).check(history, config.settings)
+    p = plan(workload, promise)
+    return judge(history, p.checks), promise, p.not_checked
+
+
+def stored_promise(test: Mapping[str, Any], workload: str) -> Promise:
+    """The promise a stored run was checked for; for a run stored before
+    promises were (kvnode's settings at the top of test.json), the promise
+    those settings make."""
+    if isinstance(test.get("promise"), Mapping):
+        return Promise.from_json(test["promise"])
+    legacy = {k: test[k] for k in ("n", "w", "r", "resolution", "quorum", "read_repair") if k in test}
+    if test.get("system", "kvnode") == "kvnode":
+        system, _, _ = load_system("kvnode", legacy)
+        return system.promise(workload)
+    raise ConfigError("test.json holds no promise: re-run it with this version of the harness")
+
+
+# ------------------------------------------------------------------ running
 
 
 class Run:
-    """One test run; `await Run(config).execute()`."""
+    """One test run; `await Run(config).execute()` (or a `Prepared`)."""
 
-    def __init__(self, config: RunConfig, *, echo: Callable[[str], None] | None = None,
+    def __init__(self, config: RunConfig | Prepared, *, echo: Callable[[str], None] | None = None,
                  live: bool = True) -> None:
-        config.validate()
-        self.config = config
-        self.system = load_system(config.system)
-        self.workload = make_workload(config)
-        self.backend = make_backend(config)
+        prepared = config if isinstance(config, Prepared) else prepare(config)
+        self.prepared = prepared
+        self.config = config = prepared.config
+        self.system = prepared.system
+        self.workload = prepared.workload
+        self.backend = prepared.backend
         self.echo = echo or (lambda s: print(s, file=sys.stderr))
         self.live_enabled = live
         # A backend with fixed hosts (ssh) names its nodes; others get n1..nN.
@@ -244,45 +331,55 @@ class Run:
     # ------------------------------------------------------------ phases
 
     async def execute(self) -> RunOutcome:
-        config = self.config
+        config, prepared = self.config, self.prepared
         self.run_dir = run_dir = store.new_run(Path(config.store), config.test_name)
         handler = _log_to(run_dir / "harness.log")
-        store.write_json(run_dir / "test.json", config.to_json())
+        store.write_json(run_dir / "test.json", {
+            **config.to_json(), "system_name": prepared.system_name,
+            "system_settings": prepared.system_settings, "promise": prepared.promise.to_json(),
+        })
         self.recorder = Recorder(run_dir / "history.jsonl")
-        self.echo(f"run {run_dir}: {config.nodes} nodes, {config.workload}, nemesis "
-                  f"{','.join(config.nemesis) or 'none'}, seed {config.seed}")
+        self.echo(f"run {run_dir}: {prepared.system_name} on {config.nodes} nodes ({config.backend}), "
+                  f"{config.workload}, nemesis {','.join(prepared.faults) or 'none'}, seed {config.seed}")
+        self.echo(f"promise: {prepared.promise.describe()}")
         try:
-            await self._run_test()
+            try:
+                await self._run_test()
+            finally:
+                await self._shutdown()
+                self.recorder.close()
+            history = read_jsonl(run_dir / "history.jsonl")
+            results = judge(history, prepared.plan.checks)
+            faults = Counter(str(o.f) for o in history if o.process == "nemesis" and o.type == "invoke")
+            summary = results_mod.as_dict(results, run=str(run_dir), seed=config.seed, faults=dict(faults),
+                                          system=prepared.system_name, promise=prepared.promise,
+                                          not_checked=prepared.plan.not_checked)
+            store.write_json(run_dir / "results.json", summary)
+            log.info("verdict %s", results_mod.verdict_text(summary["valid"]))
         finally:
-            await self._shutdown()
-            self.recorder.close()
-        history = read_jsonl(run_dir / "history.jsonl")
-        results = check_run(run_dir, history)
-        faults = Counter(str(o.f) for o in history if o.process == "nemesis" and o.type == "invoke")
-        summary = results_mod.as_dict(results, run=str(run_dir), seed=config.seed, faults=dict(faults))
-        store.write_json(run_dir / "results.json", summary)
-        log.info("verdict %s", results_mod.verdict_text(summary["valid"]))
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+            logging.getLogger().removeHandler(handler)
+            handler.close()
         return RunOutcome(run_dir, results, summary["valid"], results_mod.exit_code(summary["valid"]),
-                          dict(faults))
+                          dict(faults), prepared.promise, prepared.plan.not_checked)
 
     async def _run_test(self) -> None:
         config = self.config
         assert self.run_dir is not None and self.recorder is not None
-        places = await self.backend.setup(self.node_names, self.run_dir)
-        self.setups = {n: NodeSetup(place=places[n], nodes=tuple(self.node_names), settings=config.settings,
-                                    seed=config.seed or 0, op_timeout=config.op_timeout) for n in self.node_names}
+        places = await self.backend.setup(self.node_names, self.run_dir, ports_of(self.system))
+        self.setups = {n: NodeSetup(place=places[n], nodes=tuple(self.node_names), seed=config.seed or 0,
+                                    op_timeout=config.op_timeout) for n in self.node_names}
         handle = self._handle()
-        faults = build_faults(config.nemesis, handle, FaultOptions())
+        faults = build_faults(self.prepared.faults, handle, FaultOptions())
         problems = check_available(faults, self.backend.capabilities())
+        if "clock" in self.prepared.faults:
+            problems += await self._clock_blind()
         if problems:
             raise ConfigError("; ".join(problems))
         log.info("starting %d nodes", len(self.node_names))
-        await asyncio.gather(*(self._start(n) for n in self.node_names))
+        await self._start_all()
         # Each node serves; now let them find each other (a node that has not
         # yet heard of its peers refuses quorum operations as unavailable).
-        await self._recover(timeout=15.0, phase="start-up", blind_wait=1.0)
+        await self._recover(timeout=max(15.0, config.start_timeout), phase="start-up", blind_wait=1.0)
 
         recorder = self.recorder
         self.nemesis = Nemesis(faults, handle, self._record_nemesis, random.Random(f"{config.seed}:nemesis"),
@@ -292,7 +389,7 @@ class Run:
         workers = [
             worker(i, self.node_names[i % len(self.node_names)], workload=self.workload, open_client=self._open,
                    recorder=recorder, deadline=deadline, pace=pace, seed=config.seed or 0,
-                   op_timeout=config.op_timeout)
+                   op_timeout=config.op_timeout, check=self._check_completion)
             for i in range(config.concurrency or 1)
         ]
         log.info("workload %s for %.1f s", config.workload, config.time_limit)
@@ -336,21 +433,69 @@ class Run:
                 continue
         task.result()
 
-    # ------------------------------------------------------------ helpers
+    # ------------------------------------------------------------ nodes
 
-    def _handle(self) -> ClusterHandle:
-        return ClusterHandle(backend=self.backend, nodes=list(self.node_names), restart=self._restart)
-
-    def _record_nemesis(self, type: str, f: str, value: Any) -> None:
-        assert self.recorder is not None
-        self.recorder.record("nemesis", type, f, value=value)  # type: ignore[arg-type]
-        log.info("nemesis %s %s %s", type, f, value)
+    async def _start_all(self) -> None:
+        """Start every node at once; the first to fail fails the start, the
+        others are still waited for (and torn down with the rest)."""
+        outcomes = await asyncio.gather(*(self._start(n) for n in self.node_names), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _start(self, node: str) -> None:
-        argv, env = self.system.db.command(self.setups[node])
+        """Start the node and wait until it serves; RunError, at once, if its
+        process exits meanwhile, or after `start_timeout`."""
+        setup = self.setups[node]
+        argv, env = self.system.db.command(setup)
         await self.backend.start(node, argv, env)
-        if not await self.system.db.ready(self.setups[node], timeout=30.0):
-            raise RuntimeError(f"{node} did not become ready in 30 s (see {self.run_dir}/nodes/{node}/)")
+        timeout = self.config.start_timeout
+        ready = asyncio.ensure_future(self.system.db.ready(setup, timeout))
+        try:
+            while True:
+                done, _ = await asyncio.wait({ready}, timeout=0.2)
+                if done:
+                    break
+                exited = await self.backend.exited(node)
+                if exited is not None:
+                    raise RunError(f"{node} {exited.describe()} while starting"
+                                   f"{await self._log_tail(node)}")
+        finally:
+            if not ready.done():
+                ready.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ready
+        if not ready.result():
+            exited = await self.backend.exited(node)
+            what = exited.describe() if exited is not None else f"did not become ready in {timeout:g} s"
+            raise RunError(f"{node} {what} (--start-timeout){await self._log_tail(node)}")
+
+    async def _log_tail(self, node: str) -> str:
+        """The last lines of the node's logs, as a message's tail."""
+        assert self.run_dir is not None
+        dest = self.run_dir / "nodes" / node / "log"
+        try:
+            files = await self.backend.collect_logs(node, dest)
+        except Exception as e:
+            return f"; its logs could not be collected: {e}"
+        files = [f for f in files if f.name != "backend.log" and f.is_file() and f.stat().st_size > 0]
+        if not files:
+            return f"; its logs ({dest}) are empty"
+        order = {"stderr.log": 0, "stdout.log": 2}
+        newest = sorted(files, key=lambda f: (order.get(f.name, 1), -f.stat().st_mtime))[0]
+        lines = newest.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        return f"; the last lines of {newest}:\n" + "\n".join(f"    {line}" for line in lines)
+
+    async def _clock_blind(self) -> list[str]:
+        """Why the clock fault cannot reach some node's program, if it cannot."""
+        reasons: list[str] = []
+        for node in self.node_names:
+            argv, _ = self.system.db.command(self.setups[node])
+            reason = await self.backend.clock_blind(node, argv)
+            if reason:
+                reasons.append(f"clock: {reason}")
+                break  # every node runs the same program
+        return reasons
 
     async def _restart(self, node: str) -> None:
         await self.backend.kill(node)
@@ -362,8 +507,35 @@ class Run:
                 log.info("restarting %s before the final reads", node)
                 await self._start(node)
 
+    # ------------------------------------------------------------ helpers
+
+    def _handle(self) -> ClusterHandle:
+        db = self.system.db
+        node_time = None
+        if isinstance(db, NodeTime):
+            async def node_time_of(node: str) -> float | None:
+                return await db.node_time(self.setups[node])
+            node_time = node_time_of
+        return ClusterHandle(backend=self.backend, nodes=list(self.node_names), restart=self._restart,
+                             node_time=node_time)
+
+    def _record_nemesis(self, type: str, f: str, value: Any) -> None:
+        assert self.recorder is not None
+        self.recorder.record("nemesis", type, f, value=value)  # type: ignore[arg-type]
+        log.info("nemesis %s %s %s", type, f, value)
+
+    def _check_completion(self, op: Invocation, completion: Completion) -> None:
+        """Stop the run on a completion the history cannot hold."""
+        problem = completion_problem(completion)
+        if problem is None:
+            problem = self.workload.validate(op, completion)
+        if problem is not None:
+            what = f"{op.f} of key {op.key!r}" + (f" with {op.value!r}" if op.value is not None else "")
+            raise AdapterError(f"adapter {self.config.system} ({self.prepared.system_name}), asked for a "
+                               f"{what}: {problem}")
+
     async def _open(self, node: str) -> Client:
-        client = self.system.client(self.config.workload)
+        client = self.system.client(speaks(self.workload))
         await client.open(self.setups[node])
         return client
 
@@ -395,7 +567,7 @@ class Run:
         reads = self.workload.final_reads()
         await asyncio.gather(*(self._final_reads_at(node, reads) for node in self.node_names))
 
-    async def _final_reads_at(self, node: str, reads: Sequence[Any]) -> None:
+    async def _final_reads_at(self, node: str, reads: Sequence[Invocation]) -> None:
         assert self.recorder is not None
         process = self._new_process()
         client = await self._open(node)
@@ -405,6 +577,7 @@ class Run:
                     self.recorder.record(process, "invoke", op.f, key=op.key, value=op.value, node=node,
                                          extra=op.extra)
                     c = await invoke(client, op, self.config.op_timeout)
+                    self._check_completion(op, c)
                     record_completion(self.recorder, process, node, op,
                                       dataclasses.replace(c, extra={**c.extra, **op.extra}))
                     if c.type == "ok":
@@ -432,18 +605,22 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
-def run(config: RunConfig, *, live: bool = True, echo: Callable[[str], None] | None = None) -> RunOutcome:
+def run(config: RunConfig | Prepared, *, live: bool = True,
+        echo: Callable[[str], None] | None = None) -> RunOutcome:
     """Run a test in a fresh event loop; SIGTERM is treated like Ctrl-C (the
     run is cancelled, healed and torn down)."""
+    prepared = config if isinstance(config, Prepared) else prepare(config)
+
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        return await Run(config, live=live, echo=echo).execute()
+        return await Run(prepared, live=live, echo=echo).execute()
 
     return asyncio.run(main())
 
 
-__all__ = ["ConfigError", "NodePlace", "Run", "RunConfig", "RunOutcome", "check_run", "load_system", "run"]
+__all__ = ["AdapterError", "ConfigError", "Prepared", "Run", "RunConfig", "RunError", "RunOutcome", "check_run",
+           "load_system", "prepare", "run"]

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from . import config as config_mod
 from .storage import CorruptionError, Engine, LockHeldError
+from .versions import RESOLUTIONS
 
 console = Console()
 
@@ -72,7 +73,7 @@ def cli() -> None:
 @click.option("--n", type=int, help="Replicas per key.  [default: 3]")
 @click.option("--w", type=int, help="Write quorum.  [default: 2]")
 @click.option("--r", type=int, help="Read quorum.  [default: 2]")
-@click.option("--resolution", type=click.Choice(["dvv", "lww"]), help="[default: dvv]")
+@click.option("--resolution", type=click.Choice(list(RESOLUTIONS)), help="[default: dvv]")
 @click.option("--quorum", type=click.Choice(list(config_mod.QUORUM)),
               help="sloppy: fallbacks hold hints for down primaries and count toward W/R; "
                    "strict: primaries only.  [default: sloppy]")
@@ -85,6 +86,8 @@ def cli() -> None:
               help="[default: async]")
 @click.option("--partitions", type=int, help="Ring partitions (a power of two).  [default: 256]")
 @click.option("--request-timeout", "request_timeout", type=float, help="Seconds.  [default: 2.0]")
+@click.option("--connect-timeout", "connect_timeout", type=float,
+              help="Seconds to reach a peer before counting it down.  [default: 0.5]")
 @click.option("--max-siblings", "max_siblings", type=int, help="Per key; a put beyond fails.  [default: 100]")
 @click.option("--sync", type=click.Choice(["always", "interval", "never"]),
               help="WAL fsync policy.  [default: always]")

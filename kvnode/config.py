@@ -42,25 +42,41 @@ def parse_peers(text: str) -> dict[str, tuple[str, int]]:
     return peers
 
 
+def _setting(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
+    """A cluster setting's default, with what it means (and its allowed
+    values) for the tools that list the settings: `kvnode serve --help` and
+    the harness's `harness systems kvnode`."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClusterSettings:
-    cluster: str = "kvnode"
-    n: int = 3
-    w: int = 2
-    r: int = 2
-    resolution: str = "dvv"
-    quorum: str = "sloppy"
-    read_repair: str = "async"
-    partitions: int = DEFAULT_PARTITIONS
-    request_timeout: float = 2.0  # seconds a coordinator waits for its quorum
-    connect_timeout: float = 0.5  # seconds to reach a peer before counting it down
-    max_siblings: int = DEFAULT_MAX_SIBLINGS
-    hint_ttl: float = 3600.0  # seconds a hint is kept for a node that does not come back
-    handoff_interval: float = 1.0  # seconds between hint delivery rounds
-    ae_interval: float = 10.0  # seconds between anti-entropy rounds; 0: only on demand
-    gossip_interval: float = 1.0  # seconds between gossip rounds
-    suspect_after: float = 5.0  # seconds of silence before a node is suspect
-    dead_after: float = 10.0  # ... and dead
+    """The settings every node of a cluster shares: the one place their
+    defaults and allowed values are written."""
+
+    cluster: str = _setting("kvnode", "the cluster's name; peers from another cluster are refused")
+    n: int = _setting(3, "replicas per key")
+    w: int = _setting(2, "write quorum")
+    r: int = _setting(2, "read quorum")
+    resolution: str = _setting("dvv", "dvv: concurrent writes kept as siblings; lww: the latest timestamp wins",
+                               RESOLUTIONS)
+    quorum: str = _setting("sloppy", "sloppy: fallbacks hold hints for down primaries and count toward W/R; "
+                           "strict: primaries only", QUORUM)
+    read_repair: str = _setting("async", "off; async: repair stale replicas after answering; sync: write "
+                                "back to W replicas before answering (ABD)", READ_REPAIR)
+    partitions: int = _setting(DEFAULT_PARTITIONS, "ring partitions (a power of two)")
+    request_timeout: float = _setting(2.0, "seconds a coordinator waits for its quorum")
+    connect_timeout: float = _setting(0.5, "seconds to reach a peer before counting it down")
+    max_siblings: int = _setting(DEFAULT_MAX_SIBLINGS, "siblings per key; a put beyond fails")
+    hint_ttl: float = _setting(3600.0, "seconds a hint is kept for a node that does not come back")
+    handoff_interval: float = _setting(1.0, "seconds between hint delivery rounds")
+    ae_interval: float = _setting(10.0, "seconds between anti-entropy rounds; 0: only on demand")
+    gossip_interval: float = _setting(1.0, "seconds between gossip rounds")
+    suspect_after: float = _setting(5.0, "seconds of silence before a node is suspect")
+    dead_after: float = _setting(10.0, "seconds of silence before a node is dead")
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "partitions", "max_siblings"):

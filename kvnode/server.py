@@ -529,6 +529,7 @@ class Node:
         return {
             "node": self.config.id,
             "cluster": s.cluster,
+            "wall_ns": self.clock.wall_ns(),  # the node's own wall clock (skewed by a clock fault)
             "settings": {"n": s.n, "w": s.w, "r": s.r, "resolution": s.resolution, "quorum": s.quorum,
                          "read_repair": s.read_repair, "partitions": s.partitions},
             "ring_share": self.ring.shares().get(self.config.id, 0.0),

@@ -1,5 +1,6 @@
 """What a workload is: a generator of operations per worker, the final reads
-that end a run, and the checkers that judge the history.
+that end a run, what its completions must look like, and the checkers that
+judge the history for the claims a system makes.
 
 The runner owns time, processes and nodes; a workload only decides *what* to
 do next. `Worker.next()` returns the next `Invocation` for one worker;
@@ -7,6 +8,15 @@ do next. `Worker.next()` returns the next `Invocation` for one worker;
 later read-modify-writes); `Worker.new_process()` is called when the worker's
 process crashed (an `info` completion) and it continues as a new process,
 which knows nothing the old one read.
+
+Judging: a system declares a `contract.Promise` (its claims); the workload
+knows which claims it can check (`claims`) and turns those of the promise
+into checkers (`checks`). `plan` adds what was not checked and why, for the
+summary; `judge` runs the checkers, one crash costing only that checker's
+verdict (`checkers.compose.run_all`).
+
+A workload is a plug-in: a class taking `WorkloadOptions`, registered under
+the entry-point group `dynamo_harness.workloads` (README, "Plug-ins").
 """
 
 from __future__ import annotations
@@ -16,19 +26,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from checkers.compose import Check, run_all
 from checkers.history import Op
 from checkers.result import Result
-from harness.systems.base import Completion, Invocation
+from contract.ops import Completion, Invocation
+from contract.promise import Promise
 from workloads.keys import KeySchedule
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkloadOptions:
     concurrency: int = 10
     active_keys: int = 4  # keys in use at once
     max_ops_per_key: int = 150  # then a key retires for a fresh one
-    settings: Mapping[str, Any] = field(default_factory=dict)  # the cluster's n, w, r, resolution ...
-    linearizability_time_limit: float = 60.0
+    linearizability_time_limit: float = 60.0  # seconds for the linearizability search, then "unknown"
 
     def keys(self) -> KeySchedule:
         return KeySchedule.for_writes(concurrency=self.concurrency, max_ops_per_key=self.max_ops_per_key,
@@ -36,33 +47,133 @@ class WorkloadOptions:
 
 
 class Worker(Protocol):
-    def next(self) -> Invocation: ...
+    def next(self) -> Invocation:
+        """The next operation of this worker. Called by one worker only,
+        never concurrently; must not block."""
+        ...
 
-    def completed(self, op: Invocation, completion: Completion) -> None: ...
+    def completed(self, op: Invocation, completion: Completion) -> None:
+        """How `op` ended (after the runner recorded it)."""
+        ...
 
-    def new_process(self) -> None: ...
+    def new_process(self) -> None:
+        """The worker's process crashed (an `info` completion): forget what
+        it knew, as a new process would."""
+        ...
 
 
 class Workload(Protocol):
     name: str
+    # The claims this workload can check, each with what it checks for it
+    # (shown by `harness list` and in the summary).
+    claims: Mapping[str, str]
+    # Whose operations it sends: its own name, or a workload whose clients
+    # serve it (a plug-in of reads and writes says "register", and every
+    # system's register client and promise then serve it). Optional: see
+    # `speaks`.
 
-    def worker(self, index: int, rng: random.Random) -> Worker: ...
+    def worker(self, index: int, rng: random.Random) -> Worker:
+        """The operation generator of worker `index`; all its randomness
+        comes from `rng`, so a seed replays the same operations."""
+        ...
 
     def final_reads(self) -> list[Invocation]:
-        """One read per key used, to send to every node after healing."""
+        """After healing: one read per key used, sent to every node."""
         ...
 
-    def check(self, history: Sequence[Op], settings: Mapping[str, Any]) -> list[Result]:
-        """Judge a history of this workload recorded with these cluster settings."""
+    def validate(self, op: Invocation, completion: Completion) -> str | None:
+        """Why this completion of `op` (from a system's client) does not fit
+        the workload, in one sentence (a read that returns something other
+        than a list of values, a value of a type the workload never writes),
+        else None. Called for every completion; must be cheap."""
         ...
+
+    def checks(self, promise: Promise) -> list[Check]:
+        """The checkers for the claims of `promise` this workload knows (and
+        what they imply), plus its statistics. Must not run them."""
+        ...
+
+
+def speaks(workload: Workload) -> str:
+    """The workload whose client and promise serve `workload`."""
+    return str(getattr(workload, "speaks", None) or workload.name)
+
+
+@dataclass(frozen=True)
+class Plan:
+    checks: list[Check]
+    not_checked: dict[str, str] = field(default_factory=dict)  # claim -> why it was not checked
+
+
+def plan(workload: Workload, promise: Promise) -> Plan:
+    """The checkers for `promise`, and each claim not checked with its reason."""
+    checks = workload.checks(promise)
+    checked = {c.claim for c in checks if c.claim is not None}
+    not_checked: dict[str, str] = {}
+    for claim in promise.claims:
+        if claim.name not in workload.claims:
+            not_checked[claim.name] = f"the {workload.name} workload cannot check it"
+    for name in workload.claims:
+        if name not in checked and name not in not_checked:
+            not_checked[name] = f"not promised (--check {name} checks it anyway)"
+    return Plan(checks=checks, not_checked=not_checked)
+
+
+def judge(history: Sequence[Op], checks: Sequence[Check]) -> list[Result]:
+    """Run the checkers over the history; see `checkers.compose.run_all`."""
+    return run_all(history, checks)
 
 
 def final_read(key: str) -> Invocation:
-    return Invocation("read", key, None, {"final": True})
+    return Invocation("read", key, None, extra={"final": True})
 
 
-def sibling_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The cluster settings the sibling checker needs (DESIGN.md's defaults)."""
-    return {"n": int(settings.get("n", 3)), "w": int(settings.get("w", 2)), "r": int(settings.get("r", 2)),
-            "resolution": str(settings.get("resolution", "dvv")), "quorum": str(settings.get("quorum", "sloppy")),
-            "read_repair": str(settings.get("read_repair", "async"))}
+def sibling_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The sibling checker's options from a claim's params (n, w, r, quorum,
+    read_repair; whichever are given)."""
+    out: dict[str, Any] = {}
+    for name in ("n", "w", "r"):
+        if params.get(name) is not None:
+            out[name] = int(params[name])
+    for name in ("quorum", "read_repair"):
+        if params.get(name) is not None:
+            out[name] = str(params[name])
+    return out
+
+
+def reads_and_writes(op: Invocation, completion: Completion, writes: str) -> str | None:
+    """`Workload.validate` for workloads of reads and one kind of write:
+    an `ok` read returns a list of text values, an `ok` `writes` (write,
+    add ...) its own value or None."""
+    if completion.type != "ok":
+        return None
+    if op.f == "read":
+        problem = text_values(completion.value)
+        return None if problem is None else f"a read's value {problem}"
+    if op.f == writes:
+        problem = own_value(op, completion)
+        return None if problem is None else f"{'an' if writes[0] in 'aeiou' else 'a'} {writes} {problem}"
+    return None
+
+
+def text_values(value: Any) -> str | None:
+    """Why `value` is not a list of text values, else None."""
+    if not isinstance(value, list | tuple):
+        return f"must be the list of values found (e.g. [] or ['3.7']), not {_short(value)}"
+    odd = next((v for v in value if not isinstance(v, str)), None)
+    if odd is not None:
+        return f"holds {_short(odd)} ({type(odd).__name__}); this workload writes only text values"
+    return None
+
+
+def own_value(op: Invocation, completion: Completion) -> str | None:
+    """An `ok` write or add completes with its own value (or None, which
+    the runner records as the invocation's)."""
+    if completion.value is not None and completion.value != op.value:
+        return f"must complete with its own value {op.value!r} or None, not {_short(completion.value)}"
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -3,23 +3,29 @@ siblings, adds a unique item and puts the result with the read's context; the
 final reads return every item in the cart (the union of the siblings, which
 are kept in `siblings`).
 
-Judged by the cart/set check (acknowledged adds lost, items nobody added), by
-the sibling checker over the carts written (each add is a write of its cart;
-the carts it read are its `obs`), and by the run statistics.
+Judged, as the system's promise says (`claims` below), by the cart/set check
+(acknowledged adds lost, items nobody added), by linearizability of each cart
+as a set, by the sibling checker over the carts written (each add is a write
+of its cart, `wrote` in the completion's extra; the carts it read are its
+`obs`), and always by the run statistics. A client that cannot say which
+cart an add wrote leaves `wrote` out; the sibling checker then sees no write.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
-from checkers import sets, siblings, stats
+from checkers import linearizable, sets, siblings, stats
+from checkers.compose import Check
 from checkers.history import Op, pair
 from checkers.result import Result
-from harness.systems.base import Completion, Invocation
-from workloads.base import WorkloadOptions, final_read, sibling_settings
+from contract.ops import Completion, Invocation
+from contract.promise import Promise
+from workloads.base import WorkloadOptions, final_read, reads_and_writes, sibling_params
 from workloads.keys import KeySchedule
 
 READS = 0.1  # of the operations, the rest are adds
@@ -49,6 +55,12 @@ class CartWorker:
 
 class CartWorkload:
     name = "cart"
+    claims: ClassVar[dict[str, str]] = {
+        "no-lost-adds": "the set check: no acknowledged add lost, no item nobody added",
+        "linearizable": "linearizability of each cart as a set, and the set check",
+        "siblings": "the sibling checker over the carts written (an add writes its cart, having read `obs`)",
+        "last-write-wins": "the sibling checker over the carts written, under last-write-wins",
+    }
 
     def __init__(self, options: WorkloadOptions) -> None:
         self.options = options
@@ -60,14 +72,41 @@ class CartWorkload:
     def final_reads(self) -> list[Invocation]:
         return [final_read(k) for k in self.keys.used_keys()]
 
-    def check(self, history: Sequence[Op], settings: Mapping[str, Any]) -> list[Result]:
-        register = as_register(history)
-        causal = siblings.check(register, **sibling_settings(settings))
-        # Point the anomalies at the operations of the recorded history.
-        origin = [op.extra.get(SOURCE, op.index) for op in register]
-        causal = replace(causal, anomalies=tuple(replace(a, ops=tuple(origin[i] for i in a.ops))
-                                                 for a in causal.anomalies))
-        return [sets.check(history), causal, stats.check(history)]
+    def validate(self, op: Invocation, completion: Completion) -> str | None:
+        return reads_and_writes(op, completion, "add")
+
+    def checks(self, promise: Promise) -> list[Check]:
+        checks: list[Check] = []
+
+        def add(check: Check) -> None:
+            if all(c.name != check.name for c in checks):
+                checks.append(check)
+
+        names = promise.names()
+        time_limit = self.options.linearizability_time_limit
+        for claim in promise.claims:
+            if claim.name == "linearizable":
+                add(Check(name="linearizable", claim=claim.name,
+                          run=lambda h: linearizable.check(h, "set", time_limit=time_limit)))
+            elif claim.name in ("siblings", "last-write-wins"):
+                resolution = "dvv" if claim.name == "siblings" else "lww"
+                name = "siblings" if all(c.name != "siblings" for c in checks) else "siblings-lww"
+                add(Check(name=name, claim=claim.name,
+                          run=partial(_carts_as_siblings, resolution=resolution, **sibling_params(claim.params))))
+        if "no-lost-adds" in names or "linearizable" in names:  # a linearizable set loses no add
+            add(Check(name="set", claim="no-lost-adds", run=sets.check))
+        checks.append(Check(name="stats", run=stats.check))
+        return checks
+
+
+def _carts_as_siblings(history: Sequence[Op], **options: Any) -> Result:
+    """The sibling checker over the carts written (`as_register`), its
+    anomalies pointed at the operations of the recorded history."""
+    register = as_register(history)
+    causal = siblings.check(register, **options)
+    origin = [op.extra.get(SOURCE, op.index) for op in register]
+    return replace(causal, anomalies=tuple(replace(a, ops=tuple(origin[i] for i in a.ops))
+                                           for a in causal.anomalies))
 
 
 def as_register(history: Sequence[Op]) -> list[Op]:

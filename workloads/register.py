@@ -3,25 +3,29 @@ read-modify-writes that put a new unique value with the context of this
 process's last read of the key, recording that read's values in `obs`.
 
 Written values are unique across the run (`<worker>.<sequence>`), so the
-sibling checker can build the causal order from `obs` alone (DESIGN.md). The
-history is judged by the sibling checker (P1-P6, as the cluster's settings
-promise), by the run statistics, and, when reads return one value (LWW), by
-the linearizability checker with a register model per key (unique values: the
-Gibbons-Korach path, no search).
+sibling checker can build the causal order from `obs` alone (DESIGN.md).
+
+Which checkers judge the history follows from the system's promise (`claims`
+below): `linearizable` by the linearizability checker with a register model
+per key (reads as single values; unique values: the Gibbons-Korach path, no
+search), `siblings` and `last-write-wins` by the sibling checker (P1-P6, as
+the claim's settings promise), and always the run statistics.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 from checkers import linearizable, siblings, stats
+from checkers.compose import Check
 from checkers.history import Op
-from checkers.result import Result
-from harness.systems.base import Completion, Invocation
-from workloads.base import WorkloadOptions, final_read, sibling_settings
+from contract.ops import Completion, Invocation
+from contract.promise import Promise
+from workloads.base import WorkloadOptions, final_read, reads_and_writes, sibling_params
 from workloads.keys import KeySchedule
 
 READ, BLIND, RMW = 0.4, 0.25, 0.35  # the operation mix (RMW needs an earlier read, else it reads)
@@ -45,7 +49,7 @@ class RegisterWorker:
         seen = self.last.get(key)
         if x < READ + RMW and seen is not None:
             values, context = seen
-            return Invocation("write", key, value, {"obs": list(values)}, context=context)
+            return Invocation("write", key, value, extra={"obs": list(values)}, context=context)
         return Invocation("write", key, value)
 
     def completed(self, op: Invocation, completion: Completion) -> None:
@@ -62,6 +66,12 @@ class RegisterWorker:
 
 class RegisterWorkload:
     name = "register"
+    claims: ClassVar[dict[str, str]] = {
+        "linearizable": "linearizability of each key as a register (one value per read)",
+        "siblings": "the sibling checker, DESIGN.md P1-P6 (those the claim's settings promise)",
+        "last-write-wins": "the sibling checker under last-write-wins: P1-P4 (a write may be lost only "
+                           "to a concurrent one), P5/P6 where promised",
+    }
 
     def __init__(self, options: WorkloadOptions) -> None:
         self.options = options
@@ -73,23 +83,35 @@ class RegisterWorkload:
     def final_reads(self) -> list[Invocation]:
         return [final_read(k) for k in self.keys.used_keys()]
 
-    def check(self, history: Sequence[Op], settings: Mapping[str, Any]) -> list[Result]:
-        results = [siblings.check(history, **sibling_settings(settings)), stats.check(history)]
-        if settings.get("resolution") == "lww":
-            results.append(linearizable.check(single_values(history), "register",
-                                              time_limit=self.options.linearizability_time_limit))
-        return results
+    def validate(self, op: Invocation, completion: Completion) -> str | None:
+        return reads_and_writes(op, completion, "write")
+
+    def checks(self, promise: Promise) -> list[Check]:
+        checks: list[Check] = []
+        time_limit = self.options.linearizability_time_limit
+        for claim in promise.claims:
+            if claim.name == "linearizable":
+                checks.append(Check(name="linearizable", claim=claim.name,
+                                    run=lambda h: linearizable.check(single_values(h), "register",
+                                                                     time_limit=time_limit)))
+            elif claim.name in ("siblings", "last-write-wins"):
+                resolution = "dvv" if claim.name == "siblings" else "lww"
+                name = "siblings" if all(c.name != "siblings" for c in checks) else "siblings-lww"
+                checks.append(Check(name=name, claim=claim.name,
+                                    run=partial(siblings.check, resolution=resolution,
+                                                **sibling_params(claim.params))))
+        checks.append(Check(name="stats", run=stats.check))
+        return checks
 
 
 def single_values(history: Sequence[Op]) -> list[Op]:
     """The history as a plain register's: a read's list of values becomes its
     one value (None for none; a list of two stays a list, which no write
-    wrote: LWW must never return siblings). Nemesis ops are dropped."""
+    wrote: a register never returns siblings). Every op keeps its index, so
+    anomalies name lines of the recorded history."""
     out: list[Op] = []
     for op in history:
-        if op.process == "nemesis":
-            continue
         if op.f == "read" and op.type == "ok" and isinstance(op.value, list) and len(op.value) <= 1:
             op = replace(op, value=op.value[0] if op.value else None)
-        out.append(replace(op, index=len(out)))
+        out.append(op)
     return out

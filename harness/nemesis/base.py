@@ -77,6 +77,10 @@ class ClusterHandle:
     restart: Callable[[str], Awaitable[None]]
     # Faults that act over time (the clock strobe) sleep on this clock.
     clock: Clock = field(default_factory=AsyncioClock)
+    # The system's: the wall clock a node's process sees (Unix seconds), or
+    # None if it cannot tell; None when the system cannot be asked at all.
+    # The clock fault records the skew each node really saw.
+    node_time: Callable[[str], Awaitable[float | None]] | None = None
 
 
 class Fault(Protocol):

@@ -15,18 +15,29 @@ Each start draws one kind (Jepsen's clock nemesis ops):
 Stop (`reset-clock`) cancels a running strobe and sets every node's offset
 to 0. Values are JSON: node -> offset in seconds, or for a strobe
 `{"strobe": {"nodes", "delta", "period", "duration"}}`.
+
+What a node really saw: when the system can tell a node's wall clock
+(`ClusterHandle.node_time`, kvnode's `status`), a bump also records
+`"observed"`: node -> the offset the node's process reads, in seconds; a
+node whose clock did not follow a bump of a second or more is named in
+`"error"` (the history never claims a skew that did not happen). The
+backends refuse `clock` up front for programs libfaketime cannot reach.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities
 
 from .base import ClusterHandle, Fault, check_targets, describe_error, log_uniform, pick_nodes
+
+if TYPE_CHECKING:
+    from .schedule import FaultOptions
 
 KINDS = ("bump", "strobe", "reset")
 
@@ -38,6 +49,11 @@ class ClockSkew(Fault):
     name = "clock"
     start_f = "bump-clock"  # the f of the default kind; `choose` gives the drawn one
     stop_f = "reset-clock"
+
+    @classmethod
+    def from_options(cls, handle: ClusterHandle, options: FaultOptions) -> ClockSkew:
+        return cls(handle, kinds=options.clock_kinds, targets=options.clock_targets, min_s=options.clock_min_s,
+                   max_s=options.clock_max_s)
 
     def __init__(
         self,
@@ -95,7 +111,7 @@ class ClockSkew(Fault):
             for node, offset in offsets.items():
                 self._offsets[node] = offset  # before the await: see stop
                 await self._handle.backend.set_clock(node, offset)
-            return offsets
+            return await self._observe(offsets)
         if kind == "strobe":
             nodes = pick_nodes(self._handle.nodes, rng, self._targets)
             delta = self._offset(rng)
@@ -108,6 +124,29 @@ class ClockSkew(Fault):
                 "strobe": {"nodes": nodes, "delta": delta, "period": period, "duration": duration}
             }
         return await self._reset_all()
+
+    async def _observe(self, offsets: dict[str, float]) -> dict[str, Any]:
+        """`offsets`, with what each node's process reads where the system
+        can tell (see the module docstring)."""
+        node_time = self._handle.node_time
+        value: dict[str, Any] = dict(offsets)
+        if node_time is None or not offsets:
+            return value
+        observed: dict[str, float | None] = {}
+        for node in offsets:
+            before = time.time()
+            try:
+                seen = await asyncio.wait_for(node_time(node), 2.0)
+            except Exception:  # a paused or unreachable node: not observed
+                seen = None
+            after = time.time()
+            observed[node] = None if seen is None else round(seen - (before + after) / 2, 3)
+        value["observed"] = observed
+        stuck = [f"{node} reads {got:+g} s, not {offsets[node]:+g} s" for node, got in observed.items()
+                 if got is not None and abs(offsets[node]) >= 1.0 and abs(got - offsets[node]) > abs(offsets[node]) / 2]
+        if stuck:
+            value["error"] = "the clock did not move: " + "; ".join(stuck)
+        return value
 
     async def _run_strobe(
         self, nodes: Sequence[str], delta: float, period: float, duration: float

@@ -12,11 +12,14 @@ the empty `PacketShape()`.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities, PacketShape
 
 from .base import ClusterHandle, Fault, check_targets, pick_nodes
+
+if TYPE_CHECKING:
+    from .schedule import FaultOptions
 
 PROFILES = ("delay", "loss", "delay+loss")
 
@@ -28,6 +31,11 @@ class Packet(Fault):
     name = "packet"
     start_f = "start-packet"
     stop_f = "stop-packet"
+
+    @classmethod
+    def from_options(cls, handle: ClusterHandle, options: FaultOptions) -> Packet:
+        return cls(handle, targets=options.packet_targets, delay_ms=options.packet_delay_ms,
+                   loss=options.packet_loss)
 
     def __init__(
         self,

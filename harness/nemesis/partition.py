@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities
 
 from .base import ClusterHandle, Fault
+
+if TYPE_CHECKING:
+    from .schedule import FaultOptions
 
 # node -> the nodes whose traffic it drops (built here, so a concrete dict)
 GrudgeDict = dict[str, frozenset[str]]
@@ -156,6 +159,10 @@ class Partition(Fault):
         self._handle = handle
         self._shapes = check_shapes(SHAPES if shapes is None else shapes)
         self._shape: str | None = None  # the shape in effect (or being applied)
+
+    @classmethod
+    def from_options(cls, handle: ClusterHandle, options: FaultOptions) -> Partition:
+        return cls(handle, options.partition_shapes)
 
     def unavailable(self, caps: BackendCapabilities) -> str | None:
         return None  # every backend can cut links

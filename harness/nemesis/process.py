@@ -8,11 +8,14 @@ cancelled halfway is still undone by `stop`.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities
 
 from .base import ClusterHandle, Fault, check_targets, pick_nodes
+
+if TYPE_CHECKING:
+    from .schedule import FaultOptions
 
 
 class Kill(Fault):
@@ -27,7 +30,11 @@ class Kill(Fault):
     def __init__(self, handle: ClusterHandle, targets: str = "one") -> None:
         self._handle = handle
         self._targets = check_targets(targets)
-        self._killed: list[str] = []  # killed (or being killed), not yet restarted
+        self._killed: list[str] = []
+
+    @classmethod
+    def from_options(cls, handle: ClusterHandle, options: FaultOptions) -> Kill:
+        return cls(handle, options.kill_targets)  # killed (or being killed), not yet restarted
 
     def unavailable(self, caps: BackendCapabilities) -> str | None:
         return None
@@ -62,6 +69,10 @@ class Pause(Fault):
     name = "pause"
     start_f = "pause"
     stop_f = "resume"
+
+    @classmethod
+    def from_options(cls, handle: ClusterHandle, options: FaultOptions) -> Pause:
+        return cls(handle, options.pause_targets)
 
     def __init__(self, handle: ClusterHandle, targets: str = "one") -> None:
         self._handle = handle

@@ -42,15 +42,14 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from harness import registry
 from harness.backends.base import BackendCapabilities
 
 from .base import ClusterHandle, Fault, Record, check_targets, describe_error
-from .clock import KINDS, ClockSkew
-from .packet import Packet
-from .partition import SHAPES, Partition, check_shapes
-from .process import Kill, Pause
+from .clock import KINDS
+from .partition import SHAPES, check_shapes
 
-FAULT_NAMES = ("partition", "kill", "pause", "clock", "packet")
+FAULT_NAMES = ("partition", "kill", "pause", "clock", "packet")  # the built-ins, in this order
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,14 +78,24 @@ class FaultOptions:
             check_targets(targets)
 
 
+def fault_names() -> tuple[str, ...]:
+    """Every registered fault (`harness.registry`, group
+    `dynamo_harness.nemeses`): the built-ins in `FAULT_NAMES` order, then
+    plug-ins by name."""
+    registered = registry.names("nemeses")
+    return (*(n for n in FAULT_NAMES if n in registered),
+            *sorted(n for n in registered if n not in FAULT_NAMES))
+
+
 def parse_fault_names(names: Iterable[str]) -> tuple[str, ...]:
-    """The fault names that `names` asks for, in `FAULT_NAMES` order.
+    """The fault names that `names` asks for, in `fault_names()` order.
 
     Each item may hold several comma-separated names (`--nemesis
-    partition,kill`). `all` means every fault; `none` means no fault and
-    cannot be combined with another name. Raises ValueError naming a bad
-    name and the valid ones.
+    partition,kill`). `all` means every built-in fault (`FAULT_NAMES`);
+    `none` means no fault and cannot be combined with another name. Raises
+    ValueError naming a bad name and the valid ones.
     """
+    known = fault_names()
     wanted: set[str] = set()
     saw_none = False
     for item in names:
@@ -95,53 +104,36 @@ def parse_fault_names(names: Iterable[str]) -> tuple[str, ...]:
             if not name:
                 continue
             if name == "all":
-                wanted.update(FAULT_NAMES)
+                wanted.update(n for n in FAULT_NAMES if n in known)
             elif name == "none":
                 saw_none = True
-            elif name in FAULT_NAMES:
+            elif name in known:
                 wanted.add(name)
             else:
-                valid = ", ".join((*FAULT_NAMES, "all", "none"))
+                valid = ", ".join((*known, "all", "none"))
                 raise ValueError(f"unknown nemesis {raw.strip()!r}; valid: {valid}")
     if saw_none and wanted:
         raise ValueError(f"nemesis 'none' cannot be combined with {', '.join(sorted(wanted))}")
-    return tuple(name for name in FAULT_NAMES if name in wanted)
+    return tuple(name for name in known if name in wanted)
 
 
 def build_faults(
     names: Sequence[str], handle: ClusterHandle, options: FaultOptions | None = None
 ) -> list[Fault]:
-    """The faults `names` asks for (see `parse_fault_names`), built on
-    `handle`. Touches nothing: checking that the backend can run them is
-    `check_available`'s job."""
+    """The faults `names` asks for (see `parse_fault_names`), each built by
+    its registered factory as `factory(handle, options)`. Touches nothing:
+    checking that the backend can run them is `check_available`'s job."""
     opts = options if options is not None else FaultOptions()
     faults: list[Fault] = []
     for name in parse_fault_names(names):
-        if name == "partition":
-            faults.append(Partition(handle, opts.partition_shapes))
-        elif name == "kill":
-            faults.append(Kill(handle, opts.kill_targets))
-        elif name == "pause":
-            faults.append(Pause(handle, opts.pause_targets))
-        elif name == "clock":
-            faults.append(
-                ClockSkew(
-                    handle,
-                    kinds=opts.clock_kinds,
-                    targets=opts.clock_targets,
-                    min_s=opts.clock_min_s,
-                    max_s=opts.clock_max_s,
-                )
-            )
-        elif name == "packet":
-            faults.append(
-                Packet(
-                    handle,
-                    targets=opts.packet_targets,
-                    delay_ms=opts.packet_delay_ms,
-                    loss=opts.packet_loss,
-                )
-            )
+        factory = registry.load("nemeses", name)
+        fault = factory(handle, opts)
+        for member in ("name", "start_f", "stop_f", "start", "stop", "active"):
+            if not hasattr(fault, member):
+                raise registry.PluginError(f"the nemesis {name!r} built {type(fault).__name__}, which has no "
+                                           f"`{member}`: a fault needs name, start_f, stop_f, start, stop "
+                                           "and active (harness.nemesis.base.Fault)")
+        faults.append(fault)
     return faults
 
 

@@ -1,10 +1,24 @@
 """The reference adapter: `kvnode` as a system under test.
 
+Options: the node's own cluster settings (`kvnode.config.ClusterSettings`:
+n, w, r, resolution, quorum, read_repair and the timings), passed to every
+node; `harness systems kvnode` lists them. What it promises follows from
+them (`KvnodeSystem.promise`):
+
+- `resolution=dvv`: `siblings` (DESIGN.md P1-P6 as n, w, r, quorum and read
+  repair promise them); for the cart, also `no-lost-adds` (concurrent carts
+  are siblings, which the next add merges);
+- `resolution=lww`: `last-write-wins`; and with strict quorums that
+  intersect (W+R>N) and synchronous read repair (ABD), `linearizable`
+  registers, as long as the nodes' clocks agree (a clock fault shows what
+  happens when they do not). The cart under lww loses concurrent adds by
+  design: it promises `last-write-wins` only.
+
 `KvnodeDB` says how to start a node (`python -m kvnode serve` with the
-cluster's settings and the backend's `--peers` map), when it is ready (it
-answers `status`), where its log is, and when the cluster has converged after
-the faults are healed (every node sees every other alive, no hints pending,
-then one anti-entropy round on each node).
+settings and the backend's peers), when it is ready (it answers `status`),
+what time it sees (`status`'s `wall_ns`), and when the cluster has converged
+(every node sees every other alive, no hints pending, then one anti-entropy
+round on each node).
 
 `KvnodeClient` maps the workloads' operations onto `kvnode.client.AsyncClient`:
 
@@ -23,18 +37,19 @@ Values are UTF-8 text on the wire; a cart is its items joined by newlines.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from harness.systems.base import Completion, Invocation, NodeSetup
+from contract.ops import Completion, Invocation
+from contract.promise import Claim, Promise
+from harness.systems.base import Deployment, NodeSetup
 from kvnode.client import AsyncClient, KvError
+from kvnode.config import ClusterSettings
 
-CLUSTER = "harness"
 WORKLOADS = ("register", "cart")
-# ClusterSettings fields the harness passes through as `kvnode serve` flags.
-SETTINGS = ("n", "w", "r", "resolution", "quorum", "read_repair", "partitions", "request_timeout",
-            "gossip_interval", "suspect_after", "dead_after", "ae_interval", "handoff_interval")
+PORT = "client"  # kvnode serves clients and peers on one port
 
 
 def _text(values: Sequence[bytes]) -> list[str]:
@@ -46,22 +61,25 @@ def cart_items(value: bytes) -> list[str]:
 
 
 class KvnodeDB:
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+
     def command(self, node: NodeSetup) -> tuple[list[str], dict[str, str]]:
         place = node.place
+        peers = ",".join(f"{k}={v[PORT]}" for k, v in sorted(place.peers.items()))
         argv = [
-            place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen,
-            "--data", place.data_dir, "--peers", ",".join(f"{k}={v}" for k, v in sorted(place.peers.items())),
-            "--cluster", CLUSTER, "--log", f"{place.log_dir}/kvnode.log", "--seed", str(node.seed),
+            place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen[PORT],
+            "--data", place.data_dir, "--peers", peers, "--log", f"{place.log_dir}/kvnode.log",
+            "--seed", str(node.seed),
         ]
-        for key in SETTINGS:
-            if key in node.settings and node.settings[key] is not None:
-                argv += [f"--{key.replace('_', '-')}", str(node.settings[key])]
+        for f in dataclasses.fields(self.settings):
+            argv += [f"--{f.name.replace('_', '-')}", str(getattr(self.settings, f.name))]
         return argv, {}
 
     async def ready(self, node: NodeSetup, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
-            client = AsyncClient(node.place.client, cluster=CLUSTER, timeout=1.0, connect_timeout=0.5)
+            client = self._client(node, timeout=1.0, connect_timeout=0.5)
             try:
                 await client.status()
                 return True
@@ -72,8 +90,16 @@ class KvnodeDB:
                 await client.close()
             await asyncio.sleep(0.05)
 
-    def log_files(self, node: NodeSetup) -> list[str]:
-        return [f"{node.place.log_dir}/kvnode.log"]
+    async def node_time(self, node: NodeSetup) -> float | None:
+        client = self._client(node, timeout=1.0, connect_timeout=0.5)  # a paused node must not hold a fault up
+        try:
+            status = await client.status()
+        except (KvError, OSError):
+            return None
+        finally:
+            await client.close()
+        wall = status.get("wall_ns")
+        return wall / 1e9 if isinstance(wall, int) else None
 
     async def converged(self, nodes: list[NodeSetup]) -> bool | None:
         names = {n.place.name for n in nodes}
@@ -94,8 +120,12 @@ class KvnodeDB:
     async def _status(self, node: NodeSetup) -> dict[str, Any] | None:
         return await self._admin(node, "status")
 
+    def _client(self, node: NodeSetup, *, timeout: float, connect_timeout: float) -> AsyncClient:
+        return AsyncClient(node.place.client[PORT], cluster=self.settings.cluster, timeout=timeout,
+                           connect_timeout=connect_timeout)
+
     async def _admin(self, node: NodeSetup, kind: str) -> dict[str, Any] | None:
-        client = AsyncClient(node.place.client, cluster=CLUSTER, timeout=10.0, connect_timeout=1.0)
+        client = self._client(node, timeout=10.0, connect_timeout=1.0)
         try:
             if kind == "status":
                 return await client.status()
@@ -107,20 +137,21 @@ class KvnodeDB:
 
 
 class KvnodeClient:
-    def __init__(self, workload: str, timeout: float = 5.0) -> None:
+    def __init__(self, workload: str, timeout: float = 5.0, cluster: str = "kvnode") -> None:
         if workload not in WORKLOADS:
             raise ValueError(f"kvnode has no client for workload {workload!r} (it has: {', '.join(WORKLOADS)})")
         self._cart = workload == "cart"
         self._timeout = timeout
         self._client: AsyncClient | None = None
         self._node: str | None = None
+        self._cluster = cluster
 
     async def open(self, node: NodeSetup) -> None:
         self._node = node.place.name
         # An add makes two requests, and must answer (with the cart it
         # wrote) before the runner gives up on it at op_timeout.
         timeout = min(self._timeout, node.op_timeout / 2.5)
-        self._client = AsyncClient(node.place.client, cluster=CLUSTER, timeout=timeout,
+        self._client = AsyncClient(node.place.client[PORT], cluster=self._cluster, timeout=timeout,
                                    connect_timeout=min(1.0, timeout))
 
     async def invoke(self, op: Invocation) -> Completion:
@@ -169,13 +200,45 @@ def _error(e: KvError) -> str:
 
 
 class KvnodeSystem:
-    """`--system kvnode`."""
+    """`--system kvnode`; its options are the node's cluster settings."""
 
     name = "kvnode"
+    ports = (PORT,)
+    Options = ClusterSettings
 
-    def __init__(self, timeout: float = 5.0) -> None:
-        self.db = KvnodeDB()
-        self._timeout = timeout
+    def __init__(self, **options: Any) -> None:
+        self.settings = ClusterSettings(**options)  # refuses what a node would (w > n ...)
+        self.db = KvnodeDB(self.settings)
+        self._timeout = 5.0
 
     def client(self, workload: str) -> KvnodeClient:
-        return KvnodeClient(workload, self._timeout)
+        return KvnodeClient(workload, self._timeout, self.settings.cluster)
+
+    def supports(self, deployment: Deployment) -> str | None:
+        s = self.settings
+        if deployment.workload not in WORKLOADS:
+            return f"kvnode has no client for the {deployment.workload} workload (it has: {', '.join(WORKLOADS)})"
+        if deployment.nodes < s.n:
+            return (f"n={s.n} replicas per key need at least {s.n} nodes, not {deployment.nodes}: "
+                    f"add nodes or lower --n (and --w, --r)")
+        return None
+
+    def promise(self, workload: str) -> Promise:
+        s = self.settings
+        params = {"n": s.n, "w": s.w, "r": s.r, "quorum": s.quorum, "read_repair": s.read_repair}
+        claims: list[Claim] = []
+        if s.resolution == "dvv":
+            claims.append(Claim(name="siblings", params=params,
+                                why="dotted version vectors keep concurrent writes as siblings"))
+            if workload == "cart":
+                claims.append(Claim(name="no-lost-adds",
+                                    why="concurrent carts are kept as siblings, which the next add merges"))
+        else:
+            claims.append(Claim(name="last-write-wins", params=params,
+                                why="each key keeps the write with the latest timestamp"))
+            if workload == "register" and s.quorum == "strict" and s.read_repair == "sync" and s.w + s.r > s.n:
+                claims.append(Claim(name="linearizable",
+                                    why=f"strict quorums that intersect (W+R={s.w + s.r} > N={s.n}) and "
+                                        "synchronous read repair (ABD) make each key a linearizable "
+                                        "register, as long as the nodes' clocks agree"))
+        return Promise(claims=tuple(claims))

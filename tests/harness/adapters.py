@@ -1,11 +1,23 @@
-"""A system for tests: `examples.lonely_kv` whose convergence check crashes,
-so that the harness itself fails in the middle of a run (after the workload,
-before the final reads: the first check, at start-up, passes)."""
+"""Systems under test for the harness's own tests, each broken in one way,
+built on `examples.lonely_kv` (`--system tests.harness.adapters:Name`):
+
+- `CrashingKV`: its convergence check crashes after the workload, so that the
+  harness itself fails in the middle of a run (the first check, at start-up,
+  passes);
+- `ExitingKV`: each node prints a line and exits with status 3 at once;
+- `LiarKV`: its client answers reads with the completion type "success"
+  (neither ok, fail nor info) and a value nobody wrote;
+- `PickyKV`: refuses the netns backend, and the cart workload;
+- `SilentKV`: promises nothing.
+"""
 
 from __future__ import annotations
 
-from examples.lonely_kv import LonelyDB, LonelyKV
-from harness.systems.base import NodeSetup
+import sys
+
+from contract import Completion, Invocation, Promise
+from examples.lonely_kv import LonelyClient, LonelyDB, LonelyKV
+from harness.systems.base import Deployment, NodeSetup
 
 
 class CrashingDB(LonelyDB):
@@ -23,3 +35,42 @@ class CrashingKV(LonelyKV):
     def __init__(self) -> None:
         super().__init__()
         self.db = CrashingDB()
+
+
+class ExitingDB(LonelyDB):
+    def command(self, node: NodeSetup) -> tuple[list[str], dict[str, str]]:
+        script = ("import sys; print('listening on', sys.argv[1]); "
+                  "print('fatal: the data directory is corrupt', file=sys.stderr); sys.exit(3)")
+        return [sys.executable, "-c", script, node.place.listen["client"]], {}
+
+
+class ExitingKV(LonelyKV):
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = ExitingDB()
+
+
+class LiarClient(LonelyClient):
+    async def invoke(self, op: Invocation) -> Completion:
+        if op.f == "read":
+            return Completion("success", ["nobody wrote this"])  # type: ignore[arg-type]
+        return await super().invoke(op)
+
+
+class LiarKV(LonelyKV):
+    def client(self, workload: str) -> LiarClient:
+        return LiarClient()
+
+
+class PickyKV(LonelyKV):
+    name = "picky-kv"
+
+    def supports(self, deployment: Deployment) -> str | None:
+        if deployment.backend == "netns":
+            return "picky-kv does not run in network namespaces: use --backend local"
+        return None
+
+
+class SilentKV(LonelyKV):
+    def promise(self, workload: str) -> Promise:
+        return Promise()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,10 @@ class FakeChecker:
         self, history: Sequence[Op], model: Any, *, initial: Any = None,
         time_limit: float | None = None, memory_limit: int | None = None,
     ) -> Result:
-        self.calls.append(dict(history=list(history), model=model, initial=initial,
+        # The command line builds the model (a registered plug-in) with its
+        # initial value, and passes the instance.
+        self.calls.append(dict(history=list(history), model=model.name, instance=model,
+                               initial=getattr(model, "initial", initial),
                                time_limit=time_limit, memory_limit=memory_limit))
         if isinstance(self.result, Exception):
             raise self.result
@@ -41,10 +43,10 @@ class FakeChecker:
 
 
 def _install(monkeypatch: pytest.MonkeyPatch, result: Result | Exception) -> FakeChecker:
+    from checkers import linearizable
+
     fake = FakeChecker(result)
-    module = types.ModuleType("checkers.linearizable")
-    module.check = fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "checkers.linearizable", module)
+    monkeypatch.setattr(linearizable, "check", fake)
     return fake
 
 
@@ -110,8 +112,9 @@ def test_model_format_and_initial(monkeypatch: pytest.MonkeyPatch) -> None:
                "--initial", "[1, 2]").exit_code == 0
     assert run("check", path, "--initial", "hello").exit_code == 0
     assert run("check", path, "--initial", "null").exit_code == 0
-    assert [c["initial"] for c in fake.calls] == [[1, 2], "hello", None]
     assert [c["model"] for c in fake.calls] == ["multi-register", "kv", "kv"]
+    assert fake.calls[0]["instance"].default == (1, 2)  # every register starts at [1, 2]
+    assert [c["initial"] for c in fake.calls[1:]] == ["hello", None]
 
 
 def test_run_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -143,9 +146,9 @@ def test_html_invalid_uses_the_report(monkeypatch: pytest.MonkeyPatch, tmp_path:
         seen.append((result, len(history), title))
         return "<html>counterexample</html>"
 
-    report = types.ModuleType("harness.report.linearizability")
-    report.render_counterexample = render  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "harness.report.linearizability", report)
+    from harness.report import linearizability as report
+
+    monkeypatch.setattr(report, "render_counterexample", render)
     out = tmp_path / "out.html"
     r = run("check", str(DATA / "register-invalid.edn"), "--html", str(out))
     assert r.exit_code == 1

@@ -1,5 +1,6 @@
-"""`harness run` as a user runs it: bad flags, Ctrl-C in the middle of a
-run, re-checking a stored run, and a system of one's own."""
+"""`harness run` as a user runs it: bad flags, bad system options, systems
+that refuse or break, Ctrl-C in the middle of a run, re-checking a stored
+run, a run file, and a system of one's own."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 
 from harness.history import read_jsonl
 
-FAST = ["--node-setting", "gossip_interval=0.2", "--node-setting", "suspect_after=1",
-        "--node-setting", "dead_after=2", "--node-setting", "ae_interval=2"]
+FAST = ["--set", "gossip_interval=0.2", "--set", "suspect_after=1", "--set", "dead_after=2",
+        "--set", "ae_interval=2"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def harness(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -27,19 +29,32 @@ def harness(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
 
 @pytest.mark.parametrize("args, message", [
     (["--nemesis", "partition,bogus"], "unknown nemesis 'bogus'"),
-    (["--w", "4"], "--w 4 and --r 2 must be between 1 and --n 3"),
-    (["--n", "7", "--nodes", "5"], "--n 7 must be between 1 and --nodes 5"),
-    (["--backend", "ssh"], "--backend ssh needs --nodes-file nodes.toml"),
-    (["--workload", "queue"], "'queue' is not one of"),
-    (["--node-setting", "oops"], "expected KEY=VALUE"),
+    (["--w", "4"], "kvnode: w (4) and r (2) cannot exceed n (3)"),
+    (["--n", "7", "--nodes", "5"], "n=7 replicas per key need at least 7 nodes, not 5"),
+    (["--backend", "ssh"], "needs --nodes-file nodes.toml"),
+    (["--backend", "nowhere"], "no backend named 'nowhere' is registered"),
+    (["--workload", "queue"], "no workload named 'queue' is registered (registered: "),
+    (["--set", "oops"], "expected KEY=VALUE"),
+    (["--set", "bogus=1"], "kvnode has no option 'bogus' (its options: "),
+    (["--set", "n=three"], "kvnode's option n: 'three' is not an integer"),
+    (["--resolution", "fast"], "kvnode's option resolution: 'fast' is not one of dvv, lww"),
+    (["--check", "serializable"], "--check serializable: the register workload cannot check it"),
     (["--system", "nowhere.at.all:Thing"], "cannot import nowhere.at.all"),
+    (["--system", "tests.harness.adapters:SilentKV"], "promises nothing for the register workload"),
+    (["--system", "tests.harness.adapters:PickyKV", "--backend", "netns"],
+     "picky-kv cannot run here: picky-kv does not run in network namespaces"),
+    (["--system", "examples.lonely_kv:LonelyKV", "--workload", "cart"],
+     "lonely-kv only has a client for the register workload"),
+    (["--system", "examples.lonely_kv:LonelyKV", "--set", "n=3"], "lonely-kv has no option 'n' (its options: none)"),
     (["--time-limit", "-1"], "--time-limit"),
 ])
 def test_a_wrong_flag_is_one_clear_line_and_exit_254(tmp_path: Path, args: list[str], message: str) -> None:
-    got = harness("run", "--store", str(tmp_path / "store"), *args, cwd=tmp_path)
+    got = harness("run", "--store", str(tmp_path / "store"), *args, cwd=ROOT)
     assert got.returncode == 254, got.stderr
     assert message in got.stderr
     assert "Traceback" not in got.stderr
+    said = [line for line in got.stderr.splitlines() if line.strip() and not line.startswith(("Usage:", "Try '"))]
+    assert len(said) == 1, got.stderr  # one line (click adds its usage lines to a usage error)
     assert not list((tmp_path / "store").glob("*/*/nodes/*/data")), "a cluster was started for a bad flag"
 
 
@@ -99,24 +114,25 @@ def test_a_stored_run_is_checked_again_and_a_system_of_ones_own_is_caught(tmp_pa
                   "--store", str(tmp_path / "store"), "--no-live", "--seed", "1", "--recovery-timeout", "1",
                   cwd=tmp_path)
     assert got.returncode == 1, got.stdout + got.stderr
-    assert "INVALID" in got.stdout and "siblings" in got.stdout
+    assert "INVALID" in got.stdout and "linearizable" in got.stdout
+    assert "checked: linearizable (promised by lonely-kv: each key holds one value)" in got.stdout
     run_dir = (tmp_path / "store" / "latest").resolve()
     stored = json.loads((run_dir / "results.json").read_text())
     assert stored["valid"] is False
-    types = {a["type"] for a in stored["checkers"]["siblings"]["anomalies"]}
-    assert types & {"lost-write", "divergent", "stale-read"}, types
+    assert set(stored["checkers"]) == {"linearizable", "stats"}, "only what it promises is checked"
+    assert stored["checkers"]["linearizable"]["anomalies"][0]["type"] == "nonlinearizable"
 
     again = harness("check", str(tmp_path / "store" / "latest"), "--json", cwd=tmp_path)
     assert again.returncode == 1, again.stderr
-    assert json.loads(again.stdout)["checkers"]["siblings"]["valid"] is False
+    assert json.loads(again.stdout)["checkers"]["linearizable"]["valid"] is False
     assert os.path.samefile(json.loads(again.stdout)["run"], run_dir)
 
 
 @pytest.mark.slow
 def test_a_crash_of_the_harness_leaves_the_history_and_no_cluster(tmp_path: Path) -> None:
-    got = harness("run", "--system", "tests.harness.crashing_system:CrashingKV", "--nodes", "3",
+    got = harness("run", "--system", "tests.harness.adapters:CrashingKV", "--nodes", "3",
                   "--time-limit", "2", "--nemesis", "pause", "--nemesis-interval", "0.5",
-                  "--store", str(tmp_path / "store"), "--no-live", cwd=Path(__file__).resolve().parents[2])
+                  "--store", str(tmp_path / "store"), "--no-live", cwd=ROOT)
     assert got.returncode == 255, got.stderr
     assert "the convergence check blew up" in got.stderr
     run_dir = (tmp_path / "store" / "latest").resolve()
@@ -150,3 +166,85 @@ def test_the_same_seed_gives_the_same_operations_and_faults(tmp_path: Path) -> N
         assert n > 0 and a[p][:n] == b[p][:n]
     n = min(len(fa), len(fb))
     assert n >= 2 and fa[:n] == fb[:n]
+
+
+def test_a_node_that_exits_at_start_up_stops_the_run_at_once_with_its_log(tmp_path: Path) -> None:
+    started = time.monotonic()
+    got = harness("run", "--system", "tests.harness.adapters:ExitingKV", "--nodes", "3", "--time-limit", "5",
+                  "--store", str(tmp_path / "store"), "--no-live", cwd=ROOT)
+    took = time.monotonic() - started
+    assert got.returncode == 255, got.stderr
+    assert "exited with status 3 while starting" in got.stderr
+    assert "fatal: the data directory is corrupt" in got.stderr  # the last lines of its log
+    assert "Traceback" not in got.stderr
+    assert took < 20, f"took {took:.1f} s"  # not the 30 s start timeout (the harness itself starts in ~1 s)
+    run_dir = (tmp_path / "store" / "latest").resolve()
+    assert not [p for p in _pids(run_dir) if _alive(p)]
+
+
+def test_a_completion_of_the_wrong_type_stops_the_run_naming_the_adapter(tmp_path: Path) -> None:
+    got = harness("run", "--system", "tests.harness.adapters:LiarKV", "--nodes", "3", "--time-limit", "5",
+                  "--store", str(tmp_path / "store"), "--no-live", cwd=ROOT)
+    assert got.returncode == 255, got.stderr
+    message = got.stderr.strip().splitlines()[-1]
+    assert "adapter tests.harness.adapters:LiarKV (lonely-kv)" in message
+    assert "type 'success'" in message and "it must be 'ok'" in message
+    assert "Traceback" not in got.stderr
+    run_dir = (tmp_path / "store" / "latest").resolve()
+    assert not (run_dir / "results.json").exists(), "a run whose adapter misbehaved has no verdict"
+    assert not [p for p in _pids(run_dir) if _alive(p)]
+
+
+def test_a_users_system_is_found_in_system_path_without_pythonpath(tmp_path: Path) -> None:
+    """The `harness` script (unlike `python -m`) does not put the current
+    directory on the path: `--system-path DIR`, and the current directory,
+    are searched all the same."""
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    (adapters / "my_store.py").write_text(
+        "from examples.lonely_kv import LonelyKV\n\n"
+        "class MyStore(LonelyKV):\n"
+        "    name = 'my-store'\n\n"
+        "    def __init__(self, replicas: int = 1, fast: bool = False) -> None:\n"
+        "        super().__init__()\n"
+        "        self.replicas, self.fast = replicas, fast\n")
+    script = Path(sys.executable).parent / "harness"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    got = subprocess.run([str(script), "systems", "my_store:MyStore", "--system-path", str(adapters)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert got.returncode == 0, got.stderr
+    assert "replicas" in got.stdout and "fast" in got.stdout and "register: promises linearizable" in got.stdout
+    got = subprocess.run([str(script), "systems", "my_store:MyStore", "--set", "replicas=two"], cwd=adapters,
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert got.returncode == 254, got.stderr
+    assert "my-store's option replicas: 'two' is not an integer" in got.stderr
+
+
+def test_harness_systems_and_list_show_options_promises_and_plug_ins(tmp_path: Path) -> None:
+    got = harness("systems", "kvnode", "--set", "resolution=lww", "--set", "quorum=strict",
+                  "--set", "read_repair=sync", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert "resolution" in got.stdout and "dvv | lww" in got.stdout and "write quorum" in got.stdout
+    assert "register: promises last-write-wins; linearizable" in got.stdout
+    listed = harness("list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    for name in ("kvnode", "etcd", "register", "cart", "partition", "clock", "local", "netns", "cas-register"):
+        assert name in listed.stdout
+
+
+@pytest.mark.slow
+def test_a_run_file_sets_run_and_system_options_and_flags_override_it(tmp_path: Path) -> None:
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('nodes = 3\ntime-limit = 3\nnemesis = ["pause"]\nnemesis_interval = 1\nseed = 5\n'
+                        'recovery-timeout = 5\n\n[system]\nresolution = "lww"\ngossip_interval = 0.2\n')
+    got = harness("run", "--config", str(run_file), "--seed", "6", "--store", str(tmp_path / "store"),
+                  "--no-live", cwd=tmp_path)
+    assert got.returncode == 0, got.stdout + got.stderr
+    test = json.loads((tmp_path / "store" / "latest" / "test.json").read_text())
+    assert test["nodes"] == 3 and test["nemesis"] == ["pause"] and test["seed"] == 6
+    assert test["system_settings"] == {"resolution": "lww", "gossip_interval": 0.2}
+    assert [c["name"] for c in test["promise"]["claims"]] == ["last-write-wins"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nodez = 3\n")
+    got = harness("run", "--config", str(bad), cwd=tmp_path)
+    assert got.returncode == 254 and "unknown key 'nodez'" in got.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -318,6 +319,31 @@ def test_clock_bump_offsets_in_range_and_stop_resets_every_node() -> None:
             assert backend.offsets == dict.fromkeys(NODES, 0.0)
             assert clock.active() is None
         assert signs == {True, False}
+
+    run(main)
+
+
+def test_clock_bump_records_the_skew_each_node_saw_and_a_clock_that_did_not_move() -> None:
+    async def main() -> None:
+        handle, backend, _ = make_handle()
+        seen: dict[str, float] = {}
+
+        async def node_time(node: str) -> float | None:
+            if node == "n3":
+                return None  # cannot tell (paused, say): not observed
+            # n2's program ignores the skew, as a Go program under libfaketime does
+            return time.time() + (0.0 if node == "n2" else backend.offsets.get(node, 0.0))
+
+        handle.node_time = node_time
+        clock = ClockSkew(handle, kinds=("bump",), targets="all", min_s=10.0, max_s=20.0)
+        rng = random.Random(4)
+        clock.choose(rng)
+        value = await clock.start(rng)
+        seen = value["observed"]
+        assert abs(seen["n1"] - value["n1"]) < 0.5 and seen["n3"] is None
+        assert abs(seen["n2"]) < 0.5
+        assert "the clock did not move: n2 reads" in value["error"] and "n1" not in value["error"]
+        await clock.stop()
 
     run(main)
 
