@@ -32,6 +32,7 @@ from harness.backends.docker import LABEL, RUN_LABEL, DockerBackend, clean
 from harness.backends.image import VENV, build_image
 from harness.runner import RunConfig, run
 from kvnode.client import AsyncClient, KvError
+from tests.harness.echo_node import ECHO_NODE
 from tests.harness.test_docker_image import UNUSABLE
 from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
@@ -404,23 +405,6 @@ def test_clean_removes_what_a_crashed_run_left_and_nothing_else(node_image: str,
 
 # -- what a system other than kvnode needs -----------------------------------------------
 
-ECHO_NODE = """
-import asyncio, sys
-
-async def echo(reader, writer):
-    while data := await reader.read(1024):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    for address in sys.argv[1:]:
-        host, port = address.rsplit(":", 1)
-        await asyncio.start_server(echo, host, int(port))
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
 
 
 def static_program(where: Path) -> Path | None:

@@ -26,6 +26,7 @@ from harness.backends.base import BackendOptions, Exited, NodePlace, PacketShape
 from harness.backends.faketime import find_libfaketime, libfaketime_missing_reason
 from harness.backends.local import LocalBackend, _orphan_guard
 from kvnode.client import AsyncClient, KvError
+from tests.harness.echo_node import ECHO_NODE
 
 pytestmark = pytest.mark.slow
 
@@ -333,23 +334,6 @@ def test_clean_kills_only_the_nodes_a_crashed_run_left_behind(tmp_path: Path) ->
 
 # -- what a system other than kvnode needs ------------------------------------------------
 
-ECHO_NODE = """
-import asyncio, sys
-
-async def echo(reader, writer):
-    while data := await reader.read(1024):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    for address in sys.argv[1:]:
-        host, port = address.rsplit(":", 1)
-        await asyncio.start_server(echo, host, int(port))
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
 
 
 async def echoes(address: str, timeout: float = 1.0) -> bool:

@@ -30,6 +30,7 @@ from harness.backends.faketime import find_libfaketime, libfaketime_missing_reas
 from harness.backends.netns import NetnsBackend, NetnsError, clean, netem_missing_reason
 from harness.runner import RunConfig, run
 from kvnode.client import AsyncClient, KvError
+from tests.harness.echo_node import ECHO_NODE
 from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
 
@@ -504,23 +505,6 @@ def test_without_netem_packet_faults_say_why(run_dir: Path, subnet: str) -> None
 
 # -- what a system other than kvnode needs -------------------------------------------------------
 
-ECHO_NODE = """
-import asyncio, sys
-
-async def echo(reader, writer):
-    while data := await reader.read(1024):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    for address in sys.argv[1:]:
-        host, port = address.rsplit(":", 1)
-        await asyncio.start_server(echo, host, int(port))
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
 
 
 def test_two_named_ports_a_partition_that_cuts_both_and_an_exit_status(run_dir: Path, subnet: str) -> None:

@@ -41,6 +41,7 @@ from harness.history import read_jsonl
 from harness.runner import ConfigError, RunConfig, make_backend, run
 from kvnode.client import AsyncClient, KvError
 from tests.harness import sshd_util
+from tests.harness.echo_node import ECHO_NODE
 from tests.harness.sshd_util import SshHost, SshHosts
 
 T = TypeVar("T")
@@ -508,23 +509,6 @@ def _only_sshd_left(hosts: SshHosts) -> Callable[[], Coroutine[Any, Any, None]]:
     return check
 
 
-ECHO_NODE = """
-import asyncio, sys
-
-async def echo(reader, writer):
-    while data := await reader.read(1024):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    for address in sys.argv[1:]:
-        host, port = address.rsplit(":", 1)
-        await asyncio.start_server(echo, host, int(port))
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
 
 
 @_mark
