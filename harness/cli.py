@@ -285,7 +285,9 @@ def check(
              (EXIT_UNKNOWN if result.valid == "unknown" else EXIT_INTERNAL))
 
 
-# kvnode's settings, kept as flags of `harness run`: each is `--set NAME=VALUE`.
+# kvnode's settings, kept as flags of `harness run` for the command lines
+# people already use: each is only `--set NAME=VALUE`, checked by the
+# system like any other option (another system refuses it by name).
 KVNODE_SHORTHANDS = ("n", "w", "r", "resolution", "quorum", "read_repair")
 
 

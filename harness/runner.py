@@ -284,16 +284,19 @@ def check_run(run_dir: Path, history: Sequence[Any] | None = None) -> tuple[list
 
 
 def stored_promise(test: Mapping[str, Any], workload: str) -> Promise:
-    """The promise a stored run was checked for; for a run stored before
-    promises were (kvnode's settings at the top of test.json), the promise
-    those settings make."""
+    """The promise a stored run was checked for. A run stored before
+    promises were kept its system's options at the top of test.json: the
+    system (if it can still be loaded) says what those options promise."""
     if isinstance(test.get("promise"), Mapping):
         return Promise.from_json(test["promise"])
-    legacy = {k: test[k] for k in ("n", "w", "r", "resolution", "quorum", "read_repair") if k in test}
-    if test.get("system", "kvnode") == "kvnode":
-        system, _, _ = load_system("kvnode", legacy)
-        return system.promise(workload)
-    raise ConfigError("test.json holds no promise: re-run it with this version of the harness")
+    spec = str(test.get("system", "kvnode"))
+    try:
+        factory = registry.load_object(spec, "--system") if ":" in spec else registry.load("systems", spec)
+    except registry.PluginError as e:
+        raise ConfigError(f"test.json holds no promise, and its system cannot be loaded: {e}") from None
+    names = {o.name for o in options_of(factory)}
+    system, _, _ = load_system(spec, {k: v for k, v in test.items() if k in names and v is not None})
+    return system.promise(workload)
 
 
 # ------------------------------------------------------------------ running

@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 
 from contract.ops import Completion, Invocation, Outcome
 from contract.promise import Promise
-from harness.backends.base import NodePlace
+from harness.backends.base import DEFAULT_PORTS, NodePlace
 
 __all__ = ["DB", "Client", "Completion", "Deployment", "Invocation", "NodeSetup", "NodeTime", "Outcome",
            "System", "log_dest"]
@@ -147,10 +147,9 @@ class Supports(Protocol):
 
 
 def ports_of(system: object) -> tuple[str, ...]:
+    """The ports a system's nodes listen on (`HasPorts`, else the default)."""
     ports = getattr(system, "ports", None)
-    if ports is None:
-        return ("client",)
-    return tuple(ports)
+    return DEFAULT_PORTS if ports is None else tuple(ports)
 
 
 def log_dest(run_dir: Path, node: str) -> Path:

@@ -105,3 +105,22 @@ def test_prepare_checks_everything_before_anything_starts(tmp_path: Any) -> None
         prepare(RunConfig(store=str(tmp_path), nodes=1))
     with pytest.raises(ConfigError, match="etcd has no option 'n'"):
         prepare(RunConfig(store=str(tmp_path), system="etcd", backend="netns", system_options={"n": 3}))
+
+
+def test_a_run_stored_before_promises_is_checked_for_what_its_settings_promise(tmp_path: Any) -> None:
+    """Old test.json files held kvnode's settings at the top level and no
+    promise: the system says what they promise."""
+    import json
+
+    from harness.runner import check_run
+
+    (tmp_path / "test.json").write_text(json.dumps({"system": "kvnode", "workload": "register", "n": 3, "w": 2,
+                                                    "r": 2, "resolution": "lww", "quorum": "strict",
+                                                    "read_repair": "sync", "nodes": 5, "seed": 1}))
+    (tmp_path / "history.jsonl").write_text(
+        '{"index":0,"time":0,"process":0,"type":"invoke","f":"write","key":"k","value":"0.1"}\n'
+        '{"index":1,"time":1,"process":0,"type":"ok","f":"write","key":"k","value":"0.1"}\n')
+    results, promise, not_checked = check_run(tmp_path)
+    assert promise.names() == ("last-write-wins", "linearizable")
+    assert [r.checker for r in results] == ["siblings", "linearizable", "stats"]
+    assert "siblings" in not_checked
