@@ -36,6 +36,7 @@ from checkers.history import HistoryError, Op
 from . import registry
 from .errors import ConfigError, RunError
 from .history import FORMATS, HistoryFormatError, detect_format, read_history, resolve_history_path
+from .systems import kvnode_flags
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_BAD_ARGS, EXIT_INTERNAL, EXIT_INTERRUPTED = 254, 255, 130
@@ -285,10 +286,12 @@ def check(
              (EXIT_UNKNOWN if result.valid == "unknown" else EXIT_INTERNAL))
 
 
-# kvnode's settings, kept as flags of `harness run` for the command lines
-# people already use: each is only `--set NAME=VALUE`, checked by the
-# system like any other option (another system refuses it by name).
-KVNODE_SHORTHANDS = ("n", "w", "r", "resolution", "quorum", "read_repair")
+def _shorthand_flags(f: Any) -> Any:
+    """The system's flags of `harness run` that stand for `--set NAME=VALUE`
+    (harness/systems/kvnode_flags.py)."""
+    for name, kind, text in reversed(kvnode_flags.SHORTHANDS):
+        f = click.option(f"--{name.replace('_', '-')}", name, type=kind, default=None, help=text)(f)
+    return f
 
 
 def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
@@ -337,12 +340,7 @@ def _run_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
               help="register, cart (or a plug-in).")
 @click.option("--nemesis", default="none", show_default=True,
               help="Faults, comma-separated: none, partition, kill, pause, clock, packet, all (or a plug-in).")
-@click.option("--n", "n", type=int, default=None, help="kvnode: replicas per key (--set n=...) [default: 3].")
-@click.option("--w", "w", type=int, default=None, help="kvnode: write quorum [default: 2].")
-@click.option("--r", "r", type=int, default=None, help="kvnode: read quorum [default: 2].")
-@click.option("--resolution", default=None, help="kvnode: dvv or lww [default: dvv].")
-@click.option("--quorum", default=None, help="kvnode: sloppy or strict [default: sloppy].")
-@click.option("--read-repair", "read_repair", default=None, help="kvnode: off, async or sync [default: async].")
+@_shorthand_flags
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Client workers [default: 2 per node].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
               help="Operations per second over all workers.")
@@ -386,14 +384,14 @@ def run(ctx: click.Context, config_file: Path | None, set_options: tuple[str, ..
         from_file, system_options = _run_file(config_file)
         fields = {f.name for f in dataclasses.fields(runner.RunConfig)} - {"system_options"}
         for key, value in from_file.items():
-            if key not in fields and key not in KVNODE_SHORTHANDS:
+            if key not in fields and key not in kvnode_flags.NAMES:
                 raise BadInput(f"{config_file}: unknown key {key!r} (run options: {', '.join(sorted(fields))}; "
                                "system options go in a [system] table)")
-            if key in KVNODE_SHORTHANDS:
+            if key in kvnode_flags.NAMES:
                 system_options[key] = value
             elif key not in options or ctx.get_parameter_source(key) == ParameterSource.DEFAULT:
                 options[key] = value
-    for key in KVNODE_SHORTHANDS:
+    for key in kvnode_flags.NAMES:
         value = options.pop(key)
         if value is not None:
             system_options[key] = value

@@ -32,7 +32,8 @@ from harness.backends.docker import LABEL, RUN_LABEL, DockerBackend, clean
 from harness.backends.image import VENV, build_image
 from harness.runner import RunConfig, run
 from kvnode.client import AsyncClient, KvError
-from tests.harness.echo_node import ECHO_NODE
+from tests.harness.nodes import ECHO_NODE
+from tests.harness.nodes import kvnode_argv as node_argv
 from tests.harness.test_docker_image import UNUSABLE
 from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
@@ -113,15 +114,8 @@ async def proc_state(backend: DockerBackend, node: str, pid: int) -> str:
 
 
 def kvnode_argv(place: NodePlace) -> list[str]:
-    """`kvnode serve` for this place, with SETTINGS (as the harness's kvnode
-    system would start it, written out so that these tests need only the backend)."""
-    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
-    argv = [place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
-            "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
-            "--log", f"{place.log_dir}/kvnode.log", "--seed", "1", "--sync", "never"]
-    for key, value in SETTINGS.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv
+    return node_argv(place, CLUSTER, SETTINGS)
+
 
 
 async def start_node(backend: DockerBackend, place: NodePlace) -> None:

@@ -26,12 +26,14 @@ from harness.backends.base import BackendOptions, Exited, NodePlace, PacketShape
 from harness.backends.faketime import find_libfaketime, libfaketime_missing_reason
 from harness.backends.local import LocalBackend, _orphan_guard
 from kvnode.client import AsyncClient, KvError
-from tests.harness.echo_node import ECHO_NODE
+from tests.harness.nodes import ECHO_NODE
+from tests.harness.nodes import kvnode_argv as node_argv
 
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
 NODES = ["n1", "n2", "n3"]
+SETTINGS = {"quorum": "strict", "n": 3, "w": 2, "r": 2, "request_timeout": 0.5, "gossip_interval": 0.2}
 CLUSTER = "backend-test"
 ISOLATE_N1 = {"n1": frozenset({"n2", "n3"}), "n2": frozenset({"n1"}), "n3": frozenset({"n1"})}
 
@@ -44,13 +46,8 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
 
 
 def kvnode_argv(place: NodePlace) -> list[str]:
-    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
-    return [
-        place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
-        "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
-        "--log", f"{place.log_dir}/kvnode.log", "--quorum", "strict", "--n", "3", "--w", "2",
-        "--r", "2", "--request-timeout", "0.5", "--sync", "never", "--gossip-interval", "0.2",
-    ]
+    return node_argv(place, CLUSTER, SETTINGS)
+
 
 
 def client(place: NodePlace, timeout: float = 3.0) -> AsyncClient:

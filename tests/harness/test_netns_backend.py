@@ -30,7 +30,8 @@ from harness.backends.faketime import find_libfaketime, libfaketime_missing_reas
 from harness.backends.netns import NetnsBackend, NetnsError, clean, netem_missing_reason
 from harness.runner import RunConfig, run
 from kvnode.client import AsyncClient, KvError
-from tests.harness.echo_node import ECHO_NODE
+from tests.harness.nodes import ECHO_NODE
+from tests.harness.nodes import kvnode_argv as node_argv
 from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
 
@@ -151,15 +152,8 @@ async def eventually(check: Callable[[], Coroutine[Any, Any, bool]], timeout: fl
 
 
 def kvnode_argv(place: NodePlace) -> list[str]:
-    """`kvnode serve` for this place, with SETTINGS (as the harness's kvnode
-    system would start it, written out so that these tests need only the backend)."""
-    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
-    argv = [place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
-            "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
-            "--log", f"{place.log_dir}/kvnode.log", "--seed", "1", "--sync", "never"]
-    for key, value in SETTINGS.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv
+    return node_argv(place, CLUSTER, SETTINGS)
+
 
 
 async def start_kvnodes(backend: NetnsBackend, run_dir: Path) -> dict[str, NodePlace]:

@@ -41,10 +41,12 @@ from harness.history import read_jsonl
 from harness.runner import ConfigError, RunConfig, make_backend, run
 from kvnode.client import AsyncClient, KvError
 from tests.harness import sshd_util
-from tests.harness.echo_node import ECHO_NODE
+from tests.harness.nodes import ECHO_NODE
+from tests.harness.nodes import kvnode_argv as node_argv
 from tests.harness.sshd_util import SshHost, SshHosts
 
 T = TypeVar("T")
+SETTINGS = {"quorum": "strict", "n": 3, "w": 2, "r": 2, "request_timeout": 0.5, "gossip_interval": 0.2}
 CLUSTER = "ssh-backend-test"
 # As in test_run_matrix: fast failure detection and repair for short runs.
 FAST = {"gossip_interval": 0.2, "suspect_after": 1.0, "dead_after": 2.0, "ae_interval": 2.0,
@@ -208,14 +210,8 @@ def backend_for(nodes_file: Path, wheelhouse: Path, **kwargs: Any) -> SshBackend
 
 
 def kvnode_argv(place: NodePlace) -> list[str]:
-    peers = ",".join(f"{name}={ports['client']}" for name, ports in sorted(place.peers.items()))
-    return [
-        place.python, "-m", "kvnode", "serve", "--id", place.name, "--listen", place.listen["client"],
-        "--data", place.data_dir, "--peers", peers, "--cluster", CLUSTER,
-        "--log", f"{place.log_dir}/kvnode.log", "--quorum", "strict", "--n", "3", "--w", "2",
-        "--r", "2", "--request-timeout", "0.5", "--sync", "never", "--gossip-interval", "0.2",
-        "--suspect-after", "1.0", "--dead-after", "2.0",
-    ]
+    return node_argv(place, CLUSTER, {**SETTINGS, "suspect_after": 1.0, "dead_after": 2.0})
+
 
 
 def client(place: NodePlace, timeout: float = 3.0) -> AsyncClient:
