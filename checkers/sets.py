@@ -43,6 +43,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from checkers import text
 from checkers.history import Op, Operation, pair
 from checkers.result import Anomaly, Result, Verdict, worst
 
@@ -158,10 +159,7 @@ def check(history: Sequence[Op], *, max_listed: int = 100) -> Result:
 
         added: dict[Hashable, Operation] = {}  # non-failed adds
         failed: dict[Hashable, Operation] = {}
-        nodes = ", ".join(sorted({str(r.completion.node) for r in finals
-                                  if r.completion is not None and r.completion.node is not None}))
-        via = f" ({len(finals)} final read{'s' if len(finals) != 1 else ''}"
-        via += f" via {nodes})" if nodes else ")"
+        via = f" ({text.final_reads(_per_node(finals))})"
         for a in entry.adds:
             e = _freeze(a.invoke.value)
             if a.outcome == "fail":
@@ -247,3 +245,13 @@ def check(history: Sequence[Op], *, max_listed: int = 100) -> Result:
         details["keys"] = per_key
     return Result(checker=CHECKER, valid=valid, anomalies=tuple(anomalies), counts=counts,
                   reason=reason, details=details)
+
+
+def _per_node(finals: Sequence[Operation]) -> list[tuple[str, frozenset[Hashable]]]:
+    out = []
+    for r in finals:
+        c = r.completion
+        node = (c.node if c is not None else None) or r.invoke.node or f"process {r.process}"
+        values = (c.value or ()) if c is not None else ()
+        out.append((str(node), frozenset(_freeze(e) for e in values)))
+    return out

@@ -62,6 +62,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
+from checkers import text
 from checkers.history import Op, Operation, gc_paused, pair
 from checkers.result import Anomaly, Result
 
@@ -107,7 +108,7 @@ def _secs(ns: int) -> str:
 
 
 def _show(vals: Iterable[Hashable]) -> str:
-    return repr(sorted(vals, key=repr))
+    return text.values(vals)
 
 
 class _Dag:
@@ -361,7 +362,7 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
               and o.outcome == "ok" else f"invoked at {_secs(o.invoke.time)}")
         node = o.completion.node if o.completion is not None and o.completion.node else o.invoke.node
         via = f" via {node}" if node else ""
-        return f"write of {v!r} by process {o.process}, {at}{via}"
+        return f"write of {text.short(v)} by process {o.process}, {at}{via}"
 
     def rdesc(o: Operation) -> str:
         assert o.completion is not None
@@ -394,7 +395,7 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
             extra = () if src is None else wops(v)
             anomalies.append(Anomaly(
                 type="phantom", ops=rops(o) + extra,
-                explanation=f"{rdesc(o)} returned {v!r}, but {why}: a phantom value",
+                explanation=f"{rdesc(o)} returned {text.short(v)}, but {why}: a phantom value",
                 details={"key": key, "value": v}))
         if len(vals) < 2:
             continue  # before(a, a) is False, whatever a is
@@ -405,8 +406,8 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                     continue
                 anomalies.append(Anomaly(
                     type="sibling-not-antichain", ops=rops(o) + wops(a) + wops(b),
-                    explanation=(f"{rdesc(o)} returned {a!r} and {b!r} as siblings, but "
-                                 f"{a!r} causally precedes {b!r} (it should have been "
+                    explanation=(f"{rdesc(o)} returned {text.short(a)} and {text.short(b)} as siblings, but "
+                                 f"{text.short(a)} causally precedes {text.short(b)} (it should have been "
                                  "superseded)"),
                     details={"key": key, "older": a, "newer": b}))
 
@@ -418,10 +419,7 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                     for o, comp, vals in finals]
         distinct = {s for _, s in per_node}
         final_vals: set[Hashable] = set().union(*distinct)
-        if len(distinct) == 1:
-            shown = f"{', '.join(nd for nd, _ in per_node)} all return {_show(final_vals)}"
-        else:
-            shown = "; ".join(f"{nd} returns {_show(s)}" for nd, s in per_node)
+        shown = text.final_reads(per_node)
         if len(distinct) > 1:
             anomalies.append(Anomaly(
                 type="divergent", ops=tuple(i for o, _, _ in finals for i in rops(o)),

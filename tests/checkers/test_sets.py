@@ -194,7 +194,7 @@ def test_lost_sentence() -> None:
             (1, "invoke", "read", None), (1, "ok", "read", []))
     (a,) = check(h).anomalies
     assert a.explanation == ("add of 'item-17' by process 3, acknowledged at 0.50 s via n2, "
-                             "is in no final read (1 final read via n2): lost")
+                             "is in no final read (1 final read, via n2: []): lost")
 
 
 def test_no_final_read_is_unknown() -> None:
