@@ -1,19 +1,38 @@
 """Views of a linearizability checker's result: one self-contained HTML page
 (`render_counterexample`) and a short plain-text summary (`render_text`).
 
-The page needs no network: CSS, the SVG timelines and a little JavaScript
-(zoom, scroll to the failing operation) are inline. For each
-`nonlinearizable` anomaly (one per partition key) it draws Porcupine's
+The page needs no network and does not assume it is the top-level document
+(it may be embedded through `<iframe srcdoc>`): CSS, the SVG timelines and a
+little JavaScript (zoom, scroll to the failing operation) are inline. For
+each `nonlinearizable` anomaly (one per partition key) it draws Porcupine's
 picture: one lane per process, each operation a bar from its invocation to its
 completion (`info` and never-completed operations open-ended to the right
 edge, hatched), the longest linearizable prefix numbered in linearization
 order with a line through the linearization points, the operation that cannot
-be linearized in red and the operations concurrent with it outlined.
+be linearized in red, the operations concurrent with it outlined in orange
+and the others the anomaly names outlined in black.
+
+Lanes run from the top in order of relevance: the failing operation's
+process, then those of the operations the anomaly names or that completed
+concurrently with it, then the rest by how near their operations are to it
+(so that lanes of processes that crashed long before sink to the bottom).
 
 The horizontal axis is event order, not wall-clock time: every invocation and
 completion gets its own slot, so that the real-time order of operations is
-exact and a 50 µs operation is as readable as a 5 s one; tick labels and
-tooltips give the times in seconds since the first operation.
+exact and a 50 µs operation is as readable as a 5 s one. Slot widths are
+free, so each bar is made as wide as its label (up to `_MAX_LABEL`
+characters; longer labels are cut in the bar and listed in full under the
+picture). Tick labels and tooltips give the times in seconds since the first
+operation; when the history has no real times (Porcupine and EDN logs, whose
+readers set each op's time to its index, or all times equal), ticks name
+operations instead ("op 120").
+
+Past `max_ops` operations in a partition the picture is windowed: the
+`max_ops` invoked nearest the failing operation, plus every operation the
+anomaly names (its `ops`, which are history indexes of invocations or
+completions, its `op`, the last of its `prefix`, any "op N" of its
+explanation) and those `concurrent` with it; a dashed band marks where
+operations were left out.
 
 The contract read from `Anomaly.details`: `key`, `op` (invoke index of the
 failing operation), `prefix` (invoke indexes in linearization order),
@@ -25,8 +44,10 @@ the history is given, the operations are rebuilt from the history.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +72,10 @@ _LANE = 38
 _BAR = 20
 _TAIL = 48  # room right of the last event, where open-ended bars end
 _CHAR = 6.7  # width of one character of the 11px monospace labels
+_PAD = 5  # room between a bar's edges and its label, each side
+_MAX_LABEL = 40  # characters of a label drawn in its bar; longer ones are also listed in full
+_GAP = 64  # width of the band that marks operations the window leaves out
+_TICK_GAP = 96  # least distance between tick labels
 
 
 def render_counterexample(
@@ -82,6 +107,7 @@ def render_counterexample(
         sections=sections,
         first=sections[0] if sections else None,
         label_width=_LABELS,
+        gap_width=_GAP,
         undrawn=[_fmt(a.details.get("key")) + ": " + a.explanation for a in anomalies[_MAX_SECTIONS:]],
         others=others,
     )
@@ -119,12 +145,13 @@ def render_text(result: Result) -> str:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Bar:
+    index: int  # the operation's invoke index
     x: float
     y: float
     w: float
     cls: str  # "lin", "other" or "fail", plus " conc" when concurrent
     open: bool  # info / never completed: hatched, to the right edge
-    label: str
+    label: str  # fits in the bar (`_label` cut to `_MAX_LABEL` characters)
     tip: str
 
 
@@ -145,16 +172,20 @@ class _Section:
     prefix_len: int
     concurrent: int
     fail_label: str | None
-    note: str | None  # windowing, missing operations
+    named: list[tuple[str, float]]  # the other operations the anomaly names: words, x of the bar
+    note: str | None  # windowing, missing operations, missing times
+    axis_note: str
     width: float
     height: float
     lanes: list[tuple[float, str]]  # (y of the lane's centre, label)
     ticks: list[tuple[float, str]]
+    gaps: list[tuple[float, int]]  # (x, operations left out there)
     bars: list[_Bar]
     points: list[_Point]
     path: str  # the polyline through the linearization points
     fail_link: tuple[float, float, float, float] | None  # last point -> failing op
     fail_x: float
+    long_labels: list[str]  # labels cut short in their bars, in full
 
 
 def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops: int) -> _Section:
@@ -164,20 +195,44 @@ def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops:
     prefix: list[int] = list(d.get("prefix") or [])
     concurrent = set(d.get("concurrent") or [])
     ops = [o for o in (d.get("operations") or _from_history(history, key)) if o.get("outcome") != "fail"]
+    ops, clock = _clocked(ops, history)
     by_index = {o["index"]: o for o in ops}
-    note = None if ops else "The counterexample carries no operations to draw."
+    named = _named(a, by_index, history, clock)
+    named_set = set(named)
+    must = named_set | ({fail} if fail in by_index else set()) | ({prefix[-1]} if prefix else set())
+    notes: list[str] = []
+    if not ops:
+        notes.append("The counterexample carries no operations to draw.")
+    elif clock == "order":
+        notes.append("The history records no times: operations are drawn in invocation order, each as "
+                     "if it completed before the next one began.")
+    gap_before: dict[Any, int] = {}
+    gap_after = 0
     if len(ops) > max_ops:
-        ops = _window(ops, fail, concurrent, max_ops)
-        lo = min(o["start"] for o in ops)
-        hi = max(o["end"] if o["end"] is not None else o["start"] for o in ops)
-        hidden = len(concurrent - {o["index"] for o in ops})
-        note = (
-            f"Showing {len(ops):,} of {len(by_index):,} operations: those invoked nearest the "
-            f"failing operation ({_sec(lo, t0, 3)} s to {_sec(hi, t0, 3)} s)"
-            + (f"; {hidden:,} crashed operations invoked earlier, also concurrent with it, "
-               "are not drawn" if hidden else "")
-            + ". Linearization numbers are positions in the whole prefix."
+        kept, left_out, (lo, hi) = _window(ops, fail, concurrent, must, max_ops)
+        kept_idx = {o["index"] for o in kept}
+        skipped = 0
+        for o in sorted(ops, key=_invoked):
+            if o["index"] in kept_idx:
+                if skipped:
+                    gap_before[o["index"]] = skipped
+                skipped = 0
+            else:
+                skipped += 1
+        gap_after = skipped
+        span_words = (f"{_sec(lo, t0, 3)} s to {_sec(hi, t0, 3)} s" if clock == "s"
+                      else f"history indexes {lo} to {hi}" if clock == "index"
+                      else f"times {lo} to {hi}" if clock == "logical" else f"ops {lo} to {hi}")
+        notes.append(
+            f"Showing {len(kept):,} of {len(ops):,} operations: those invoked nearest the "
+            f"failing operation ({span_words}), plus every operation the explanation names and those "
+            "concurrent with the failing one"
+            + (f"; {left_out:,} more concurrent operations (crashed, invoked long before) are not drawn"
+               if left_out else "")
+            + ". A dashed band marks where operations are left out. "
+            "Linearization numbers are positions in the whole prefix."
         )
+        ops = kept
     position = {idx: i + 1 for i, idx in enumerate(prefix)}
 
     # One slot per event; at equal times completions come before invocations.
@@ -187,15 +242,36 @@ def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops:
         if o["end"] is not None and o.get("outcome") != "info":
             events.append((o["end"], 2 if o["end"] == o["start"] else 0, o["index"], 0))
     events.sort()
+
+    # Slots are at least `step` apart, and an operation's completion at
+    # least as far from its invocation as its label needs: the x axis is
+    # event order, so its widths are free; one pass left to right gives each
+    # slot the least x that satisfies both.
+    labels = {o["index"]: _label(o) for o in ops}
+    shown = {i: _clip(text, _MAX_LABEL) for i, text in labels.items()}
+    need = {i: len(text) * _CHAR + 2 * _PAD for i, text in shown.items()}
     step = max(10.0, min(64.0, 1240.0 / max(len(events), 1)))
     slot: dict[tuple[int, int], float] = {}
-    for rank, (_, _, idx, is_start) in enumerate(events):
-        slot[(idx, is_start)] = _LEFT + (rank + 0.5) * step
-    right = _LEFT + len(events) * step + _TAIL
+    gaps: list[tuple[float, int]] = []
+    x = _LEFT - step / 2
+    for _, _, idx, is_start in events:
+        if is_start and idx in gap_before:
+            gaps.append((x + step / 2, gap_before[idx]))
+            x += _GAP
+        x += step
+        if not is_start:
+            x = max(x, slot[(idx, 1)] + need[idx])
+        slot[(idx, is_start)] = x
+    right = x + step / 2
+    if gap_after:
+        gaps.append((right, gap_after))
+        right += _GAP
+    right += _TAIL
+    for o in ops:
+        if (o["index"], 0) not in slot:
+            right = max(right, slot[(o["index"], 1)] + need[o["index"]])
 
-    procs = sorted({o["process"] for o in ops}, key=lambda p: (isinstance(p, str), str(p) if isinstance(p, str) else p))
-    lane_y = {p: _TOP + (i + 0.5) * _LANE for i, p in enumerate(procs)}
-    lanes = [(lane_y[p], f"process {p}" if isinstance(p, int) else _clip(str(p), 12)) for p in procs]
+    lane_y, lanes = _lanes(ops, events, fail, must, concurrent)
 
     bars: list[_Bar] = []
     span: dict[int, tuple[float, float]] = {}
@@ -208,11 +284,11 @@ def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops:
         cls = "fail" if idx == fail else "lin" if idx in position else "other"
         if idx in concurrent and idx != fail:
             cls += " conc"
-        label = _label(o)
-        room = int((x1 - x0 - 8) / _CHAR)
+        if idx in named_set and idx != fail:
+            cls += " named"
         bars.append(
-            _Bar(x=x0, y=lane_y[o["process"]] - _BAR / 2, w=x1 - x0, cls=cls, open=is_open,
-                 label=_clip(label, room), tip=_tip(o, t0, position.get(idx), idx == fail, idx in concurrent))
+            _Bar(index=idx, x=x0, y=lane_y[o["process"]] - _BAR / 2, w=x1 - x0, cls=cls, open=is_open,
+                 label=shown[idx], tip=_tip(o, t0, clock, position.get(idx), idx == fail, idx in concurrent))
         )
 
     # Linearization points: any points in order within each op's interval
@@ -227,13 +303,13 @@ def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops:
     points: list[_Point] = []
     prev = -math.inf
     for j, idx in enumerate(seq):
-        lo = max(span[idx][0] + 10, prev)
-        hi = max(late[j], lo)
-        x = lo + min((hi - lo) / 2, 2 * step)
+        lo_x = max(span[idx][0] + 10, prev)
+        hi_x = max(late[j], lo_x)
+        x = lo_x + min((hi_x - lo_x) / 2, 2 * max(step, 20.0))
         prev = x
         o = by_index[idx]
         points.append(_Point(x=x, y=lane_y[o["process"]] - _BAR / 2, n=position[idx],
-                             tip=f"#{position[idx]} in the linearization: op {idx}, {_label(o)}"))
+                             tip=f"#{position[idx]} in the linearization: op {idx}, {labels[idx]}"))
     path = " ".join(f"{p.x:.1f},{p.y:.1f}" for p in points)
     fail_link = None
     fail_x = float(_LEFT)
@@ -243,12 +319,8 @@ def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops:
         if points:
             fail_link = (points[-1].x, points[-1].y, fail_x, fy - _BAR / 2)
 
-    ticks: list[tuple[float, str]] = []
-    every = max(1, math.ceil(110 / step))
-    for rank in range(0, len(events), every):
-        ticks.append((_LEFT + (rank + 0.5) * step, f"{_sec(events[rank][0], t0, 3)} s"))
-
     fail_op = by_index.get(fail)
+    drawn = {b.index for b in bars}
     return _Section(
         n=n,
         key=None if key is None else _fmt(key),
@@ -257,31 +329,175 @@ def _section(n: int, a: Anomaly, history: Sequence[Op] | None, t0: int, max_ops:
         prefix_len=len(prefix),
         concurrent=len(concurrent),
         fail_label=None if fail_op is None else f"op {fail}, process {fail_op['process']}: {_label(fail_op)}",
-        note=note,
+        named=[(f"op {i}, process {by_index[i]['process']}: {labels[i]}", span[i][0])
+               for i in named if i != fail and i in drawn],
+        note=" ".join(notes) or None,
+        axis_note=_AXIS_NOTE[clock],
         width=right + 8,
-        height=_TOP + len(procs) * _LANE + 10,
+        height=_TOP + len(lanes) * _LANE + 10,
         lanes=lanes,
-        ticks=ticks,
+        ticks=_ticks(events, slot, clock, t0),
+        gaps=gaps,
         bars=bars,
         points=points,
         path=path,
         fail_link=fail_link,
         fail_x=fail_x,
+        long_labels=[f"op {i}, process {by_index[i]['process']}: {labels[i]}"
+                     for i in sorted(drawn) if shown[i] != labels[i]],
     )
 
 
-def _window(ops: list[dict[str, Any]], fail: Any, concurrent: set[Any], max_ops: int) -> list[dict[str, Any]]:
-    """The `max_ops` operations invoked nearest the failing one, plus those
-    concurrent with it that completed (crashed ones invoked long before are
-    left out: there may be thousands), in invocation order."""
-    ordered = sorted(ops, key=lambda o: (o["start"], o["index"]))
+_AXIS_NOTE = {
+    "s": "Left to right: the order of invocations and completions (not to scale); ticks and tooltips "
+         "give seconds since the first operation.",
+    "index": "Left to right: the order of invocations and completions (not to scale); the history "
+             "records no times, so ticks name operations by their invocation's index in the history.",
+    "logical": "Left to right: the order of invocations and completions (not to scale); the history's "
+               "times are counters, not seconds, so ticks name operations by their invocation's index "
+               "in the history.",
+    "order": "Left to right: the order of invocations (not to scale); the history records no times, "
+             "so ticks name operations by their invocation's index in the history.",
+}
+
+
+def _invoked(o: Mapping[str, Any]) -> tuple[Any, Any]:
+    return o["start"], o["index"]
+
+
+def _clocked(ops: list[dict[str, Any]], history: Sequence[Op] | None) -> tuple[list[dict[str, Any]], str]:
+    """The operations with times to order them by, and what those times are:
+    "s" (nanoseconds), "index" (history indexes: Porcupine and EDN logs carry
+    no times, and their readers number the ops instead), "logical" (a counter
+    too fine to be nanoseconds, e.g. Jepsen test histories with :time 10, 20)
+    or "order" (no times and no history: invocation order, each op as if
+    completed at once)."""
+    if history:
+        if all(o.time == o.index for o in history):
+            return ops, "index"
+    elif ops and all(o["start"] == o["index"] for o in ops) \
+            and all(o["end"] is None or o["end"] > o["start"] for o in ops):
+        return ops, "index"
+    times = {o["start"] for o in ops} | {o["end"] for o in ops if o["end"] is not None}
+    if len(ops) < 2:
+        return ops, "s"
+    if len(times) > 1:
+        # Under a microsecond per event on average: a counter, not nanoseconds.
+        return ops, "s" if max(times) - min(times) >= 1000 * len(times) else "logical"
+    # Every op at the same time: order by history index instead.
+    if history:
+        ends = _completions(history)
+        return [dict(o, start=o["index"], end=None if o["end"] is None else ends.get(o["index"], o["index"]))
+                for o in ops], "index"
+    return [dict(o, start=o["index"], end=None if o["end"] is None else o["index"]) for o in ops], "order"
+
+
+def _completions(history: Sequence[Op]) -> dict[int, int]:
+    """Invoke index -> completion index, for every completed operation."""
+    try:
+        return {p.invoke.index: p.completion.index for p in pair(history) if p.completion is not None}
+    except Exception:  # a malformed history: the checker said so already
+        return {}
+
+
+def _named(a: Anomaly, by_index: Mapping[Any, Mapping[str, Any]], history: Sequence[Op] | None,
+           clock: str) -> list[Any]:
+    """Invoke indexes of the operations the anomaly names: its `ops` (history
+    indexes, completions too), `op`, and any "op N" of its explanation."""
+    wanted: list[Any] = [*a.ops, a.details.get("op")]
+    wanted += [int(m) for m in re.findall(r"\bop (\d+)\b", a.explanation)]
+    out: list[Any] = []
+    invoke_of: dict[Any, Any] | None = None
+    for i in wanted:
+        if i not in by_index:
+            if invoke_of is None:  # a completion's index: find its invocation
+                if history:
+                    invoke_of = {c: inv for inv, c in _completions(history).items()}
+                elif clock == "index":  # the times are the history indexes
+                    invoke_of = {o["end"]: o["index"] for o in by_index.values() if o["end"] is not None}
+                else:
+                    invoke_of = {}
+            i = invoke_of.get(i)
+        if i in by_index and i not in out:
+            out.append(i)
+    return out
+
+
+def _window(ops: list[dict[str, Any]], fail: Any, concurrent: set[Any], must: set[Any],
+            max_ops: int) -> tuple[list[dict[str, Any]], int, tuple[int, int]]:
+    """The `max_ops` operations invoked nearest the failing one, plus every
+    one in `must` and up to `max_ops` more concurrent with the failing one
+    (completed ones first, then crashed ones invoked latest: there may be
+    thousands), in invocation order; how many concurrent ones are left out;
+    and the first invocation and last event of the `max_ops` nearest."""
+    ordered = sorted(ops, key=_invoked)
     at = next((i for i, o in enumerate(ordered) if o["index"] == fail), len(ordered) // 2)
     lo = max(0, min(at - max_ops // 2, len(ordered) - max_ops))
     keep = ordered[lo : lo + max_ops]
+    first = keep[0]["start"] if keep else 0
+    last = max((o["end"] if o["end"] is not None else o["start"] for o in keep), default=first)
     seen = {o["index"] for o in keep}
-    keep += [o for o in ordered if o["index"] in concurrent and o["index"] not in seen
-             and o["end"] is not None and o.get("outcome") == "ok"]
-    return sorted(keep, key=lambda o: (o["start"], o["index"]))
+    keep += [o for o in ordered if o["index"] in must and o["index"] not in seen]
+    near = [o for o in ordered if o["index"] in concurrent and o["index"] not in seen and o["index"] not in must]
+    near.sort(key=lambda o: (o["end"] is None or o.get("outcome") != "ok", -o["start"]))
+    keep += near[:max_ops]
+    return sorted(keep, key=_invoked), max(0, len(near) - max_ops), (first, last)
+
+
+def _lanes(ops: list[dict[str, Any]], events: list[tuple[int, int, int, int]], fail: Any, must: set[Any],
+           concurrent: set[Any]) -> tuple[dict[Any, float], list[tuple[float, str]]]:
+    """One lane per process, from the top: the failing operation's, then
+    those of the operations the anomaly names or that completed concurrently
+    with it, then the rest; each group by how near (in events) its nearest
+    operation is to the failing one, crashed operations by their invocation."""
+    rank = {(idx, is_start): r for r, (_, _, idx, is_start) in enumerate(events)}
+    fail_op = next((o for o in ops if o["index"] == fail), None)
+    at = rank.get((fail, 1), 0)
+
+    def distance(o: Mapping[str, Any]) -> int:
+        s, e = rank[(o["index"], 1)], rank.get((o["index"], 0))
+        if e is None:
+            return abs(s - at)
+        return 0 if s <= at <= e else min(abs(s - at), abs(e - at))
+
+    near: dict[Any, int] = {}
+    first: set[Any] = set()
+    for o in ops:
+        p = o["process"]
+        near[p] = min(near.get(p, len(events)), distance(o))
+        if o["index"] in must or (o["index"] in concurrent and (o["index"], 0) in rank):
+            first.add(p)
+
+    def order(p: Any) -> tuple[int, int, bool, Any]:
+        group = 0 if fail_op is not None and p == fail_op["process"] else 1 if p in first else 2
+        return group, near[p], isinstance(p, str), str(p) if isinstance(p, str) else p
+
+    procs = sorted(near, key=order)
+    lane_y = {p: _TOP + (i + 0.5) * _LANE for i, p in enumerate(procs)}
+    return lane_y, [(lane_y[p], f"process {p}" if isinstance(p, int) else _clip(str(p), 12)) for p in procs]
+
+
+def _ticks(events: list[tuple[int, int, int, int]], slot: Mapping[tuple[int, int], float], clock: str,
+           t0: int) -> list[tuple[float, str]]:
+    """Tick labels at least `_TICK_GAP` apart: seconds with as many digits
+    as it takes to tell neighbours apart, or (without times) "op N" at
+    invocations."""
+    at: list[tuple[float, int, int]] = []  # (x, time, op index)
+    last = -math.inf
+    for t, _, idx, is_start in events:
+        x = slot[(idx, is_start)]
+        if (clock != "s" and not is_start) or x - last < _TICK_GAP:
+            continue
+        at.append((x, t, idx))
+        last = x
+    if clock != "s":
+        return [(x, f"op {idx}") for x, _, idx in at]
+    digits = 3
+    while digits < 9 and any(
+        a[1] != b[1] and _sec(a[1], t0, digits) == _sec(b[1], t0, digits) for a, b in itertools.pairwise(at)
+    ):
+        digits += 1
+    return [(x, f"{_sec(t, t0, digits)} s") for x, t, _ in at]
 
 
 def _from_history(history: Sequence[Op] | None, key: Any) -> list[dict[str, Any]]:
@@ -374,11 +590,22 @@ def _label(o: Mapping[str, Any]) -> str:
     return text
 
 
-def _tip(o: Mapping[str, Any], t0: int, position: int | None, failing: bool, concurrent: bool) -> str:
-    end = "never completed" if o.get("end") is None else f"{_sec(o['end'], t0, 6)} s"
+def _tip(o: Mapping[str, Any], t0: int, clock: str, position: int | None, failing: bool,
+         concurrent: bool) -> str:
+    start, end = o["start"], o.get("end")
+    if clock == "s":
+        when = f"invoked {_sec(start, t0, 6)} s · " + (
+            "never completed" if end is None else f"completed {_sec(end, t0, 6)} s")
+    elif clock == "index":
+        when = f"invoked at history index {start} · " + (
+            "never completed" if end is None else f"completed at history index {end}")
+    elif clock == "logical":
+        when = f"invoked at time {start} · " + ("never completed" if end is None else f"completed at time {end}")
+    else:
+        when = "no times recorded"
     lines = [
         f"op {o['index']} · process {o['process']} · {_label(o)}",
-        f"invoked {_sec(o['start'], t0, 6)} s · completed {end} · outcome {o.get('outcome')}",
+        f"{when} · outcome {o.get('outcome')}",
         f"value {_fmt(o.get('value'))} · result {_fmt(o.get('result'))}",
     ]
     if position is not None:
@@ -435,11 +662,15 @@ rect.lin { fill: #d6e6fb; stroke: #4a7fc1; } rect.other { fill: #ececec; stroke:
 rect.fail { fill: #f9c7c7; stroke: #d32f2f; stroke-width: 2.5; }
 rect.conc { stroke: #e08a00; stroke-width: 2.5; }
 rect.open { stroke-dasharray: 5 3; }
+rect.named { stroke: #111; stroke-width: 2.5; }
+button.jump { font-size: 12px; cursor: pointer; color: inherit; }
 g.op:hover rect { filter: brightness(0.92); } g.op:hover text { font-weight: 700; }
 text.label { fill: #222; pointer-events: none; } text.label.fail { fill: #b71c1c; font-weight: 700; }
 .lin-path { fill: none; stroke: #1e5bb0; stroke-width: 1.5; stroke-opacity: 0.75; }
 .lin-point circle { fill: #1e5bb0; stroke: #fff; stroke-width: 1; } .lin-point text { fill: #fff; font-size: 8px; font-weight: 700; }
 .fail-link { stroke: #d32f2f; stroke-width: 1.5; stroke-dasharray: 4 3; }
+.gap rect { fill: #f1f1f1; stroke: #aaa; stroke-dasharray: 3 3; } .gap text { fill: #555; font-size: 10px; }
+.long-labels { font-size: 12px; max-height: 14em; overflow: auto; margin: 6px 0 0; padding-left: 20px; }
 </style>
 </head>
 <body>
@@ -471,6 +702,7 @@ text.label { fill: #222; pointer-events: none; } text.label.fail { fill: #b71c1c
   {% if s.fail_label %}<span>cannot linearize <code>{{ s.fail_label }}</code></span>{% endif %}
   <span>longest linearizable prefix: {{ s.prefix_len }} operations</span>
   <span>concurrent with it: {{ s.concurrent }}</span>
+  {% if s.named %}<span>also named: {% for t, x in s.named %}<button type="button" class="state jump" data-x="{{ x|round(1) }}" title="show it in the timeline">{{ t }}</button>{% endfor %}</span>{% endif %}
   {% if sections|length > 1 %}<span>states before it: {% for st in s.states %}<span class="state">{{ st }}</span>{% else %}none{% endfor %}</span>{% endif %}
 </p>
 {% if s.note %}<p class="note">{{ s.note }}</p>{% endif %}
@@ -479,11 +711,12 @@ text.label { fill: #222; pointer-events: none; } text.label.fail { fill: #b71c1c
   <span><svg width="26" height="12"><rect class="lin" x="1" y="1" width="24" height="10"/></svg>linearized (numbered in order)</span>
   <span><svg width="26" height="12"><rect class="fail" x="1" y="1" width="24" height="10"/></svg>cannot be linearized</span>
   <span><svg width="26" height="12"><rect class="other conc" x="1" y="1" width="24" height="10"/></svg>concurrent with it</span>
+  {% if s.named %}<span><svg width="26" height="12"><rect class="lin named" x="1" y="1" width="24" height="10"/></svg>named in the explanation</span>{% endif %}
   <span><svg width="26" height="12"><rect class="other" x="1" y="1" width="24" height="10"/></svg>not reached</span>
   <span><svg width="26" height="12"><rect class="other open" x="1" y="1" width="24" height="10" fill="url(#hatch-{{ s.n }})"/></svg>info / never completed (may take effect any time after)</span>
   <span class="controls">zoom <button data-zoom="1.5">+</button><button data-zoom="0.6667">&minus;</button><button data-zoom="fit">fit</button><button data-zoom="1">1:1</button></span>
 </div>
-<p class="axis-note">Left to right: the order of invocations and completions, one slot each (not to scale); ticks and tooltips give seconds since the first operation. Hover an operation for its details.</p>
+<p class="axis-note">{{ s.axis_note }} Hover an operation for its details.</p>
 <div class="timeline-wrap">
 <svg class="lanes" width="{{ label_width }}" height="{{ s.height }}" viewBox="0 0 {{ label_width }} {{ s.height }}" data-width="{{ label_width }}">
 {% for y, label in s.lanes %}<line class="lane-line" x1="0" y1="{{ y + 19 }}" x2="{{ label_width }}" y2="{{ y + 19 }}"/><text class="lane-label" x="6" y="{{ y + 4 }}">{{ label }}</text>
@@ -496,7 +729,9 @@ text.label { fill: #222; pointer-events: none; } text.label.fail { fill: #b71c1c
 {% endfor %}
 {% for y, label in s.lanes %}<line class="lane-line" x1="0" y1="{{ y + 19 }}" x2="{{ s.width|round(1) }}" y2="{{ y + 19 }}"/>
 {% endfor %}
-{% for b in s.bars %}<g class="op"><title>{{ b.tip }}</title><rect class="{{ b.cls }}{% if b.open %} open{% endif %}" x="{{ b.x|round(1) }}" y="{{ b.y }}" width="{{ b.w|round(1) }}" height="20" rx="3"/>{% if b.open %}<rect x="{{ b.x|round(1) }}" y="{{ b.y }}" width="{{ b.w|round(1) }}" height="20" rx="3" fill="url(#hatch-{{ s.n }})" stroke="none"/>{% endif %}{% if b.label %}<text class="label{% if 'fail' in b.cls %} fail{% endif %}" x="{{ (b.x + 5)|round(1) }}" y="{{ b.y + 15 }}">{{ b.label }}</text>{% endif %}</g>
+{% for x, count in s.gaps %}<g class="gap"><title>{{ "{:,}".format(count) }} operations invoked here are not drawn</title><rect x="{{ x|round(1) }}" y="22" width="{{ gap_width }}" height="{{ s.height - 30 }}"/><text x="{{ (x + gap_width / 2)|round(1) }}" y="33" text-anchor="middle">{{ "{:,}".format(count) }} ops</text></g>
+{% endfor %}
+{% for b in s.bars %}<g class="op" data-op="{{ b.index }}"><title>{{ b.tip }}</title><rect class="{{ b.cls }}{% if b.open %} open{% endif %}" x="{{ b.x|round(1) }}" y="{{ b.y }}" width="{{ b.w|round(1) }}" height="20" rx="3"/>{% if b.open %}<rect x="{{ b.x|round(1) }}" y="{{ b.y }}" width="{{ b.w|round(1) }}" height="20" rx="3" fill="url(#hatch-{{ s.n }})" stroke="none"/>{% endif %}{% if b.label %}<text class="label{% if 'fail' in b.cls %} fail{% endif %}" x="{{ (b.x + 5)|round(1) }}" y="{{ b.y + 15 }}">{{ b.label }}</text>{% endif %}</g>
 {% endfor %}
 {% if s.path %}<polyline class="lin-path" points="{{ s.path }}"/>{% endif %}
 {% if s.fail_link %}<line class="fail-link" x1="{{ s.fail_link[0]|round(1) }}" y1="{{ s.fail_link[1]|round(1) }}" x2="{{ s.fail_link[2]|round(1) }}" y2="{{ s.fail_link[3]|round(1) }}"><title>the next operation cannot be linearized here</title></line>{% endif %}
@@ -505,6 +740,10 @@ text.label { fill: #222; pointer-events: none; } text.label.fail { fill: #b71c1c
 </svg>
 </div>
 </div>
+{% if s.long_labels %}
+<p class="axis-note">Labels cut short above, in full:</p>
+<ul class="long-labels">{% for t in s.long_labels %}<li><code>{{ t }}</code></li>{% endfor %}</ul>
+{% endif %}
 {% endif %}
 </section>
 {% endfor %}
@@ -540,6 +779,11 @@ text.label { fill: #222; pointer-events: none; } text.label.fail { fill: #b71c1c
       b.addEventListener("click", function () {
         var z = b.dataset.zoom;
         apply(z === "fit" ? Math.min(1, box.clientWidth / base) : z === "1" ? 1 : scale * parseFloat(z));
+      });
+    });
+    sec.querySelectorAll("button.jump").forEach(function (b) {
+      b.addEventListener("click", function () {
+        box.scrollLeft = Math.max(0, parseFloat(b.dataset.x) * scale - box.clientWidth / 2);
       });
     });
     box.scrollLeft = Math.max(0, parseFloat(svg.dataset.failX) - box.clientWidth / 2);
