@@ -36,6 +36,7 @@ from checkers.history import HistoryError, Op
 from . import registry
 from .errors import ConfigError, RunError
 from .history import FORMATS, HistoryFormatError, detect_format, read_history, resolve_history_path
+from .serve import serve as serve_command
 from .systems import kvnode_flags
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
@@ -177,25 +178,46 @@ def _simple_page(title: str, result: Any) -> str:
     )
 
 
-def _check_run(run_dir: Path, as_json: bool) -> int:
-    """Re-check a stored run with its workload's checkers, for its promise."""
-    from harness import results, runner
+def _check_run(run_dir: Path, as_json: bool, *, time_limit: float | None, memory_limit: int | None,
+               html_out: Path | None) -> int:
+    """Re-check a stored run with its workload's checkers, for its promise;
+    with `html_out`, write its report there."""
+    from harness import results, runner, store
+    from harness.report import page, text
 
     try:
-        checked, promise, not_checked = runner.check_run(run_dir)
+        history = read_history(run_dir / "history.jsonl", "jsonl")
+        checked, promise, not_checked = runner.check_run(
+            run_dir, history, time_limit=time_limit,
+            memory_limit=None if memory_limit is None else memory_limit * 1024 * 1024)
     except ConfigError as e:
         raise BadInput(f"{run_dir}/test.json: {e}") from None
     except ValueError as e:
         raise BadInput(str(e)) from None
     summary = results.as_dict(checked, run=str(run_dir), promise=promise, not_checked=not_checked)
-    for line in results.promise_lines(promise, not_checked):
+    system = str(store.read_test(run_dir).get("system_name") or "the system")
+    for line in results.promise_lines(promise, not_checked, system):
         click.echo(line, err=as_json)
     click.echo(results.table(checked), err=as_json)
-    for line in results.first_explanations(checked):
-        click.echo(f"  {line}", err=as_json)
+    record = page.load_run(run_dir, results=json.loads(json.dumps(summary, default=_json_default)),
+                           history=history)
+    for line in text.first_sentences(record, checked):
+        click.echo(line, err=as_json)
+    if html_out is not None:
+        html_out.write_text(page.render(record), encoding="utf-8")
+        click.echo(f"wrote {html_out}", err=True)
     if as_json:
         click.echo(json.dumps(summary, default=_json_default, indent=2))
     return int(results.exit_code(summary["valid"]))
+
+
+def _beside_run(path: Path) -> Path | None:
+    """The run directory `path` is or whose history.jsonl it is, if any."""
+    if path.is_dir():
+        return path.resolve() if (path / "test.json").is_file() else None
+    if path.name == "history.jsonl" and (path.parent / "test.json").is_file():
+        return path.parent.resolve()
+    return None
 
 
 @cli.command()
@@ -234,13 +256,20 @@ def check(
     """Check the history at PATH for linearizability.
 
     PATH is a history file (this project's history.jsonl, a Jepsen EDN
-    history, a Porcupine etcd or kv log) or a run directory of the store.
-    Exits 0 valid, 1 invalid, 2 unknown, 254 bad arguments.
+    history, a Porcupine etcd or kv log) or a run directory of the store. A
+    run directory (or the history.jsonl in one) is checked as the run was:
+    with its workload's checkers, for its system's promise; --html then
+    writes its whole report. Exits 0 valid, 1 invalid, 2 unknown, 254 bad
+    arguments.
     """
-    if path.is_dir() and model is None and fmt in ("auto", "jsonl"):
-        run_dir = path.resolve()
-        if (run_dir / "test.json").is_file():
-            ctx.exit(_check_run(run_dir, as_json))
+    run_dir = _beside_run(path) if model is None and fmt in ("auto", "jsonl") else None
+    if run_dir is not None:
+        if initial is not None:
+            raise click.BadParameter("a run is checked with its workload's models, which start empty; give "
+                                     "--model too to check its history against one model from VALUE",
+                                     param_hint="--initial")
+        ctx.exit(_check_run(run_dir, as_json, time_limit=time_limit, memory_limit=memory_limit,
+                            html_out=html_out))
     file = resolve_history_path(path)
     if fmt == "auto":
         fmt = detect_format(file)
@@ -408,15 +437,63 @@ def run(ctx: click.Context, config_file: Path | None, set_options: tuple[str, ..
     except TypeError as e:
         raise BadInput(str(e)) from None
     prepared = runner.prepare(config)
-    outcome = runner.run(prepared, live=not no_live)
+    try:
+        outcome = runner.run(prepared, live=not no_live)
+    except runner.Interrupted as e:
+        click.echo(f"\n{e}", err=True)
+        _exit(130)
     click.echo(results.operations_line(outcome.results, outcome.faults))
     for line in results.promise_lines(outcome.promise, outcome.not_checked, prepared.system_name):
         click.echo(line)
-    click.echo(results.table(outcome.results))
-    for line in results.first_explanations(outcome.results):
-        click.echo(f"  {line}")
-    click.echo(f"\n{results.verdict_text(outcome.valid)}: {outcome.run_dir}")
+    if outcome.report is not None:
+        from harness.report import text
+
+        click.echo(text.summary(outcome.report))
+        click.echo(f"\n{results.verdict_text(outcome.valid)}: {outcome.run_dir}\nreport: "
+                   f"{outcome.run_dir / 'report.html'}")
+    else:
+        click.echo(results.table(outcome.results))
+        for line in results.first_explanations(outcome.results):
+            click.echo(f"  {line}")
+        click.echo(f"\n{results.verdict_text(outcome.valid)}: {outcome.run_dir}")
     ctx.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--text", "as_text", is_flag=True, help="Print the summary instead of writing report.html.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the report here [default: RUN_DIR/report.html].")
+def report(run_dir: Path, as_text: bool, out: Path | None) -> None:
+    """Write RUN_DIR/report.html again (from test.json, history.jsonl and
+    results.json; a run stopped before it was checked is checked now), or
+    print its summary with --text. RUN_DIR may be a store's `latest`."""
+    from harness.report import page, text
+
+    run_dir = _run_dir(run_dir)
+    try:
+        record = page.load_run(run_dir)
+    except (OSError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    if as_text:
+        click.echo(text.summary(record, report=str(run_dir / "report.html")))
+        return
+    if out is None:
+        path = page.write_report(run_dir, record)
+    else:
+        out.write_text(page.render(record), encoding="utf-8")
+        path = out
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _run_dir(path: Path) -> Path:
+    """A run directory of the store (or a `latest` link to one), resolved."""
+    resolved = path.resolve()
+    if resolved.is_dir() and not (resolved / "test.json").is_file() and (resolved / "latest").exists():
+        resolved = (resolved / "latest").resolve()
+    if not (resolved / "test.json").is_file():
+        raise BadInput(f"{path}: not a run directory (no test.json); runs are in STORE/<test>/<time>/")
+    return resolved
 
 
 @cli.command()
@@ -518,6 +595,9 @@ def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool)
         click.echo(f"could not clean {line}", err=True)
     if not removed and not problems:
         click.echo("nothing to clean")
+
+
+cli.add_command(serve_command)
 
 
 def main() -> None:

@@ -44,7 +44,8 @@ class Live:
         while True:
             await asyncio.sleep(self.period)
             if self._rich is not None:
-                self._rich.update(Text(self.line()))
+                # auto_refresh is off (no thread of rich's own): each update draws
+                self._rich.update(Text(self.line()), refresh=True)
             else:
                 self.echo(self.line())
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import random
 import signal
@@ -155,6 +156,7 @@ class RunOutcome:
     faults: dict[str, int] = field(default_factory=dict)  # nemesis operations invoked, by f
     promise: Promise = field(default_factory=Promise)
     not_checked: dict[str, str] = field(default_factory=dict)
+    report: Any = None  # the run as report.html shows it (harness.report.page.RunRecord), if it was written
 
 
 # ------------------------------------------------------------------ preparing
@@ -267,14 +269,19 @@ def prepare(config: RunConfig) -> Prepared:
 # ------------------------------------------------------------------ checking
 
 
-def check_run(run_dir: Path, history: Sequence[Any] | None = None) -> tuple[list[Result], Promise, dict[str, str]]:
+def check_run(run_dir: Path, history: Sequence[Any] | None = None, *, time_limit: float | None = None,
+              memory_limit: int | None = None) -> tuple[list[Result], Promise, dict[str, str]]:
     """Judge a stored run with its workload's checkers, for the promise it
-    was run with: (results, promise, claims not checked)."""
+    was run with: (results, promise, claims not checked). `time_limit`
+    (seconds) and `memory_limit` (bytes) bound the linearizability search."""
     test = store.read_test(run_dir)
     workload_name = str(test.get("workload", "register"))
+    limits: dict[str, Any] = {"linearizability_memory_limit": memory_limit}
+    if time_limit is not None:
+        limits["linearizability_time_limit"] = time_limit
     options = WorkloadOptions(concurrency=int(test.get("concurrency") or 1),
                               active_keys=int(test.get("active_keys", 4)),
-                              max_ops_per_key=int(test.get("max_ops_per_key", 150)))
+                              max_ops_per_key=int(test.get("max_ops_per_key", 150)), **limits)
     workload = make_workload(workload_name, options)
     promise = stored_promise(test, workload_name)
     if history is None:
@@ -330,6 +337,7 @@ class Run:
         self.recorder: Recorder | None = None
         self.run_dir: Path | None = None
         self._next_process = (config.concurrency or 1) * 1000
+        self.shutdown_notes: list[str] = []  # what the shutdown did, for an interrupted run's message
 
     # ------------------------------------------------------------ phases
 
@@ -342,6 +350,7 @@ class Run:
             "system_settings": prepared.system_settings, "promise": prepared.promise.to_json(),
         })
         self.recorder = Recorder(run_dir / "history.jsonl")
+        started_at, started = datetime.datetime.now(datetime.UTC), time.monotonic()
         self.echo(f"run {run_dir}: {prepared.system_name} on {config.nodes} nodes ({config.backend}), "
                   f"{config.workload}, nemesis {','.join(prepared.faults) or 'none'}, seed {config.seed}")
         self.echo(f"promise: {prepared.promise.describe()}")
@@ -356,14 +365,31 @@ class Run:
             faults = Counter(str(o.f) for o in history if o.process == "nemesis" and o.type == "invoke")
             summary = results_mod.as_dict(results, run=str(run_dir), seed=config.seed, faults=dict(faults),
                                           system=prepared.system_name, promise=prepared.promise,
-                                          not_checked=prepared.plan.not_checked)
+                                          not_checked=prepared.plan.not_checked,
+                                          started=started_at.isoformat(timespec="seconds"),
+                                          duration_s=round(time.monotonic() - started, 3))
             store.write_json(run_dir / "results.json", summary)
             log.info("verdict %s", results_mod.verdict_text(summary["valid"]))
+            report = self._write_report(run_dir)
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
         return RunOutcome(run_dir, results, summary["valid"], results_mod.exit_code(summary["valid"]),
-                          dict(faults), prepared.promise, prepared.plan.not_checked)
+                          dict(faults), prepared.promise, prepared.plan.not_checked, report)
+
+    def _write_report(self, run_dir: Path) -> Any:
+        """report.html, and the run as it shows it; a report that cannot be
+        written costs the run nothing (`harness report RUN_DIR` tries again)."""
+        from harness.report.page import load_run, write_report
+
+        try:
+            record = load_run(run_dir)
+            write_report(run_dir, record)
+            return record
+        except Exception:
+            log.exception("report.html not written (harness report %s tries again)", run_dir)
+            self.echo(f"report.html not written: see {run_dir / 'harness.log'}")
+            return None
 
     async def _run_test(self) -> None:
         config = self.config
@@ -415,11 +441,18 @@ class Run:
         """Heal, collect logs, tear down: on every exit path, and not to be
         interrupted by a second cancellation."""
         async def shutdown() -> None:
+            healed = True
             if self.nemesis is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await self.nemesis.heal()
-            with contextlib.suppress(Exception):
+                except Exception:
+                    healed = False
+            try:
                 await self.backend.heal_all()
+            except Exception:
+                healed = False
+            self.shutdown_notes.append("faults healed" if healed else "healing failed (see harness.log; "
+                                       "`harness clean` removes what is left)")
             if self.run_dir is not None:
                 for n in self.setups:
                     try:
@@ -427,6 +460,7 @@ class Run:
                     except Exception as e:
                         log.warning("could not collect the logs of %s: %s", n, e)
             await self.backend.teardown()
+            self.shutdown_notes.append(f"{len(self.setups)} node{'s' if len(self.setups) != 1 else ''} stopped")
 
         task = asyncio.ensure_future(shutdown())
         while not task.done():
@@ -614,16 +648,33 @@ def run(config: RunConfig | Prepared, *, live: bool = True,
     run is cancelled, healed and torn down)."""
     prepared = config if isinstance(config, Prepared) else prepare(config)
 
+    the_run = Run(prepared, live=live, echo=echo)
+
     async def main() -> RunOutcome:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        return await Run(prepared, live=live, echo=echo).execute()
+        return await the_run.execute()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise Interrupted(the_run.run_dir, the_run.shutdown_notes) from None
 
 
-__all__ = ["AdapterError", "ConfigError", "Prepared", "Run", "RunConfig", "RunError", "RunOutcome", "check_run",
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C, SIGTERM) before its end; it was healed
+    and torn down, and its history kept."""
+
+    def __init__(self, run_dir: Path | None, notes: Sequence[str]) -> None:
+        self.run_dir, self.notes = run_dir, list(notes)
+        done = ", ".join(self.notes) or "nothing had started"
+        kept = (f"; history kept at {run_dir / 'history.jsonl'} (`harness report {run_dir}` checks it and "
+                "writes its report)") if run_dir is not None else ""
+        super().__init__(f"interrupted: {done}{kept}")
+
+
+__all__ = ["AdapterError", "ConfigError", "Interrupted", "Prepared", "Run", "RunConfig", "RunError", "RunOutcome", "check_run",
            "load_system", "prepare", "run"]

@@ -40,6 +40,7 @@ class WorkloadOptions:
     active_keys: int = 4  # keys in use at once
     max_ops_per_key: int = 150  # then a key retires for a fresh one
     linearizability_time_limit: float = 60.0  # seconds for the linearizability search, then "unknown"
+    linearizability_memory_limit: int | None = None  # bytes of search state, then "unknown"
 
     def keys(self) -> KeySchedule:
         return KeySchedule.for_writes(concurrency=self.concurrency, max_ops_per_key=self.max_ops_per_key,

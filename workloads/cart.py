@@ -84,10 +84,12 @@ class CartWorkload:
 
         names = promise.names()
         time_limit = self.options.linearizability_time_limit
+        memory_limit = self.options.linearizability_memory_limit
         for claim in promise.claims:
             if claim.name == "linearizable":
                 add(Check(name="linearizable", claim=claim.name,
-                          run=lambda h: linearizable.check(h, "set", time_limit=time_limit)))
+                          run=lambda h: linearizable.check(h, "set", time_limit=time_limit,
+                                                           memory_limit=memory_limit)))
             elif claim.name in ("siblings", "last-write-wins"):
                 resolution = "dvv" if claim.name == "siblings" else "lww"
                 name = "siblings" if all(c.name != "siblings" for c in checks) else "siblings-lww"

@@ -89,11 +89,13 @@ class RegisterWorkload:
     def checks(self, promise: Promise) -> list[Check]:
         checks: list[Check] = []
         time_limit = self.options.linearizability_time_limit
+        memory_limit = self.options.linearizability_memory_limit
         for claim in promise.claims:
             if claim.name == "linearizable":
                 checks.append(Check(name="linearizable", claim=claim.name,
                                     run=lambda h: linearizable.check(single_values(h), "register",
-                                                                     time_limit=time_limit)))
+                                                                     time_limit=time_limit,
+                                                                     memory_limit=memory_limit)))
             elif claim.name in ("siblings", "last-write-wins"):
                 resolution = "dvv" if claim.name == "siblings" else "lww"
                 name = "siblings" if all(c.name != "siblings" for c in checks) else "siblings-lww"

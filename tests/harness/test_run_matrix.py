@@ -9,12 +9,15 @@ flags the valid rows raises false alarms: both rows kinds are asserted.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.history import read_jsonl
+from harness.report import page
+from harness.report.context import RunHistory, describe
 from harness.runner import RunConfig, run
 
 pytestmark = pytest.mark.slow
@@ -101,6 +104,25 @@ def test_the_must_be_found_rows_are_found(tmp_path: Path, row: dict[str, Any], c
     assert outcome.exit_code == 1
     if "clock" in row["nemesis"]:
         assert_clocks_moved(outcome.run_dir)
+    assert_report_explains(outcome, row["nemesis"][0])
+
+
+def assert_report_explains(outcome: Any, fault: str) -> None:
+    """report.html shows the verdict and each anomaly linked to its own
+    history lines; some anomaly's sentence names the node that answered and
+    the fault (in force, or the last healed)."""
+    html = (outcome.run_dir / "report.html").read_text()
+    assert 'id="verdict">INVALID<' in html
+    record = page.load_run(outcome.run_dir)
+    run = RunHistory(record.history, record.faults)
+    found = [a for r in outcome.results if r.valid is False for a in r.anomalies]
+    clauses = []
+    for a in found[:page.LISTED]:
+        clause, named = describe(a, run)
+        assert f'data-ops="{",".join(map(str, sorted(set(a.ops) | set(named))))}"' in html
+        clauses.append(clause)
+    word = {"partition": "partition", "clock": "clock"}[fault]
+    assert any(re.match(r"n\d+ answered", c) and word in c for c in clauses), clauses[:5]
 
 
 def assert_clocks_moved(run_dir: Path) -> None:
