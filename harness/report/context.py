@@ -129,6 +129,8 @@ def _faults_clause(node: str | None, verb: str, a: int, b: int, run: RunHistory)
         effect = fault.effect(node) if node is not None else None
         if effect is not None and node in fault.cut:
             said.append(f"{node} was {effect} ({fault.kind} {_shape(fault)}{since})")
+        elif effect is not None and fault.kind == "clock" and node in fault.offsets:
+            said.append(f"{node}'s clock was off by {fault.offsets[node]} ({since}; {fault.label})")
         elif effect is not None:
             said.append(f"{node}: {effect}, during {fault.label} ({since})")
         else:

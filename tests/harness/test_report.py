@@ -244,3 +244,15 @@ def test_anomaly_indexes_are_history_jsonl_lines_in_the_stored_results(tmp_path:
     (a,) = results["checkers"]["linearizable"]["anomalies"]
     read = history[a["details"]["op"]]
     assert read.f == "read" and read.type == "invoke" and read.value is None and history[a["ops"][-1]].value == ["0.1"]
+
+
+def test_a_skewed_node_is_named_with_its_offset() -> None:
+    history = [Op(index=0, time=0, process="nemesis", type="invoke", f="bump-clock"),
+               Op(index=1, time=S, process="nemesis", type="info", f="bump-clock", value={"n1": -14.4, "n2": 3.0}),
+               Op(index=2, time=2 * S, process=0, type="invoke", f="write", key="k", value="a", node="n1"),
+               Op(index=3, time=2 * S + 5, process=0, type="ok", f="write", key="k", value="a", node="n1")]
+    from checkers.result import Anomaly
+
+    clause, _ = describe(Anomaly(type="lost-causal", ops=(2, 3), explanation="."),
+                         RunHistory(history, intervals(history)))
+    assert clause == "n1 answered; n1's clock was off by -14.4 s (since 2.00 s before; clock n1 -14.4 s, n2 +3 s)"
