@@ -64,7 +64,16 @@ from harness.nemesis.schedule import (
     parse_fault_names,
 )
 from harness.recorder import Recorder
-from harness.systems.base import Client, Deployment, NodeSetup, NodeTime, Supports, System, ports_of
+from harness.systems.base import (
+    Client,
+    Deployment,
+    NodeInfo,
+    NodeSetup,
+    NodeTime,
+    Supports,
+    System,
+    ports_of,
+)
 from harness.systems.options import OptionError, construct, options_of, parse
 from workloads.base import Plan, Workload, WorkloadOptions, judge, plan, speaks
 
@@ -377,6 +386,17 @@ class Run:
         return RunOutcome(run_dir, results, summary["valid"], results_mod.exit_code(summary["valid"]),
                           dict(faults), prepared.promise, prepared.plan.not_checked, report)
 
+    async def _record_node_info(self) -> None:
+        """What the system says of each node (kvnode: its ring share), in
+        `nodes.json` for the report."""
+        db = self.system.db
+        if not isinstance(db, NodeInfo) or self.run_dir is None:
+            return
+        infos = await asyncio.gather(*(asyncio.wait_for(db.node_info(self.setups[n]), 5.0) for n in self.node_names),
+                                     return_exceptions=True)
+        nodes = {n: info for n, info in zip(self.node_names, infos, strict=True) if isinstance(info, dict)}
+        store.write_json(self.run_dir / "nodes.json", nodes)
+
     def _write_report(self, run_dir: Path) -> Any:
         """report.html, and the run as it shows it; a report that cannot be
         written costs the run nothing (`harness report RUN_DIR` tries again)."""
@@ -409,6 +429,7 @@ class Run:
         # Each node serves; now let them find each other (a node that has not
         # yet heard of its peers refuses quorum operations as unavailable).
         await self._recover(timeout=max(15.0, config.start_timeout), phase="start-up", blind_wait=1.0)
+        await self._record_node_info()
 
         recorder = self.recorder
         self.nemesis = Nemesis(faults, handle, self._record_nemesis, random.Random(f"{config.seed}:nemesis"),

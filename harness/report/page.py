@@ -161,7 +161,7 @@ def render(run: RunRecord) -> str:
         plots=plots,
         latency=_latency(results),
         fault_rows=_fault_rows(run),
-        ring=None,
+        node_info=_node_info(run),
         counterexample=counterexample,
         **_timeline(run),
     )
@@ -317,6 +317,25 @@ def _by_design(results: Sequence[Result], run: RunHistory, raw_lines: Sequence[s
         return {"title": f"{total:,} writes lost to a concurrent write, as last-write-wins does by design "
                          f"(not anomalies; {len(items)} listed)", "entries": items}
     return None
+
+
+def _node_info(run: RunRecord) -> dict[str, Any] | None:
+    """What the system said of each node after start-up (nodes.json), as a
+    table: one row per node, one column per fact."""
+    try:
+        data = json.loads((run.dir / "nodes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    columns: list[str] = []
+    for info in data.values():
+        for k in info if isinstance(info, dict) else ():
+            if k not in columns:
+                columns.append(k)
+    rows = [[node, *(str(info.get(c, "")) if isinstance(info, dict) else "" for c in columns)]
+            for node, info in data.items()]
+    return {"headers": ["node", *columns], "rows": rows}
 
 
 def _latency(results: Sequence[Result]) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from contract.ops import Completion, Invocation, Outcome
 from contract.promise import Promise
@@ -133,6 +133,17 @@ class HasPorts(Protocol):
     `("client",)`)."""
 
     ports: tuple[str, ...]
+
+
+@runtime_checkable
+class NodeInfo(Protocol):
+    """Optional, for a DB that can describe a running node for the report
+    (kvnode: its share of the ring)."""
+
+    async def node_info(self, node: NodeSetup) -> dict[str, Any] | None:
+        """A few named facts about the node as it serves now ({"ring share":
+        0.2}), or None if it cannot be asked. Called once, after start-up."""
+        ...
 
 
 @runtime_checkable

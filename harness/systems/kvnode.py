@@ -101,6 +101,17 @@ class KvnodeDB:
         wall = status.get("wall_ns")
         return wall / 1e9 if isinstance(wall, int) else None
 
+    async def node_info(self, node: NodeSetup) -> dict[str, Any] | None:
+        status = await self._status(node)
+        if status is None:
+            return None
+        info: dict[str, Any] = {}
+        if isinstance(status.get("ring_share"), int | float):
+            info["ring share"] = f"{status['ring_share']:.1%}"
+        if isinstance(status.get("partitions_owned"), int):
+            info["partitions owned"] = status["partitions_owned"]
+        return info
+
     async def converged(self, nodes: list[NodeSetup]) -> bool | None:
         names = {n.place.name for n in nodes}
         statuses = await asyncio.gather(*(self._status(n) for n in nodes))

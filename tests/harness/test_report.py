@@ -256,3 +256,11 @@ def test_a_skewed_node_is_named_with_its_offset() -> None:
     clause, _ = describe(Anomaly(type="lost-causal", ops=(2, 3), explanation="."),
                          RunHistory(history, intervals(history)))
     assert clause == "n1 answered; n1's clock was off by -14.4 s (since 2.00 s before; clock n1 -14.4 s, n2 +3 s)"
+
+
+def test_what_the_system_says_of_each_node_is_a_table(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    (run_dir / "nodes.json").write_text(json.dumps({"n1": {"ring share": "33.6%"}, "n2": {"ring share": "33.2%"}}))
+    html = page.write_report(run_dir).read_text()
+    table = html.split('id="node-table"')[1].split("</table>")[0]
+    assert "<th>ring share</th>" in table and "<td>n2</td><td>33.2%</td>" in table

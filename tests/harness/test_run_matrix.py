@@ -152,3 +152,7 @@ def test_a_run_leaves_its_record_in_the_store(tmp_path: Path) -> None:
     assert (tmp_path / "store" / "latest").resolve() == run_dir.resolve()
     assert (run_dir / "nodes" / "n1" / "log" / "kvnode.log").exists()
     assert "verdict valid" in (run_dir / "harness.log").read_text()
+    shares = json.loads((run_dir / "nodes.json").read_text())
+    assert sum(float(info["ring share"].rstrip("%")) for info in shares.values()) == pytest.approx(100, abs=0.5)
+    report = (run_dir / "report.html").read_text()
+    assert 'id="verdict">valid<' in report and "ring share" in report
