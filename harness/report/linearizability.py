@@ -96,9 +96,12 @@ def render_counterexample(
     t0 = _origin(result, history)
     anomalies = [a for a in result.anomalies if a.type == _KIND]
     others = [a for a in result.anomalies if a.type != _KIND]
-    sections = [
-        _section(n, a, history, t0, max_ops) for n, a in enumerate(anomalies[:_MAX_SECTIONS])
-    ]
+    try:
+        sections = [
+            _section(n, a, history, t0, max_ops) for n, a in enumerate(anomalies[:_MAX_SECTIONS])
+        ]
+    finally:
+        _last_paired[:] = [None, {}]
     return _template().render(
         title=title,
         result=result,
@@ -392,12 +395,19 @@ def _clocked(ops: list[dict[str, Any]], history: Sequence[Op] | None) -> tuple[l
     return [dict(o, start=o["index"], end=None if o["end"] is None else o["index"]) for o in ops], "order"
 
 
+_last_paired: list[Any] = [None, {}]  # [the history, its completions]: one pairing per page, not per section
+
+
 def _completions(history: Sequence[Op]) -> dict[int, int]:
     """Invoke index -> completion index, for every completed operation."""
+    if _last_paired[0] is history:
+        return _last_paired[1]
     try:
-        return {p.invoke.index: p.completion.index for p in pair(history) if p.completion is not None}
+        found = {p.invoke.index: p.completion.index for p in pair(history) if p.completion is not None}
     except Exception:  # a malformed history: the checker said so already
-        return {}
+        found = {}
+    _last_paired[:] = [history, found]
+    return found
 
 
 def _named(a: Anomaly, by_index: Mapping[Any, Mapping[str, Any]], history: Sequence[Op] | None,

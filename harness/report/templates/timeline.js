@@ -55,13 +55,15 @@
     draw();
   }
 
-  function px(x) { return LEFT + (x - view[0]) / (view[1] - view[0]) * (canvas.clientWidth - LEFT - 10); }
-  function unpx(p) { return view[0] + (p - LEFT) / (canvas.clientWidth - LEFT - 10) * (view[1] - view[0]); }
+  let width = 0;  // canvas.clientWidth, read once a frame: reading it per bar is a layout query each time
+  function px(x) { return LEFT + (x - view[0]) / (view[1] - view[0]) * (width - LEFT - 10); }
+  function unpx(p) { return view[0] + (p - LEFT) / (width - LEFT - 10) * (view[1] - view[0]); }
   function laneY(l) { return AXIS + faultRows * FAULT_ROW + l * LANE; }
 
   function size() {
     const dpr = window.devicePixelRatio || 1;
     const h = laneY(lanes) + 6;
+    width = canvas.clientWidth;
     canvas.style.height = h + "px";
     canvas.width = Math.floor(canvas.clientWidth * dpr);
     canvas.height = Math.floor(h * dpr);
@@ -91,7 +93,8 @@
 
   let drawn = 0;
   function draw() {
-    const W = canvas.clientWidth, H = laneY(lanes);
+    width = canvas.clientWidth;
+    const W = width, H = laneY(lanes);
     ctx.clearRect(0, 0, W, H + 6);
     ctx.font = "11px system-ui, sans-serif";
     // lanes
@@ -236,7 +239,6 @@
     for (const j of focused) { a = Math.min(a, xs[j]); b = Math.max(b, xe[j]); }
     const pad = Math.max((b - a) * 0.6, ordinal ? 30 : 150);
     setView(a - pad, b + pad);
-    const first = [...focused][0];
     detail.textContent = [...focused].map(describe).join("\n\n");
     canvas.scrollIntoView({block: "center"});
     return focused.size;
