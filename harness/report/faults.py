@@ -163,7 +163,7 @@ def cut_off(grudge: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
         for other in drops:
             out.setdefault(str(node), set()).add(str(other))
             out.setdefault(str(other), set()).add(str(node))
-    return {n: tuple(sorted(s, key=_node_order)) for n, s in sorted(out.items(), key=lambda kv: _node_order(kv[0]))}
+    return {n: tuple(sorted(s, key=node_order)) for n, s in sorted(out.items(), key=lambda kv: node_order(kv[0]))}
 
 
 def partition_text(grudge: Mapping[str, Sequence[str]], nodes: set[str] | None = None) -> str:
@@ -178,7 +178,7 @@ def partition_text(grudge: Mapping[str, Sequence[str]], nodes: set[str] | None =
             groups.append(group)
     disjoint = sum(len(g) for g in groups) == len(everyone)
     if disjoint and len(groups) > 1:
-        return " | ".join(" ".join(sorted(g, key=_node_order)) for g in sorted(groups, key=lambda g: min(map(_node_order, g))))
+        return " | ".join(" ".join(sorted(g, key=node_order)) for g in sorted(groups, key=lambda g: min(map(node_order, g))))
     return "; ".join(f"{n} cut from {' '.join(o)}" for n, o in cut.items())
 
 
@@ -189,7 +189,7 @@ def _clock_label(f: str, value: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         return (f"clock strobe {' '.join(nodes)} 0/{strobe.get('delta', 0):+g} s every {strobe.get('period', 0):g} s",
                 nodes)
     offsets = {str(k): v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    nodes = tuple(sorted(offsets, key=_node_order))
+    nodes = tuple(sorted(offsets, key=node_order))
     return "clock " + ", ".join(f"{n} {offsets[n]:+g} s" for n in nodes), nodes
 
 
@@ -202,7 +202,8 @@ def _packet_text(value: dict[str, Any]) -> str:
     return f" ({', '.join(bits)})" if bits else ""
 
 
-def _node_order(name: str) -> tuple[int, str]:
+def node_order(name: str) -> tuple[int, str]:
+    """n2 before n10."""
     digits = "".join(c for c in name if c.isdigit())
     return (int(digits) if digits else -1, name)
 

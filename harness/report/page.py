@@ -54,7 +54,7 @@ class RunRecord:
         names = {op.node for op in self.history if op.node is not None}
         for f in self.faults:
             names.update(f.nodes)
-        return sorted(names, key=faults_mod._node_order)
+        return sorted(names, key=faults_mod.node_order)
 
 
 def load_run(run_dir: Path, *, results: dict[str, Any] | None = None,
@@ -81,13 +81,8 @@ def load_run(run_dir: Path, *, results: dict[str, Any] | None = None,
         checked_now = True
     pairs = _fault_pairs(test.get("nemesis") or ())
     run = RunRecord(run_dir, test, results, history, raw_lines, checked_now=checked_now)
-    run.faults = faults_mod.intervals(history, pairs, nodes=_node_names(test, history))
+    run.faults = faults_mod.intervals(history, pairs)
     return run
-
-
-def _node_names(test: Mapping[str, Any], history: Sequence[Op]) -> list[str]:
-    names = {op.node for op in history if op.node is not None}
-    return sorted(names)
 
 
 def _fault_pairs(names: Sequence[str]) -> dict[str, str]:
