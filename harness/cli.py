@@ -597,6 +597,52 @@ def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool)
         click.echo("nothing to clean")
 
 
+@cli.command("ci")
+@click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("ci/matrix.toml"), show_default=True, help="The matrix: rows and their expected verdicts.")
+@click.option("--backend", default=None, help="Run every row on this backend instead of its own.")
+@click.option("--only", multiple=True, metavar="ROW", help="Run only this row (repeatable).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Seeds a row may use: a must-be-found row tries up to K, a valid row runs K [default: the "
+                   "row's, else 3].")
+@click.option("--junit", "junit_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="OUT.xml", help="Write the results as JUnit XML.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
+              help="Where the runs (and their reports) are kept.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rows run at once, each in a process of its own.")
+def ci_command(matrix_file: Path, backend: str | None, only: tuple[str, ...], seeds: int | None,
+               junit_out: Path | None, store: Path, jobs: int) -> None:
+    """Run a matrix of configurations and hold each to its expected verdicts
+    (CI consistency regression). Exits 0 when every row is as expected (or
+    skipped, with the reason), 1 on any mismatch or error, 130 if
+    interrupted (the table so far is printed), 254 for a bad matrix."""
+    from harness import ci, matrix
+
+    m = matrix.load(matrix_file, seeds=seeds, backend=backend)
+    if only:
+        m = m.only(only)
+    click.echo(f"{len(m.rows)} row{'s' if len(m.rows) != 1 else ''} of {matrix_file}; runs kept in {store}",
+               err=True)
+
+    def done(r: ci.RowResult) -> None:
+        click.echo(f"{r.row.name}: {r.status} ({r.detection()}, {r.seconds:.0f} s)", err=True)
+
+    results = ci.run_matrix(m, str(store), jobs=jobs, echo=lambda s: click.echo(f"  {s}", err=True), done=done)
+    interrupted = len(results) < len(m.rows) or any(r.status == "interrupted" for r in results)
+    click.echo(ci.table(results))
+    if junit_out is not None:
+        junit_out.write_text(ci.junit(results, m), encoding="utf-8")
+        click.echo(f"wrote {junit_out}", err=True)
+    if interrupted:
+        click.echo(f"interrupted after {len(results)} of {len(m.rows)} rows", err=True)
+        _exit(EXIT_INTERRUPTED)
+    bad = [r for r in results if not r.ok]
+    skipped = [r for r in results if r.status == "skip"]
+    click.echo(f"\n{len(results) - len(bad) - len(skipped)} as expected, {len(bad)} not, {len(skipped)} skipped")
+    _exit(1 if bad else 0)
+
+
 cli.add_command(serve_command)
 
 
