@@ -369,6 +369,9 @@ def _run_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
               help="register, cart (or a plug-in).")
 @click.option("--nemesis", default="none", show_default=True,
               help="Faults, comma-separated: none, partition, kill, pause, clock, packet, all (or a plug-in).")
+@click.option("--nemesis-option", "nemesis_options", multiple=True, metavar="KEY=VALUE",
+              help="How faults pick victims and values (repeatable): kill_targets=all, pause_targets=majority, "
+                   "partition_shapes=halves,bridge, clock_max_s=60, packet_loss=0.1,0.3 ...")
 @_shorthand_flags
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Client workers [default: 2 per node].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
@@ -425,6 +428,10 @@ def run(ctx: click.Context, config_file: Path | None, set_options: tuple[str, ..
         if value is not None:
             system_options[key] = value
     system_options.update(_key_values(set_options, "--set"))
+    given = options.pop("nemesis_options")
+    file_options = given if isinstance(given, dict) else {}
+    options["nemesis_options"] = {**file_options, **_key_values(given if isinstance(given, tuple) else (),
+                                                                 "--nemesis-option")}
     nemesis = options.pop("nemesis")
     options["nemesis"] = tuple(nemesis) if isinstance(nemesis, list | tuple) else \
         tuple(x.strip() for x in str(nemesis).split(",") if x.strip())
@@ -600,7 +607,8 @@ def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool)
 @cli.command("ci")
 @click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("ci/matrix.toml"), show_default=True, help="The matrix: rows and their expected verdicts.")
-@click.option("--backend", default=None, help="Run every row on this backend instead of its own.")
+@click.option("--backend", default=None, help="Run only the rows meant for this backend (its `backend`, or one "
+                                                "of its `backends`).")
 @click.option("--only", multiple=True, metavar="ROW", help="Run only this row (repeatable).")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="K",
               help="Seeds a row may use: a must-be-found row tries up to K, a valid row runs K [default: the "

@@ -22,8 +22,10 @@ each must get, so that a consistency regression fails CI the day it lands.
 
 A row's keys are `harness run`'s options by name (`system`, `backend`,
 `nodes`, `workload`, `nemesis`, `nemesis_interval`, `time_limit`, `rate`,
-`concurrency`, `op_timeout`, `check`, ...; `-` or `_`), plus `name`,
-`seeds` (a count, or the list of seeds to use), `system` (the system's name,
+`concurrency`, `op_timeout`, `check`, `nemesis_options`, ...; `-` or `_`),
+plus `name`, `backends` (the row once per backend, named `name@backend`),
+`seeds` (a count, or the list of seeds to use; from `seed`, default 1),
+`system` (the system's name,
 or a table of its options; `system_name` names it when `system` is the
 table) and `expect`: a verdict for the whole run (`valid`, `invalid`,
 `any`), or a table of checker -> `valid` | `invalid` | `any` | {verdict =
@@ -52,7 +54,7 @@ VERDICTS = ("valid", "invalid", "any")
 DEFAULT_SEEDS = 3
 _RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
 _NOT_IN_ROWS = {"store", "name", "seed", "system_options", "system"}
-_ROW_KEYS = (_RUN_KEYS - _NOT_IN_ROWS) | {"name", "seeds", "system", "system_name", "expect", "seed"}
+_ROW_KEYS = (_RUN_KEYS - _NOT_IN_ROWS) | {"name", "seeds", "system", "system_name", "expect", "seed", "backends"}
 
 
 class MatrixError(ConfigError):
@@ -117,7 +119,8 @@ class Matrix:
 
 
 def load(path: Path, *, seeds: int | None = None, backend: str | None = None) -> Matrix:
-    """Read and check a matrix file; `seeds` and `backend` override every row's."""
+    """Read and check a matrix file; `seeds` overrides every row's, and
+    `backend` keeps the rows (or a row's `backends`) meant for it."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -143,29 +146,58 @@ def parse(data: Mapping[str, Any], path: Path, *, seeds: int | None = None, back
         where = f"{path}: row {raw.get('name', n) if isinstance(raw, dict) else n}"
         if not isinstance(raw, dict):
             raise MatrixError(f"{where}: must be a table ([[row]])")
-        row = _row(_merge(defaults, raw), where, n, seeds=seeds, backend=backend)
-        if any(r.name == row.name for r in rows):
-            raise MatrixError(f"{where}: name: {row.name!r} is used by another row")
-        rows.append(row)
+        own_defaults = {k: v for k, v in defaults.items() if not ("backends" in raw and k == "backend")}
+        if "backends" in raw and "backend" in raw:
+            raise MatrixError(f"{where}: backends: give backend or backends, not both")
+        for expanded in _per_backend(_merge(own_defaults, raw), where, backend):
+            row = _row(expanded, where, n, seeds=seeds)
+            if any(r.name == row.name for r in rows):
+                raise MatrixError(f"{where}: name: {row.name!r} is used by another row")
+            rows.append(row)
+    if not rows:
+        raise MatrixError(f"{path}: no row runs on the {backend} backend")
     return Matrix(path, tuple(rows))
 
 
+def _per_backend(raw: dict[str, Any], where: str, only: str | None) -> list[dict[str, Any]]:
+    """A row with `backends = [...]` is one row per backend, named
+    `name@backend`; with `only` (--backend), the rows for that backend alone:
+    a row with `backend` (or `backends`) naming others is left out."""
+    listed = raw.pop("backends", None)
+    if listed is None:
+        if only is not None and raw.get("backend", "local") != only:
+            return []
+        return [raw]
+    if not isinstance(listed, list) or not listed or not all(isinstance(b, str) for b in listed):
+        raise MatrixError(f"{where}: backends: a list of backend names")
+    name = raw.get("name")
+    return [{**raw, "backend": b, "name": f"{name}@{b}" if name else None} for b in listed
+            if only is None or b == only]
+
+
 def _merge(defaults: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row over its defaults. System options add up, unless the row
+    names a system of its own (`system = "etcd"`, or `system_name` with a
+    table): the defaults' options are another system's."""
     out = {k.replace("-", "_"): v for k, v in defaults.items()}
+    row = {k.replace("-", "_"): v for k, v in row.items()}
+    own_system = isinstance(row.get("system"), str) or (
+        "system_name" in row and row["system_name"] != defaults.get("system_name"))
     for k, v in row.items():
-        k = k.replace("-", "_")
-        if k == "system" and isinstance(v, dict) and isinstance(out.get("system"), dict):
-            out[k] = {**out[k], **v}  # options add up; a name replaces
+        if k == "system" and isinstance(v, dict) and isinstance(out.get("system"), dict) and not own_system:
+            out[k] = {**out[k], **v}
         else:
             out[k] = v
+    if own_system and isinstance(out.get("system"), dict) and "system" not in row:
+        out["system"] = {}
     return out
 
 
-def _row(raw: dict[str, Any], where: str, n: int, *, seeds: int | None, backend: str | None) -> Row:
+def _row(raw: dict[str, Any], where: str, n: int, *, seeds: int | None) -> Row:
     for key in raw:
         if key not in _ROW_KEYS:
             raise MatrixError(f"{where}: unknown key {key!r} (row keys: {', '.join(sorted(_ROW_KEYS))})")
-    name = raw.pop("name", f"row-{n}")
+    name = raw.pop("name", None) or f"row-{n}"
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise MatrixError(f"{where}: name: must be a non-empty text without '/'")
     expect = raw.pop("expect", None)
@@ -191,8 +223,6 @@ def _row(raw: dict[str, Any], where: str, n: int, *, seeds: int | None, backend:
         seed_list = tuple(range(first, first + count))
     else:
         raise MatrixError(f"{where}: seeds: a count >= 1 or a list of whole numbers")
-    if backend is not None:
-        raw["backend"] = backend
     for key, value in raw.items():
         run[key] = _value(key, value, where)
     _check_run(run, where)
@@ -248,6 +278,10 @@ def _value(key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise MatrixError(f"{where}: {key}: a whole number >= 1, not {value!r}")
         return value
+    if key == "nemesis_options":
+        if not isinstance(value, dict):
+            raise MatrixError(f"{where}: {key}: a table of fault options (kill_targets = \"all\" ...)")
+        return dict(value)
     if key == "insecure_accept_host_keys":
         if not isinstance(value, bool):
             raise MatrixError(f"{where}: {key}: true or false")
@@ -270,5 +304,6 @@ def _check_run(run: dict[str, Any], where: str) -> None:
         config.validate()
         runner.load_system(config.system, config.system_options, config.system_path)
         parse_fault_names(config.nemesis)
+        runner.parse_fault_options(config.nemesis_options)
     except (ConfigError, ValueError, TypeError) as e:
         raise MatrixError(f"{where}: {e}") from None

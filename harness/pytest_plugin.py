@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-seeds", type=int, default=None, metavar="K",
                     help="Seeds a row may use (overrides the matrix's).")
     group.addoption("--harness-backend", default=None, metavar="NAME",
-                    help="Run every row on this backend instead of its own.")
+                    help="Run only the rows meant for this backend.")
 
 
 def pytest_configure(config: pytest.Config) -> None:

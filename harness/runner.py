@@ -96,6 +96,7 @@ class RunConfig:
     nodes: int = 5
     workload: str = "register"
     nemesis: tuple[str, ...] = ()
+    nemesis_options: dict[str, Any] = field(default_factory=dict)  # FaultOptions by name: kill_targets="all" ...
     concurrency: int | None = None  # default: 2 per node
     rate: float | None = 100.0  # ops/s in total; None: unpaced
     time_limit: float = 60.0
@@ -184,6 +185,7 @@ class Prepared:
     faults: tuple[str, ...]
     promise: Promise
     plan: Plan
+    fault_options: FaultOptions = field(default_factory=FaultOptions)
 
 
 def load_system(spec: str, options: Mapping[str, Any] | None = None,
@@ -245,6 +247,7 @@ def prepare(config: RunConfig) -> Prepared:
         faults = parse_fault_names(config.nemesis)
     except ValueError as e:
         raise ConfigError(f"--nemesis: {e}") from None
+    fault_options = parse_fault_options(config.nemesis_options)
     workload = make_workload(config.workload, config.workload_options())
     language = speaks(workload)
     deployment = Deployment(backend=config.backend, nodes=config.nodes, workload=language, faults=faults)
@@ -272,7 +275,35 @@ def prepare(config: RunConfig) -> Prepared:
     backend = make_backend(config)
     return Prepared(config=config, system=system, system_name=name, system_settings=settings,
                     workload=workload, backend=backend, faults=faults, promise=promise,
-                    plan=plan(workload, promise))
+                    plan=plan(workload, promise), fault_options=fault_options)
+
+
+def parse_fault_options(options: Mapping[str, Any]) -> FaultOptions:
+    """`--nemesis-option KEY=VALUE`s (or a run file's table) as FaultOptions:
+    texts are converted to each field's type (a tuple from a comma-separated
+    text); ConfigError naming the option otherwise."""
+    fields = {f.name: f for f in dataclasses.fields(FaultOptions)}
+    converted: dict[str, Any] = {}
+    for key, value in options.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise ConfigError(f"--nemesis-option {key}: no such option (options: {', '.join(fields)})")
+        default = getattr(FaultOptions(), name)
+        try:
+            if isinstance(default, tuple):
+                items = value.split(",") if isinstance(value, str) else list(value)
+                kind = type(default[0]) if default else str
+                converted[name] = tuple(kind(x.strip() if isinstance(x, str) else x) for x in items)
+            elif isinstance(default, float):
+                converted[name] = float(value)
+            else:
+                converted[name] = str(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--nemesis-option {key}={value!r}: expected {type(default).__name__}") from None
+    try:
+        return FaultOptions(**converted)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--nemesis-option: {e}") from None
 
 
 # ------------------------------------------------------------------ checking
@@ -418,7 +449,7 @@ class Run:
         self.setups = {n: NodeSetup(place=places[n], nodes=tuple(self.node_names), seed=config.seed or 0,
                                     op_timeout=config.op_timeout) for n in self.node_names}
         handle = self._handle()
-        faults = build_faults(self.prepared.faults, handle, FaultOptions())
+        faults = build_faults(self.prepared.faults, handle, self.prepared.fault_options)
         problems = check_available(faults, self.backend.capabilities())
         if "clock" in self.prepared.faults:
             problems += await self._clock_blind()

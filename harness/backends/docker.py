@@ -89,6 +89,7 @@ from harness.backends.base import (
 )
 from harness.backends.faketime import env as faketime_env
 from harness.backends.image import FAKETIME_LINK, FAKETIME_MISSING, VENV, build_image
+from harness.backends.probe import docker_problem
 from harness.backends.processes import note
 
 __all__ = ["LABEL", "PREFIX", "DockerBackend", "clean"]
@@ -196,7 +197,11 @@ class DockerBackend:
     @classmethod
     def from_options(cls, options: BackendOptions) -> DockerBackend:
         """The docker backend with the run's `--image` or `--base-image`
-        and `--subnet` (OSError when no Docker engine answers)."""
+        and `--subnet` (OSError saying why when no Docker engine answers or it
+        cannot import an image here: tried once, see probe.py)."""
+        problem = docker_problem()
+        if problem:
+            raise OSError(problem)
         return cls(image=options.image, base_image=options.base_image, subnet=options.subnet)
 
     # -- places ---------------------------------------------------------------

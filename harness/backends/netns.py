@@ -95,6 +95,7 @@ from harness.backends.base import (
     PacketShape,
 )
 from harness.backends.faketime import ClockControl, find_libfaketime, libfaketime_missing_reason
+from harness.backends.probe import netns_problem
 from harness.backends.processes import NodeProcesses, copy_tree, node_environ, note
 
 __all__ = ["STATE_DIR", "NetnsBackend", "NetnsError", "clean", "netem_missing_reason"]
@@ -318,7 +319,11 @@ class NetnsBackend:
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> NetnsBackend:
-        """The netns backend on the run's `--subnet`."""
+        """The netns backend on the run's `--subnet` (OSError saying why, when
+        this machine cannot make namespaces: tried once, see probe.py)."""
+        problem = netns_problem()
+        if problem:
+            raise OSError(problem)
         return cls(subnet=options.subnet)
 
     # -- places -------------------------------------------------------------

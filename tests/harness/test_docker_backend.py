@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import re
 import shutil
 import subprocess
 import tarfile
@@ -30,12 +29,11 @@ import pytest
 from harness.backends.base import BackendOptions, Exited, NodePlace, PacketShape
 from harness.backends.docker import LABEL, RUN_LABEL, DockerBackend, clean
 from harness.backends.image import VENV, build_image
-from harness.runner import RunConfig, run
 from kvnode.client import AsyncClient, KvError
 from tests.harness.nodes import ECHO_NODE
 from tests.harness.nodes import kvnode_argv as node_argv
+from tests.harness.project_matrix import FAST
 from tests.harness.test_docker_image import UNUSABLE
-from tests.harness.test_run_matrix import FAST, ROWS_FOUND, ROWS_VALID, row_options, verdicts
 
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(bool(UNUSABLE), reason=UNUSABLE),
               pytest.mark.timeout(600)]  # the first test may build the image (minutes, once per machine)
@@ -470,44 +468,3 @@ def test_two_named_ports_an_exit_status_and_programs_a_skew_cannot_reach(node_im
             pytest.skip("no gcc -static here: the statically linked case was not checked")
 
     arun(main(), timeout=120)
-
-
-# -- the verdict matrix on this backend --------------------------------------------------------
-
-
-def _run(tmp_path: Path, node_image: str, **options: Any) -> Any:
-    """As test_run_matrix's runs, on docker, in 15 s of workload."""
-    config = RunConfig(store=str(tmp_path / "store"), backend="docker", image=node_image, subnet=SUBNET,
-                       nodes=5, concurrency=10, rate=150.0, time_limit=15.0, nemesis_interval=2.0,
-                       seed=options.pop("seed", 42), op_timeout=2.0, recovery_timeout=30.0,
-                       **row_options(options))
-    outcome = run(config, live=False, echo=lambda s: None)
-    first = (outcome.run_dir / "nodes" / "n1" / "log" / "backend.log").read_text()
-    run_id = re.search(r"container hx-([0-9a-f]+)-n1 ", first)
-    assert run_id is not None, first[:300]
-    assert ours(f"{RUN_LABEL}={run_id.group(1)}") == ([], []), "the run left containers or networks behind"
-    return outcome
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("options", ROWS_VALID)
-def test_the_valid_rows_are_valid_on_docker(tmp_path: Path, node_image: str, options: dict[str, Any]) -> None:
-    outcome = _run(tmp_path, node_image, **options)
-    details = [f"{r.checker}: {a.explanation}" for r in outcome.results for a in r.anomalies][:5]
-    assert outcome.valid is True, (outcome.run_dir, verdicts(outcome), details)
-    assert outcome.exit_code == 0
-    assert outcome.faults, "the nemesis did nothing"
-    logs = outcome.run_dir / "nodes" / "n1" / "log"
-    assert "container hx-" in (logs / "backend.log").read_text()
-    assert (logs / "kvnode.log").is_file()  # copied out of the container
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("options", "checker", "anomaly"), ROWS_FOUND)
-def test_the_must_be_found_rows_are_found_on_docker(tmp_path: Path, node_image: str, options: dict[str, Any],
-                                                    checker: str, anomaly: str | None) -> None:
-    outcome = _run(tmp_path, node_image, **options)
-    assert verdicts(outcome)[checker] is False, (outcome.run_dir, verdicts(outcome))
-    if anomaly is not None:
-        assert anomaly in {a.type for r in outcome.results for a in r.anomalies}
-    assert outcome.exit_code == 1

@@ -23,19 +23,14 @@ from harness.backends.image import (
     debian_mirror,
     dockerfile,
 )
+from harness.backends.probe import docker_problem
 
 
 def unusable() -> str:
     """Why the docker tests cannot run here ("" if they can)."""
     if os.geteuid() != 0:
         return "needs root (debootstrap builds the base image; the tests add iptables rules in containers)"
-    try:
-        import docker
-
-        docker.from_env(timeout=10).ping()
-    except Exception as e:
-        return f"no Docker engine answers ({type(e).__name__}: {e})"
-    return ""
+    return docker_problem()
 
 
 UNUSABLE = unusable()

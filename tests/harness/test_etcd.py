@@ -6,8 +6,9 @@ the client's ok/fail/info mapping against a fake etcd JSON gateway on
 127.0.0.1 (an asyncio HTTP server that answers, hangs, hangs up, or answers
 with etcd's errors).
 
-End to end (`netns`, `slow`): real etcd 3.4 clusters in network namespaces
-under partitions, kills and pauses are valid; with `serializable_reads` the
+End to end (`netns`): a clock run of etcd is refused before any member
+starts. Its runs under faults are rows of ci/matrix.toml (`harness ci`):
+valid under partitions, kills and pauses; with `serializable_reads` the
 linearizability checker finds the stale reads of a member cut off from the
 leader."""
 
@@ -17,8 +18,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -32,8 +31,9 @@ import pytest
 
 from contract.ops import Completion, Invocation
 from harness.backends.base import NodePlace
+from harness.backends.probe import netns_problem
 from harness.errors import ConfigError
-from harness.runner import RunConfig, RunOutcome, load_system, run
+from harness.runner import load_system
 from harness.systems.base import Deployment, NodeSetup
 from harness.systems.etcd import EtcdClient, EtcdDB, EtcdSystem
 
@@ -506,22 +506,10 @@ def test_converged_wants_health_one_leader_and_close_indexes() -> None:
 
 def _why_no_netns() -> str:
     """Why etcd clusters cannot run in namespaces here ("" if they can),
-    found by trying: a namespace is made and removed."""
-    if not sys.platform.startswith("linux"):
-        return "network namespaces are Linux only"
+    found by trying (harness/backends/probe.py)."""
     if shutil.which("etcd") is None:
         return "etcd is not installed (Debian: apt-get install etcd-server)"
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, bridges, iptables)"
-    for tool in ("ip", "iptables", "tc"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    probe = f"etcdprobe-{secrets.token_hex(3)}"  # not a name the netns backend's clean() claims
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
-    if made.returncode != 0:
-        return f"cannot make a network namespace: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "delete", probe], capture_output=True, check=False)
-    return ""
+    return netns_problem()
 
 
 @pytest.fixture(scope="module")
@@ -531,57 +519,8 @@ def netns_etcd() -> None:
         pytest.skip(reason)
 
 
-def etcd_run(tmp_path: Path, subnet: str, *, workload: str = "register", nemesis: tuple[str, ...],
-             nodes: int = 3, seed: int = 1, **options: Any) -> RunOutcome:
-    config = RunConfig(system="etcd", system_options=options, backend="netns", nodes=nodes, workload=workload,
-                       nemesis=nemesis, time_limit=15.0, nemesis_interval=2.0, op_timeout=2.0,
-                       recovery_timeout=30.0, seed=seed, store=str(tmp_path / "store"), subnet=subnet)
-    outcome = run(config, live=False)
-    counts = next(r for r in outcome.results if r.checker == "stats").counts
-    verdicts = {r.checker: r.valid for r in outcome.results}
-    print(f"etcd {workload} {'+'.join(nemesis)} {options or ''} seed {seed}: valid={outcome.valid} "
-          f"{verdicts} ok={counts.get('ok')} fail={counts.get('fail')} info={counts.get('info')} "
-          f"faults={outcome.faults}")
-    return outcome
-
-
-# A subnet per test, outside the 10.77.x of the netns and docker tests and
-# the 10.78.1-200 that the ssh tests' helper picks from (sshd_util.py).
-ROWS = [  # (workload, nemesis, subnet)
-    ("register", ("partition",), "10.78.221.0/24"),
-    ("register", ("kill",), "10.78.222.0/24"),
-    ("register", ("pause",), "10.78.223.0/24"),
-    ("cart", ("partition",), "10.78.224.0/24"),
-]
-
-
-@pytest.mark.netns
-@pytest.mark.slow
-@pytest.mark.parametrize("workload, nemesis, subnet", ROWS, ids=[f"{w}-{n[0]}" for w, n, _ in ROWS])
-def test_etcd_is_valid_under_faults(netns_etcd: None, tmp_path: Path, workload: str, nemesis: tuple[str, ...],
-                                    subnet: str) -> None:
-    outcome = etcd_run(tmp_path, subnet, workload=workload, nemesis=nemesis)
-    assert outcome.valid is True, [(r.checker, r.valid, r.anomalies[:2]) for r in outcome.results]
-    assert sum(outcome.faults.values()) >= 2, outcome.faults  # the faults did happen
-    checked = {r.checker for r in outcome.results}
-    assert "linearizable" in checked and (workload != "cart" or "set" in checked)
-
-
-@pytest.mark.netns
-@pytest.mark.slow
-def test_serializable_reads_are_found_stale_under_partitions(netns_etcd: None, tmp_path: Path) -> None:
-    """Five members, so that most partitions leave two of them (and their
-    four clients) in a minority, reading what they last applied."""
-    found: list[int] = []
-    for seed in (1, 2, 3):
-        outcome = etcd_run(tmp_path / str(seed), "10.78.225.0/24", nemesis=("partition",), nodes=5, seed=seed,
-                           serializable_reads=True)
-        linearizable = next(r for r in outcome.results if r.checker == "linearizable")
-        if linearizable.valid is False:
-            found.append(seed)
-        if len(found) == 2:
-            break
-    assert len(found) >= 2, f"stale reads found on seeds {found} only"
+# etcd's runs under faults (valid under partitions, kills and pauses; stale
+# serializable reads found) are rows of ci/matrix.toml, run by `harness ci`.
 
 
 @pytest.mark.netns

@@ -58,10 +58,20 @@ def test_rows_take_their_defaults_and_override_them(tmp_path: Path) -> None:
     assert [r.name for r in m.only(["found"]).rows] == ["found"]
 
 
-def test_the_command_line_overrides_seeds_and_backend(tmp_path: Path) -> None:
+def test_the_command_line_overrides_seeds_and_picks_a_backend(tmp_path: Path) -> None:
     m = matrix.load(write(tmp_path, GOOD), seeds=5, backend="local")
-    assert all(r.seeds == tuple(range(1, 6)) or r.name == "found" for r in m.rows)
-    assert {r.run["backend"] for r in m.rows} == {"local"}
+    assert [r.name for r in m.rows] == ["valid", "found"]
+    assert all(r.seeds == tuple(range(1, 6)) for r in m.rows)
+    assert [r.name for r in matrix.load(write(tmp_path, GOOD), backend="netns").rows] == ["etcd"]
+
+
+def test_a_row_on_several_backends_is_a_row_per_backend(tmp_path: Path) -> None:
+    text = '[defaults]\nbackend = "local"\n[[row]]\nname = "r"\nbackends = ["local", "netns"]\nexpect = "valid"\n'
+    m = matrix.load(write(tmp_path, text))
+    assert [(r.name, r.run["backend"]) for r in m.rows] == [("r@local", "local"), ("r@netns", "netns")]
+    assert [r.name for r in matrix.load(write(tmp_path, text), backend="netns").rows] == ["r@netns"]
+    with pytest.raises(MatrixError, match="no row runs on the docker backend"):
+        matrix.load(write(tmp_path, text), backend="docker")
 
 
 @pytest.mark.parametrize(("overall", "verdicts", "anomalies", "met"), [
@@ -98,6 +108,9 @@ def test_a_valid_row_needs_every_checker_valid(tmp_path: Path) -> None:
      "m.toml: row a: name: 'a' is used by another row"),
     ('[defaults]\nnodes = 3\n', "m.toml: no rows"),
     ('[rows]\n', "m.toml: unknown top-level key 'rows'"),
+    ('[[row]]\nname = "a"\nexpect = "valid"\nbackend = "local"\nbackends = ["netns"]\n',
+     "m.toml: row a: backends: give backend or backends, not both"),
+    ('[[row]]\nname = "a"\nexpect = "valid"\nnemesis_options = { kill_targets = "most" }\n', "m.toml: row a: "),
     ('[[row]\n', "m.toml: not valid TOML"),
 ])
 def test_a_bad_file_is_one_line_naming_file_row_and_key(tmp_path: Path, text: str, says: str) -> None:
