@@ -468,3 +468,18 @@ def test_two_named_ports_an_exit_status_and_programs_a_skew_cannot_reach(node_im
             pytest.skip("no gcc -static here: the statically linked case was not checked")
 
     arun(main(), timeout=120)
+
+
+def test_without_cap_sys_admin_namespaces_and_docker_are_refused_with_their_reasons(node_image: str) -> None:
+    """Root in a container without CAP_SYS_ADMIN (Docker's default) cannot
+    make network namespaces, and has no Docker engine: the probes that the
+    netns and docker backends (and their tests) decide by say so, where
+    being root would have said yes."""
+    script = ("import os; from harness.backends.probe import netns_problem, docker_problem; "
+              "print(os.geteuid()); print(netns_problem()); print(docker_problem())")
+    out = engine().containers.run(node_image, [f"{VENV}/bin/python", "-c", script], remove=True,
+                                  network_mode="none").decode()
+    uid, netns, docker_reason = out.strip().splitlines()[:3]
+    assert uid == "0"
+    assert netns.startswith("cannot make a network namespace here"), netns
+    assert docker_reason, "no Docker engine in the container, and the probe must say so"
