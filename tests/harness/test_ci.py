@@ -98,10 +98,14 @@ def test_a_matrix_is_run_judged_and_reported(tmp_path: Path) -> None:
     assert all((p / "report.html").is_file() for p in runs)
 
 
-def test_all_as_expected_exits_0_and_a_bad_matrix_254(tmp_path: Path) -> None:
-    (tmp_path / "m.toml").write_text(FAST + '[[row]]\nname = "valid"\nexpect = "valid"\n')
-    ok = CliRunner().invoke(cli, ["ci", "--matrix", str(tmp_path / "m.toml"), "--store", str(tmp_path / "s")])
+def test_all_as_expected_exits_0_also_two_rows_at_once_and_a_bad_matrix_254(tmp_path: Path) -> None:
+    (tmp_path / "m.toml").write_text(FAST + '[[row]]\nname = "one"\nexpect = "valid"\n'
+                                     '[[row]]\nname = "two"\nworkload = "cart"\nexpect = "valid"\n')
+    ok = CliRunner().invoke(cli, ["ci", "--matrix", str(tmp_path / "m.toml"), "--store", str(tmp_path / "s"),
+                                  "--jobs", "2"])
     assert ok.exit_code == 0, ok.output
+    assert "2 as expected, 0 not, 0 skipped" in ok.output
+    assert {p.parent.parent.name for p in (tmp_path / "s").glob("*/*/report.html")} == {"one", "two"}
     (tmp_path / "bad.toml").write_text('[[row]]\nname = "x"\nexpect = "valid"\nnodez = 1\n')
     bad = CliRunner().invoke(cli, ["ci", "--matrix", str(tmp_path / "bad.toml")])
     assert bad.exit_code == 254 and "bad.toml: row x: unknown key 'nodez'" in bad.output
