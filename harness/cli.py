@@ -640,6 +640,7 @@ def ci_command(matrix_file: Path, backend: str | None, only: tuple[str, ...], se
     interrupted = len(results) < len(m.rows) or any(r.status == "interrupted" for r in results)
     click.echo(ci.table(results))
     if junit_out is not None:
+        junit_out.parent.mkdir(parents=True, exist_ok=True)
         junit_out.write_text(ci.junit(results, m), encoding="utf-8")
         click.echo(f"wrote {junit_out}", err=True)
     if interrupted:
