@@ -7,16 +7,16 @@ each must get, so that a consistency regression fails CI the day it lands.
     time_limit = 15
     seeds = 3                        # how many seeds a row may use (or a list)
     [defaults.system]                # the system's options (harness systems NAME)
-    gossip_interval = 0.2
+    replicas = 3
 
     [[row]]
-    name = "dvv-strict-register-partition-kill"
+    name = "holds-under-partitions"
     nemesis = ["partition", "kill"]
-    system = { resolution = "dvv", quorum = "strict" }
     expect = "valid"                 # every checker valid
 
     [[row]]
-    name = "lww-w1-r1-partition"
+    name = "stale-reads-found"
+    system = { stale_reads = true }  # options add to the defaults'
     check = ["linearizable"]
     expect = { linearizable = { verdict = "invalid", anomalies = ["nonlinearizable"] } }
 

@@ -620,6 +620,22 @@ def make_server(store: Path, host: str = "127.0.0.1", port: int = 0,
     return StoreServer(store, host, port, log)
 
 
+@contextlib.contextmanager
+def serving(store: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[StoreServer]:
+    """A server of `store` answering from a thread of its own while the block
+    runs (tests, or a tool that embeds the browser); stopped and closed after."""
+    srv = make_server(store, host, port)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, name="harness-serve",
+                              daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "harness-serve"
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from bench.report import PlantedRun, RunShape, browser_problem, make_run, start_
 from checkers.history import Op
 from harness.history import read_jsonl
 from harness.report.page import write_report
-from harness.serve import StoreServer, make_server
+from harness.serve import StoreServer, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = RunShape(ops=300, workers=4, nodes=3, rate=50.0, partitions=1, stale=1, name="t")
@@ -95,15 +94,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 
 @pytest.fixture()
 def server(report: Report) -> Iterator[StoreServer]:
-    srv = make_server(report.store)
-    thread = threading.Thread(target=srv.serve_forever, name="harness-serve", daemon=True)
-    thread.start()
-    try:
+    with serving(report.store) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 def save_screenshot(driver: Any, name: str) -> Path:

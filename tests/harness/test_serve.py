@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from harness import serve as serve_mod
 from harness.cli import HarnessGroup
-from harness.serve import RunIndex, StoreServer, index_page, last_line, make_server, serve
+from harness.serve import RunIndex, StoreServer, index_page, last_line, make_server, serve, serving
 
 SECRET = "TOP-SECRET-OUTSIDE-THE-STORE"
 
@@ -75,15 +75,8 @@ def store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(store: Path) -> Iterator[StoreServer]:
-    srv = make_server(store, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
+    with serving(store) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=10)
 
 
 def get(srv: StoreServer, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
