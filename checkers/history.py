@@ -18,6 +18,10 @@ from typing import Any, Literal
 OpType = Literal["invoke", "ok", "fail", "info"]
 Process = int | str  # an integer client process, or "nemesis"
 TYPES: tuple[OpType, ...] = ("invoke", "ok", "fail", "info")
+# The `f` of a read of one replica's own copy of a key, recorded after the
+# faults heal (`checkers.replicas`): an observation of the system, not a
+# client operation, which the checkers of client operations leave out.
+REPLICA_READ = "replica-read"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

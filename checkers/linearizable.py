@@ -48,7 +48,8 @@ Lowe's memoization), pruned for histories full of crashed operations:
   registers and kv); each part is searched alone, smallest first.
 - *Unique-value registers.* For a `register` (or `cas-register` without cas)
   whose written values are all distinct, `checkers.unique_register` decides
-  the part in O(n log n) (Gibbons & Korach) when it applies.
+  the part in O(n log n) (Gibbons & Korach) when it applies. A delete writes
+  the initial value again, so a part with deletes takes the search.
 
 Each skip is exact: at the end of a failed search no configuration it
 visited can reach a full linearization. (Were one to, take the one with the
@@ -96,7 +97,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkers.history import Op, Operation, complete, pair
+from checkers.history import REPLICA_READ, Op, Operation, complete, pair
 from checkers.models import _ATOMS, CasRegister, Model, Register, freeze
 from checkers.models import model as model_by_name
 from checkers.result import Anomaly, Result, worst
@@ -181,7 +182,8 @@ def _check(
     time_limit: float | None,
     memory_limit: int | None,
 ) -> Result:
-    operations = complete(pair(history))
+    # A replica read observes one replica, outside the model: not an operation to linearize.
+    operations = [o for o in complete(pair(history)) if o.f != REPLICA_READ]
     parts: dict[Hashable, list[Operation]] = {}
     for o in operations:
         parts.setdefault(m.partition(o), []).append(o)
@@ -218,14 +220,15 @@ def _unique_writes(ops: list[Operation], m: Model) -> bool:
     cas-register (exactly those classes, whatever a subclass is named: it
     may step differently), no cas, every written value distinct? Not when a
     read of None must mean a non-None initial value (the models' rule for an
-    absent key), which that path does not know."""
+    absent key), which that path does not know; nor with deletes (each
+    writes the initial value again)."""
     if type(m) is not Register and type(m) is not CasRegister:
         return False
     initial = m.initial
     seen: set[Hashable] = set()
     for o in ops:
         f = str(o.f).lstrip(":")
-        if f == "cas":
+        if f in ("cas", "delete"):  # a delete writes the initial value again: values are not unique
             return False
         if f == "write":
             v = freeze(o.invoke.value)
@@ -304,6 +307,8 @@ def _register_spec(o: Operation, m: Model) -> tuple[Any, ...] | None:
             arg = c.value  # type: ignore[union-attr]
         if f == "write":
             return (_WRITE, arg if type(arg) in _ATOMS else freeze(arg))
+        if f == "delete":
+            return (_WRITE, initial)
         if f == "cas" and cas:
             expected, new = arg
             return (_CAS, initial if expected is None else freeze(expected), freeze(new), known)

@@ -167,7 +167,8 @@ class BaseModel:
 
 class Register(BaseModel):
     """A read/write register. A read of None reads the initial value (the
-    key was absent). Partitioned by `op.key`."""
+    key was absent); a delete writes the initial value (the key is absent
+    again). Partitioned by `op.key`."""
 
     name: str = "register"
 
@@ -193,6 +194,8 @@ class Register(BaseModel):
             return self._read(state, op)
         if f == "write":
             return [freeze(argument(op))]
+        if f == "delete":
+            return [self.initial]
         raise ValueError(f"{self.name}: unknown operation {op.f!r}")
 
     def explain(self, op: Operation) -> str:
@@ -202,6 +205,8 @@ class Register(BaseModel):
             what = f"read of {out!r}" if known else "read"
         elif f == "write":
             what = f"write of {argument(op)!r}"
+        elif f == "delete":
+            what = "delete"
         else:
             what = f"{f} {argument(op)!r}"
         if op.key is not None:

@@ -9,6 +9,14 @@ sibling values). `op.key` splits the history: every property is checked per
 key. Final reads carry `extra={"final": True}` (after healing and quiescence,
 one per node; `op.node` names the node).
 
+Deletes: a `delete` operation (no value; `obs` as a write's) is a write of a
+tombstone: a value nobody ever reads (a read after the tombstone wins returns
+none of what it superseded, `[]` if nothing else is there), superseding its
+`obs` as a write does. A blind delete (no `obs`) supersedes nothing under
+siblings semantics (kvnode's dvv: its tombstone is a sibling of what is
+there, which a read leaves out) and, under last-write-wins, whatever its
+timestamp beats, which the checker cannot see.
+
 Causal order: `w1 -> w2` when w1's value is in w2's `obs`, transitively.
 Because a value in `obs` was read before the write was invoked, `a -> b`
 implies that a's write was invoked before b's: ancestor searches walk the
@@ -27,8 +35,8 @@ Choices (documented so that callers can rely on them):
   write invoked after the read completed, is a `phantom`.
 - P3 under `lww`: a lost `ok` write is `lost-causal` when some final value
   causally precedes it (an older value won, e.g. a skewed clock) and
-  lost to a concurrent write otherwise (LWW discarding a concurrent write:
-  by design). Those are not anomalies: they are counted
+  lost to a concurrent write (or delete) otherwise (LWW discarding a
+  concurrent write: by design). Those are not anomalies: they are counted
   (`counts["lost_concurrent"]`) and the first few described in
   `details["lost_concurrent"]`; the cart/set checker is the one that rejects
   them for workloads where every write must survive. Under `dvv` any loss is
@@ -42,6 +50,26 @@ Choices (documented so that callers can rely on them):
   completed in real time before the invocation of, the expected write.
 - P5 needs the replica counts: without `n`, `w` and `r` (a store that
   promises siblings but no quorums) it is not checked, and says so.
+- Deletes. P3: a write that causally precedes a delete that did not `fail`
+  is not lost (it was deleted; tombstones are never read, so an `ok`
+  delete counts as surviving unless a final read shows otherwise); final
+  reads may be `[]`. P5/P6: a tombstone is never missing from a read (it is
+  invisible); a value the read lacks is not stale if a delete that causally
+  follows it (under `lww`: any delete that did not complete before the value's
+  write began) was invoked before the read completed.
+- `resurrection` (deletes only): a value that an `ok` delete superseded (it
+  is in the delete's `obs`, or causally precedes one that is) is read by a
+  read invoked after the delete completed. Values are unique, so a
+  superseded value never legitimately comes back once the tombstone is
+  everywhere: checked on the final reads always, and on every read where P5
+  applies (strict quorums with W+R>N: a read after the delete meets its
+  tombstone). Elsewhere a replica that missed the delete may still serve the
+  old value mid-run: a stale read, which those settings allow. Under `lww`
+  only causal supersession counts, as for `lost-causal`: on agreeing clocks a
+  delete that read a value is stamped after it; a write that merely
+  completed before a blind delete began may still beat it by a skewed
+  clock's timestamp, which the checker cannot see, so that is not checked
+  (`details["deletes"]` says what was).
 - Valid is False when any anomaly is found.
 
 Cost, on the project's 2-core machine, every property checked: about 20 us
@@ -70,6 +98,26 @@ CHECKER = "siblings"
 ALL_PROPERTIES = ("P1", "P2", "P3", "P4", "P5", "P6")
 BY_DESIGN_LISTED = 20  # writes lost to concurrent ones (lww) described in details
 _WRITE_COUNTS = {"ok": "writes_ok", "info": "writes_info", "fail": "writes_fail"}
+_DELETE_COUNTS = {"ok": "deletes_ok", "info": "deletes_info", "fail": "deletes_fail"}
+
+
+class _Tomb:
+    """The tombstone a delete wrote: a value of its own (one per delete, by
+    its invocation's index), equal to no value a read can return."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Tomb and other.index == self.index
+
+    def __hash__(self) -> int:
+        return hash((_Tomb, self.index))
+
+    def __repr__(self) -> str:
+        return f"<tombstone of op {self.index}>"
 
 # An ok read, its completion and the values it returned, as `_values` gives them.
 _Read = tuple[Operation, Op, list[Hashable]]
@@ -258,6 +306,8 @@ def _check(history: Sequence[Op], *, n: int | None, w: int | None, r: int | None
             is_write = True
         elif f == "read":
             is_write = False
+        elif f == "delete":
+            is_write = True
         else:
             continue
         key = inv.key
@@ -269,6 +319,12 @@ def _check(history: Sequence[Op], *, n: int | None, w: int | None, r: int | None
         comp = o.completion
         if is_write:
             outcome: str = "info" if comp is None else comp.type
+            if f == "delete":
+                k.counts[_DELETE_COUNTS.get(outcome) or f"deletes_{outcome}"] += 1
+                tomb = _Tomb(inv.index)
+                k.writes[tomb] = o
+                k.deletes.append(tomb)
+                continue
             k.counts[_WRITE_COUNTS.get(outcome) or f"writes_{outcome}"] += 1
             value = inv.value
             k.writes[value if type(value) is str else _h(value)] = o
@@ -326,7 +382,7 @@ def _check(history: Sequence[Op], *, n: int | None, w: int | None, r: int | None
         details["keys_without_final_read"] = keys_without_final
     if counts["lost_concurrent"]:
         details["note"] = (f"{counts['lost_concurrent']} acknowledged write(s) lost to concurrent "
-                           "writes: last-write-wins discards them by design (not an anomaly)")
+                           "writes (or deletes): last-write-wins discards them by design (not an anomaly)")
         details["lost_concurrent"] = by_design
     for name in ("writes_ok", "writes_info", "writes_fail", "reads", "final_reads",
                  "info_writes_missing", "info_writes_landed"):
@@ -338,10 +394,11 @@ def _check(history: Sequence[Op], *, n: int | None, w: int | None, r: int | None
 class _Key:
     """The reads and writes of one key, sorted by kind, in invocation order."""
 
-    __slots__ = ("counts", "finals", "reads", "writes")
+    __slots__ = ("counts", "deletes", "finals", "reads", "writes")
 
     def __init__(self) -> None:
-        self.writes: dict[Hashable, Operation] = {}  # value -> the (last) write of it
+        self.writes: dict[Hashable, Operation] = {}  # value -> the (last) write of it; a delete's _Tomb -> it
+        self.deletes: list[_Tomb] = []  # the deletes' tombstones (keys of `writes`)
         self.reads: list[_Read] = []  # ok reads that are not final
         self.finals: list[_Read] = []  # ok final reads
         self.counts: Counter[str] = Counter()  # writes_*, reads, final_reads
@@ -351,7 +408,7 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                anomalies: list[Anomaly], counts: Counter[str],
                keys_without_final: list[Any], by_design: list[dict[str, Any]]) -> None:
     """Check one key; append it to `keys_without_final` when it has no ok final read."""
-    writes, reads, finals = k.writes, k.reads, k.finals
+    writes, reads, finals, deletes = k.writes, k.reads, k.finals, k.deletes
     dag = _Dag(writes)
     before = dag.before
     kdesc = "" if key is None else f" of key {key!r}"
@@ -362,7 +419,8 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
               and o.outcome == "ok" else f"invoked at {_secs(o.invoke.time)}")
         node = o.completion.node if o.completion is not None and o.completion.node else o.invoke.node
         via = f" via {node}" if node else ""
-        return f"write of {text.short(v)} by process {o.process}, {at}{via}"
+        what = "delete" if type(v) is _Tomb else f"write of {text.short(v)}"
+        return f"{what} by process {o.process}, {at}{via}"
 
     def rdesc(o: Operation) -> str:
         assert o.completion is not None
@@ -426,8 +484,12 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                 explanation=f"final reads{kdesc} disagree after healing: {shown}: replicas "
                             "did not converge",
                 details={"key": key, "final": {nd: sorted(s, key=repr) for nd, s in per_node}}))
-        survived = dag.ancestors_of(final_vals)
+        # A delete's tombstone is never read: one that did not fail may be
+        # there, and what it superseded was deleted, not lost.
+        survived = dag.ancestors_of(final_vals.union([t for t in deletes if _outcome(writes[t]) != "fail"]))
         for v, o in writes.items():
+            if type(v) is _Tomb:
+                continue
             outcome = _outcome(o)
             if v in survived:
                 if outcome == "info":
@@ -451,14 +513,17 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                     if len(by_design) < BY_DESIGN_LISTED:
                         by_design.append({"key": key, "value": v, "ops": list(wops(v)),
                                           "explanation": f"{wdesc(v)}, is in no final read{kdesc}: lost to "
-                                                         "a concurrent write, as last-write-wins does by "
-                                                         "design"})
+                                                         "a concurrent write (or delete), as last-write-wins "
+                                                         "does by design"})
                     continue
             anomalies.append(Anomaly(
                 type=kind, ops=wops(v),
                 explanation=f"{wdesc(v)}, is in no final read{kdesc} ({shown}) and no "
                             f"later write saw it: {tail}",
                 details={"key": key, "value": v}))
+
+    if deletes:
+        _resurrections(key, k, dag, check_p5, rdesc, rops, wdesc, anomalies)
 
     # P5 and P6: sweep the key's events in history order.
     if not (check_p5 or check_p6):
@@ -468,11 +533,11 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
     # completion or 1 for an invocation), ties as listed.
     events: list[_Event] = []
     if check_p5:
-        for o in writes.values():
+        for w, o in writes.items():
             wc = o.completion
             if wc is not None and wc.type == "ok":
                 # the op's own value, not the dict's key: 0 and False are one key
-                value = o.invoke.value
+                value = w if type(w) is _Tomb else o.invoke.value
                 events.append((wc.index, o, None, value if type(value) is str else _h(value)))
     if check_p6:
         for o, comp, vals in finals:
@@ -512,6 +577,8 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
             fine = True
             if check_p5:
                 for v in seen[0]:
+                    if type(v) is _Tomb:
+                        continue  # never read: never missing
                     for x in got:
                         if x == v or before(v, x):
                             break
@@ -528,7 +595,7 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
                         break
             if not fine:
                 _stale(o, got, seen, dag, lww, check_p5, check_p6, rdesc, rops, wdesc, key,
-                       anomalies)
+                       anomalies, deletes)
         if check_p6:
             for v in got:
                 if v not in rfront and add(rfront, v, rops, o):
@@ -537,11 +604,27 @@ def _check_key(key: Any, k: _Key, *, lww: bool, check_p5: bool, check_p6: bool,
 
 def _stale(o: Operation, got: list[Hashable], snap: tuple[_Front, _Front],
            dag: _Dag, lww: bool, check_p5: bool, check_p6: bool, rdesc: Any, rops: Any,
-           wdesc: Any, key: Any, anomalies: list[Anomaly]) -> None:
+           wdesc: Any, key: Any, anomalies: list[Anomaly], deletes: Sequence[_Tomb] = ()) -> None:
     covers, before, writes = dag.covers, dag.before, dag.writes
+    assert o.completion is not None
+    read_end = o.completion.index
+
+    def deleted(v: Hashable) -> bool:
+        """A delete invoked before the read completed, that did not fail, may
+        have removed v: it causally follows v (lww: or may carry a later
+        timestamp)."""
+        for t in deletes:
+            d = writes[t]
+            if d.invoke.index > read_end or _outcome(d) == "fail":
+                continue
+            if before(v, t) or (lww and _lww_deleted(v, writes[v], (t,), writes)):
+                return True
+        return False
 
     def covered(v: Hashable) -> bool:
-        if covers(got, v):
+        if type(v) is _Tomb or covers(got, v):
+            return True
+        if deletes and deleted(v):
             return True
         if not lww:
             return False
@@ -578,3 +661,61 @@ def _stale(o: Operation, got: list[Hashable], snap: tuple[_Front, _Front],
                              f"returned {_show(missed)}, and this read has neither them nor a "
                              "successor: a new-then-old inversion despite synchronous read repair"),
                 details={"key": key, "missed": missed}))
+
+
+def _lww_deleted(v: Hashable, w: Operation, deletes: Iterable[_Tomb], writes: dict[Hashable, Operation]) -> bool:
+    """Under last-write-wins, may one of `deletes` have beaten the write `w`
+    (of v) by its timestamp: a delete that did not fail and did not complete
+    before w was invoked (or one that causally follows v)?"""
+    for t in deletes:
+        d = writes[t]
+        outcome = _outcome(d)
+        if outcome == "fail":
+            continue
+        if outcome == "ok" and d.completion is not None and d.completion.index < w.invoke.index:
+            continue
+        return True
+    return False
+
+
+def _resurrections(key: Any, k: _Key, dag: _Dag, midrun: bool, rdesc: Any, rops: Any, wdesc: Any,
+                   anomalies: list[Anomaly]) -> None:
+    """`resurrection`: a read invoked after an `ok` delete completed returns a
+    value that delete superseded. Final reads always; the others when
+    `midrun` (where P5 promises that a read meets the tombstone)."""
+    writes, obs = k.writes, dag.obs
+    done = sorted(((o.completion.index, t) for t in k.deletes
+                   if (o := writes[t]).completion is not None and o.completion.type == "ok"),
+                  key=itemgetter(0))
+    # value -> the tombstone of the first delete to complete that superseded it.
+    # Deletes in completion order: a walk stops at a value an earlier one
+    # reached (its ancestors were reached then too): linear in the edges.
+    gone: dict[Hashable, _Tomb] = {}
+    for _, t in done:
+        stack = list(obs[t])
+        while stack:
+            v = stack.pop()
+            if v in gone:
+                continue
+            gone[v] = t
+            stack.extend(obs[v])
+    if not gone:
+        return
+    for o, comp, vals in (k.finals + k.reads) if midrun else k.finals:
+        start = o.invoke.index
+        for v in vals:
+            tomb = gone.get(v)
+            if tomb is None:
+                continue
+            d = writes[tomb]
+            assert d.completion is not None
+            if start < d.completion.index:
+                continue
+            final = "final " if comp.extra.get("final") or o.invoke.extra.get("final") else ""
+            w = writes[v]
+            wrote = (w.invoke.index,) if w.completion is None else (w.invoke.index, w.completion.index)
+            anomalies.append(Anomaly(
+                type="resurrection", ops=(*rops(o), d.invoke.index, d.completion.index, *wrote),
+                explanation=(f"{final}{rdesc(o)} returned {text.short(v)}, which the {wdesc(tomb)}, had "
+                             "deleted before the read began: a deleted value came back"),
+                details={"key": key, "value": v, "delete": d.invoke.index}))

@@ -1,6 +1,7 @@
 """Run statistics (Jepsen's `stats` checker, plus availability and latency).
 
-`check(history)` returns, for client operations (nemesis ops are ignored):
+`check(history)` returns, for client operations (nemesis ops and replica reads
+are ignored):
 
 - `counts`: invocations and outcomes per `f` ("read.ok", "read.fail",
   "read.info", "read.pending" for never completed, "read.invoke") and in
@@ -35,7 +36,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from checkers.history import HistoryError, Op, Process
+from checkers.history import REPLICA_READ, HistoryError, Op, Process
 from checkers.result import Anomaly, Result, Verdict
 
 CHECKER = "stats"
@@ -82,7 +83,7 @@ def check(history: Sequence[Op], *, threshold_s: float = 1.0, max_listed: int = 
             })
 
     for op in history:
-        if op.process == "nemesis":
+        if op.process == "nemesis" or op.f == REPLICA_READ:  # not client operations
             continue
         t = op.time
         last_time = t

@@ -18,7 +18,14 @@ It shows the parts of an adapter (harness/systems/base.py):
 
 The server: `python -m examples.lonely_kv --listen HOST:PORT`. One JSON
 object per line each way: {"op": "get", "key": K} -> {"values": [V]} (or []),
-{"op": "put", "key": K, "value": V} -> {"ok": true}.
+{"op": "put", "key": K, "value": V} -> {"ok": true}, {"op": "delete", "key": K}
+-> {"ok": true}.
+
+The register workload also deletes (a share of its operations; `harness run
+--deletes 0` turns that off). A client for a store that cannot delete
+answers a delete `Completion("fail", error="unknown operation 'delete'")`, as
+this one answers anything it does not know: `fail` certainly did not happen,
+so the checkers leave it out.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ async def serve(host: str, port: int) -> None:
                 if request["op"] == "get":
                     key = request["key"]
                     reply: dict[str, Any] = {"values": [data[key]] if key in data else []}
+                elif request["op"] == "delete":
+                    data.pop(request["key"], None)
+                    reply = {"ok": True}
                 else:
                     data[request["key"]] = request["value"]
                     reply = {"ok": True}
@@ -99,6 +109,8 @@ class LonelyClient:
         self.address = (host, int(port))
 
     async def invoke(self, op: Invocation) -> Completion:
+        if op.f not in ("read", "write", "delete"):
+            return Completion("fail", error=f"unknown operation {op.f!r}")  # nothing was sent
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(*self.address)
@@ -107,6 +119,8 @@ class LonelyClient:
         assert self.reader is not None
         if op.f == "read":
             request: dict[str, Any] = {"op": "get", "key": op.key}
+        elif op.f == "delete":
+            request = {"op": "delete", "key": op.key}
         else:
             request = {"op": "put", "key": op.key, "value": op.value}
         try:
@@ -117,7 +131,7 @@ class LonelyClient:
             return Completion("info", error=f"{type(e).__name__}: {e}")  # sent: it may have happened
         if op.f == "read":
             return Completion("ok", reply["values"])
-        return Completion("ok", op.value)
+        return Completion("ok", op.value)  # a delete's value is None
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -11,9 +11,11 @@ which knows nothing the old one read.
 
 Judging: a system declares a `contract.Promise` (its claims); the workload
 knows which claims it can check (`claims`) and turns those of the promise
-into checkers (`checks`). `plan` adds what was not checked and why, for the
-summary; `judge` runs the checkers, one crash costing only that checker's
-verdict (`checkers.compose.run_all`).
+into checkers (`checks`). `plan` adds the per-replica convergence check
+when the history holds replica reads and a claim promises convergence
+(`CONVERGENT`), and what was not checked and why, for the summary; `judge`
+runs the checkers, one crash costing only that checker's verdict
+(`checkers.compose.run_all`).
 
 A workload is a plug-in: a class taking `WorkloadOptions`, registered under
 the entry-point group `dynamo_harness.workloads` (README, "Plug-ins").
@@ -28,10 +30,21 @@ from typing import Any, Protocol
 
 from checkers.compose import Check, run_all
 from checkers.history import Op
+from checkers.replicas import check as replica_check
 from checkers.result import Result
 from contract.ops import Completion, Invocation
 from contract.promise import Promise
 from workloads.keys import KeySchedule
+
+# The operation mixes a workload offers (`WorkloadOptions.mix`, `harness run
+# --mix`); each workload says what they mean for it (its module docstring):
+# - "default": the workload's everyday mix;
+# - "read-mostly": about 90% reads. A stale value that read repair writes back
+#   shows only when no newer write replaces it within milliseconds: with few
+#   writes, it stays long enough for a read to see it;
+# - "contention": writes and read-modify-writes dominate; meant with one or two
+#   active keys (`--active-keys`), so that every worker fights over them.
+MIXES: tuple[str, ...] = ("default", "read-mostly", "contention")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +54,16 @@ class WorkloadOptions:
     max_ops_per_key: int = 150  # then a key retires for a fresh one
     linearizability_time_limit: float = 60.0  # seconds for the linearizability search, then "unknown"
     linearizability_memory_limit: int | None = None  # bytes of search state, then "unknown"
+    mix: str = "default"  # one of MIXES
+    # The share of operations that delete (workloads that delete: register),
+    # in [0, 1); None: the mix's own. 0 for a system that cannot delete.
+    deletes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mix not in MIXES:
+            raise ValueError(f"mix must be one of {', '.join(MIXES)}, not {self.mix!r}")
+        if self.deletes is not None and not 0 <= self.deletes < 1:
+            raise ValueError(f"deletes must be a share of the operations in [0, 1), not {self.deletes!r}")
 
     def keys(self) -> KeySchedule:
         return KeySchedule.for_writes(concurrency=self.concurrency, max_ops_per_key=self.max_ops_per_key,
@@ -106,9 +129,21 @@ class Plan:
     not_checked: dict[str, str] = field(default_factory=dict)  # claim -> why it was not checked
 
 
-def plan(workload: Workload, promise: Promise) -> Plan:
-    """The checkers for `promise`, and each claim not checked with its reason."""
+# The claims that promise replicas converge (DESIGN.md P4), in the order the
+# per-replica check is credited to one of them.
+CONVERGENT = ("siblings", "last-write-wins", "no-lost-adds", "linearizable")
+
+
+def plan(workload: Workload, promise: Promise, *, replicas: bool = False) -> Plan:
+    """The checkers for `promise`, and each claim not checked with its reason.
+    `replicas`: the history holds replica reads (the system implements
+    `harness.systems.base.ReplicaReads`), so a claim of convergence is also
+    judged replica by replica (`checkers.replicas`)."""
     checks = workload.checks(promise)
+    convergent = next((c.name for name in CONVERGENT for c in promise.claims if c.name == name), None)
+    if replicas and convergent is not None:
+        at = next((i for i, c in enumerate(checks) if c.claim is None), len(checks))  # before the statistics
+        checks.insert(at, Check(name="replicas", claim=convergent, run=replica_check))
     checked = {c.claim for c in checks if c.claim is not None}
     not_checked: dict[str, str] = {}
     for claim in promise.claims:
@@ -145,7 +180,7 @@ def sibling_params(params: Mapping[str, Any]) -> dict[str, Any]:
 def reads_and_writes(op: Invocation, completion: Completion, writes: str) -> str | None:
     """`Workload.validate` for workloads of reads and one kind of write:
     an `ok` read returns a list of text values, an `ok` `writes` (write,
-    add ...) its own value or None."""
+    add ...) its own value or None, an `ok` delete None (it has no value)."""
     if completion.type != "ok":
         return None
     if op.f == "read":
@@ -154,6 +189,8 @@ def reads_and_writes(op: Invocation, completion: Completion, writes: str) -> str
     if op.f == writes:
         problem = own_value(op, completion)
         return None if problem is None else f"{'an' if writes[0] in 'aeiou' else 'a'} {writes} {problem}"
+    if op.f == "delete" and completion.value is not None:
+        return f"a delete must complete with no value (None), not {_short(completion.value)}"
     return None
 
 

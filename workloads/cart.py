@@ -28,20 +28,24 @@ from contract.promise import Promise
 from workloads.base import WorkloadOptions, final_read, reads_and_writes, sibling_params
 from workloads.keys import KeySchedule
 
-READS = 0.1  # of the operations, the rest are adds
+# The share of reads per mix (`WorkloadOptions.mix`); the rest are adds. The
+# cart never deletes (an add is a read-modify-write already: `contention`
+# differs from the default by fewer reads; meant with one or two active keys).
+READS = {"default": 0.1, "read-mostly": 0.9, "contention": 0.05}
 SOURCE = "source_index"  # in the register view: the op's index in the recorded history
 
 
 class CartWorker:
-    def __init__(self, index: int, rng: random.Random, keys: KeySchedule) -> None:
+    def __init__(self, index: int, rng: random.Random, keys: KeySchedule, reads: float = READS["default"]) -> None:
         self.index, self.rng, self.keys = index, rng, keys
+        self.reads = reads
         self.i = 0
         self.seq = 0
 
     def next(self) -> Invocation:
         key = self.keys.key(self.i, self.rng)
         self.i += 1
-        if self.rng.random() < READS:
+        if self.rng.random() < self.reads:
             return Invocation("read", key)
         self.seq += 1
         return Invocation("add", key, f"{self.index}.{self.seq}")
@@ -67,7 +71,7 @@ class CartWorkload:
         self.keys = options.keys()
 
     def worker(self, index: int, rng: random.Random) -> CartWorker:
-        return CartWorker(index, rng, self.keys)
+        return CartWorker(index, rng, self.keys, READS[self.options.mix])
 
     def final_reads(self) -> list[Invocation]:
         return [final_read(k) for k in self.keys.used_keys()]
