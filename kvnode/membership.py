@@ -104,6 +104,7 @@ __all__ = [
     "Gossiper",
     "MembershipTable",
     "Requester",
+    "fresh_generation",
     "load_and_bump_generation",
     "merge_tables",
     "read_generation",
@@ -167,10 +168,28 @@ def read_generation(data_dir: str, *, fs: FileSystem | None = None) -> int | Non
     return generation
 
 
-def load_and_bump_generation(data_dir: str, *, fs: FileSystem | None = None) -> int:
+# Generations of a fresh data directory count from the wall clock's seconds
+# since this moment (2020-09-13), so that they fit in 32 bits for a century.
+FRESH_EPOCH_S = 1_600_000_000
+
+
+def fresh_generation(wall_ns: int) -> int:
+    """The first generation of a node whose data directory holds none: its
+    wall clock's seconds since `FRESH_EPOCH_S` (at least 1).
+
+    Not 1: a node whose disk was replaced (or wiped) starts on an empty
+    directory, and the dots it issues must still exceed every dot its former
+    self issued, which the other replicas hold (the generation is the floor
+    of its dots: `DvvResolver.incarnation`). Its former self counted
+    generations up from a fresh start of its own, one per restart; the clock
+    has moved on by more seconds than that since, unless it was set back."""
+    return max(1, wall_ns // 1_000_000_000 - FRESH_EPOCH_S)
+
+
+def load_and_bump_generation(data_dir: str, *, fs: FileSystem | None = None, first: int = 1) -> int:
     """Called once at every start of the node, before it gossips: read the
-    generation stored in `data_dir` (none: 0), add one, store it durably and
-    return it.
+    generation stored in `data_dir` and add one (none stored: `first`, see
+    `fresh_generation`), store it durably and return it.
 
     The file is replaced atomically (write a temporary file, fsync it, rename
     it over the old one, fsync the directory), so a crash at any point leaves
@@ -182,7 +201,8 @@ def load_and_bump_generation(data_dir: str, *, fs: FileSystem | None = None) -> 
     fs = fs or OSFileSystem()
     directory = data_dir.rstrip("/") or "/"
     fs.makedirs(directory)
-    generation = (read_generation(directory, fs=fs) or 0) + 1
+    stored = read_generation(directory, fs=fs)
+    generation = max(1, first) if stored is None else stored + 1
     path = f"{directory}/{GENERATION_FILE}"
     tmp = f"{path}.tmp"
     body = json.dumps({"format": _GENERATION_FORMAT, "generation": generation}) + "\n"

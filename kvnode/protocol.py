@@ -27,6 +27,7 @@ Requests and their replies (every field named here is required):
 | `put` | key, value, context (bytes or nil) | `put_ok` |
 | `delete` | key, context | `delete_ok` |
 | `local_get` | key | `local_get_ok`: this replica's own values and context (no quorum) |
+| `preference_list` | key | `preference_list_ok`: nodes, the key's N primaries as this node's ring places them |
 | `status` | | `status_ok`: node, ring share, peers, counters |
 | `replica_get` | key | `replica_get_ok`: state (bytes or nil) |
 | `replica_put` | key, state | `replica_put_ok` (after the state is durable) |
@@ -94,6 +95,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "delete_ok": {},
     "local_get": {"key": _BYTES},
     "local_get_ok": {"values": (list,), "context": _OPT_BYTES},
+    "preference_list": {"key": _BYTES},
+    "preference_list_ok": {"nodes": (list,)},
     "status": {},
     "status_ok": {"node": (str,)},
     "replica_get": {"key": _BYTES},
@@ -130,7 +133,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 REQUESTS = frozenset(
-    {"get", "put", "delete", "local_get", "status", "replica_get", "replica_put", "coordinate",
+    {"get", "put", "delete", "local_get", "preference_list", "status", "replica_get", "replica_put", "coordinate",
      "ae_hashes", "ae_keys", "ae_push", "ae_round", "gossip", "ring_get", "ring_set", "join", "leave"}
 )
 # Only for nodes of the cluster: when peers share a secret, a connection must

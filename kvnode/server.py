@@ -31,7 +31,7 @@ from .connection import Connection, ConnectionLost
 from .coordinator import Coordinator, CoordinatorError
 from .handoff import HandoffManager, HandoffSettings, HintStore, resolver_merge
 from .log import EventLog
-from .membership import Gossiper, GossipSettings, load_and_bump_generation
+from .membership import Gossiper, GossipSettings, fresh_generation, load_and_bump_generation
 from .offload import Offload, ThreadOffload
 from .rebalance import Rebalancer
 from .replica import Replica
@@ -70,7 +70,7 @@ class Node:
             # The configured --peers map wins: behind a proxy or NAT, what a
             # peer advertises is not where this node can reach it.
             self.addresses.update({k: a for k, a in addresses.items() if k not in config.members})
-        self.generation = load_and_bump_generation(config.data)
+        self.generation = load_and_bump_generation(config.data, first=fresh_generation(self.clock.wall_ns()))
         self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings,
                                                      incarnation=self.generation), self.offload)
         self.transport = transport or TcpTransport(
@@ -463,6 +463,9 @@ class Node:
         if kind == "local_get":
             state = await self.replica.read(m["key"])
             return {"type": "local_get_ok", "values": state.values(), "context": state.client_context()}
+        if kind == "preference_list":
+            return {"type": "preference_list_ok",
+                    "nodes": list(self.ring.preference_list(m["key"], self.config.settings.n))}
         if kind == "replica_get":
             hint = self._hint_target(m)
             if hint is not None:

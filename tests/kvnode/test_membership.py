@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import math
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -526,6 +527,20 @@ def test_generation_rises_at_every_restart(tmp_path: Any) -> None:
     assert [load_and_bump_generation(data) for _ in range(3)] == [1, 2, 3]
     assert read_generation(data) == 3
     assert sorted(os.listdir(data)) == [membership.GENERATION_FILE]
+
+
+def test_a_wiped_node_starts_above_every_generation_of_its_former_self(tmp_path: Any) -> None:
+    """A node whose data directory was wiped must issue dots above those its
+    former self issued (its generation is their floor): a fresh directory's
+    first generation comes from the wall clock, not 1."""
+    data = str(tmp_path / "data")
+    started = 1_700_000_000 * 10**9
+    former = [load_and_bump_generation(data, first=membership.fresh_generation(started)) for _ in range(50)]
+    assert former[0] == 100_000_000 and former == list(range(former[0], former[0] + 50))
+    shutil.rmtree(data)  # the disk is replaced a minute later
+    again = load_and_bump_generation(data, first=membership.fresh_generation(started + 60 * 10**9))
+    assert again > former[-1]
+    assert membership.fresh_generation(0) == 1  # a clock at the epoch still gives a valid generation
 
 
 def test_a_leftover_temporary_file_is_harmless(tmp_path: Any) -> None:
