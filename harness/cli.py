@@ -32,6 +32,7 @@ from click.core import ParameterSource
 from tabulate import tabulate
 
 from checkers.history import HistoryError, Op
+from workloads.base import MIXES
 
 from . import registry
 from .errors import ConfigError, RunError
@@ -368,18 +369,28 @@ def _run_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 @click.option("--workload", default="register", show_default=True, metavar="NAME",
               help="register, cart (or a plug-in).")
 @click.option("--nemesis", default="none", show_default=True,
-              help="Faults, comma-separated: none, partition, kill, pause, clock, packet, all (or a plug-in).")
+              help="Faults, comma-separated: none, partition, kill, pause, clock, packet, power (lose what nodes did "
+                   "not fsync; local, netns), wipe (empty a node's data directory), all (the five that lose "
+                   "no data: not power, wipe) (or a plug-in).")
 @click.option("--nemesis-option", "nemesis_options", multiple=True, metavar="KEY=VALUE",
               help="How faults pick victims and values (repeatable): kill_targets=all, pause_targets=majority, "
-                   "partition_shapes=halves,bridge, clock_max_s=60, packet_loss=0.1,0.3 ...")
+                   "partition_shapes=halves,bridge, clock_max_s=60, packet_loss=0.1,0.3, power_targets=all, "
+                   "power_torn=0.5 (a probability), wipe_targets=one ...")
 @_shorthand_flags
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Client workers [default: 2 per node].")
+@click.option("--mix", type=click.Choice(MIXES), default="default", show_default=True,
+              help="The operation mix: default, read-mostly (about 90% reads), contention (writes and "
+                   "read-modify-writes dominate; use with --active-keys 1 or 2 in a run file).")
+@click.option("--deletes", type=click.FloatRange(min=0, max=1, max_open=True), default=None, metavar="SHARE",
+              help="The share of operations that delete (register workload) [default: the mix's, 0.08]; "
+                   "0 for a system that cannot delete.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
               help="Operations per second over all workers.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               metavar="S", help="Seconds of workload (healing, recovery and final reads come after).")
-@click.option("--nemesis-interval", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              metavar="S", help="Mean seconds between a fault's start and stop, and between faults.")
+@click.option("--nemesis-interval", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Mean seconds between a fault's start and stop, and between faults [default: 10, shorter "
+                   "for a short run: each kind of fault gets about two rounds].")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Makes the operations, the faults and the local backend's packet faults reproducible.")
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
@@ -605,11 +616,13 @@ def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool)
 
 
 @cli.command("ci")
-@click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("ci/matrix.toml"), show_default=True, help="The matrix: rows and their expected verdicts.")
+@click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The matrix: rows and their expected verdicts [default: ci/matrix.toml; with --mutants, "
+                   "DIR/matrix.toml].")
 @click.option("--backend", default=None, help="Run only the rows meant for this backend (its `backend`, or one "
                                                 "of its `backends`).")
-@click.option("--only", multiple=True, metavar="ROW", help="Run only this row (repeatable).")
+@click.option("--only", multiple=True, metavar="ROW", help="Run only this row (repeatable); with --mutants, only "
+                                                            "these of each mutant's rows.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="K",
               help="Seeds a row may use: a must-be-found row tries up to K, a valid row runs K [default: the "
                    "row's, else 3].")
@@ -618,16 +631,33 @@ def clean(store: Path, nodes_file: Path | None, insecure_accept_host_keys: bool)
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"), show_default=True,
               help="Where the runs (and their reports) are kept.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Rows run at once, each in a process of its own.")
-def ci_command(matrix_file: Path, backend: str | None, only: tuple[str, ...], seeds: int | None,
-               junit_out: Path | None, store: Path, jobs: int) -> None:
+              help="Rows (with --mutants: runs) at once, each in a process of its own.")
+@click.option("--mutants", "mutants_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Mutation testing: apply each DIR/*.patch to a scratch copy of kvnode, run the "
+                                  "rows its header names over K seeds, and print the detection table; the "
+                                  "unmutated code runs the same rows as the false-alarm baseline.")
+@click.option("--mutant", "mutant_names", multiple=True, metavar="NAME",
+              help="With --mutants: only this mutant (repeatable).")
+def ci_command(matrix_file: Path | None, backend: str | None, only: tuple[str, ...], seeds: int | None,
+               junit_out: Path | None, store: Path, jobs: int, mutants_dir: Path | None,
+               mutant_names: tuple[str, ...]) -> None:
     """Run a matrix of configurations and hold each to its expected verdicts
     (CI consistency regression). Exits 0 when every row is as expected (or
     skipped, with the reason), 1 on any mismatch or error, 130 if
-    interrupted (the table so far is printed), 254 for a bad matrix."""
+    interrupted (the table so far is printed), 254 for a bad matrix.
+
+    With --mutants: exits 0 when every mutant was caught by some run and the
+    unmutated code by none, 1 otherwise."""
     from harness import ci, matrix
 
+    if mutant_names and mutants_dir is None:
+        raise click.UsageError("--mutant needs --mutants DIR")
+    if matrix_file is None:
+        matrix_file = mutants_dir / "matrix.toml" if mutants_dir is not None else Path("ci/matrix.toml")
     m = matrix.load(matrix_file, seeds=seeds, backend=backend)
+    if mutants_dir is not None:
+        _ci_mutants(mutants_dir, m, mutant_names, only, store, jobs, junit_out)
+        return
     if only:
         m = m.only(only)
     click.echo(f"{len(m.rows)} row{'s' if len(m.rows) != 1 else ''} of {matrix_file}; runs kept in {store}",
@@ -650,6 +680,45 @@ def ci_command(matrix_file: Path, backend: str | None, only: tuple[str, ...], se
     skipped = [r for r in results if r.status == "skip"]
     click.echo(f"\n{len(results) - len(bad) - len(skipped)} as expected, {len(bad)} not, {len(skipped)} skipped")
     _exit(1 if bad else 0)
+
+
+def _ci_mutants(directory: Path, m: Any, names: tuple[str, ...], only: tuple[str, ...], store: Path, jobs: int,
+                junit_out: Path | None) -> None:
+    from harness import mutants
+
+    chosen = mutants.load(directory, m, names)
+    if only:
+        m = m.only(only)
+        chosen = [dataclasses.replace(mu, rows=tuple(r for r in mu.rows if r in only)) for mu in chosen]
+        chosen = [mu for mu in chosen if mu.rows]
+        if not chosen:
+            raise click.UsageError(f"no mutant names the rows {', '.join(only)}")
+    rows = {r for mu in chosen for r in mu.rows}
+    runs = sum(len(row.seeds) for row in m.rows if row.name in rows) + sum(
+        len(row.seeds) for mu in chosen for row in m.rows if row.name in mu.rows)
+    click.echo(f"{len(chosen)} mutant{'s' if len(chosen) != 1 else ''} of {directory} and the unmutated code: "
+               f"{runs} runs; kept in {store}", err=True)
+
+    def done(name: str, run: Any) -> None:
+        click.echo(f"  {name} {run.row} seed {run.seed}: {run.status} ({run.seconds:.0f} s)"
+                   + (f": {run.reason}" if run.reason else ""), err=True)
+
+    results = mutants.run_mutants(chosen, m, str(store), jobs=jobs, done=done)
+    click.echo(mutants.table(results))
+    if junit_out is not None:
+        junit_out.parent.mkdir(parents=True, exist_ok=True)
+        junit_out.write_text(mutants.junit(results, directory), encoding="utf-8")
+        click.echo(f"wrote {junit_out}", err=True)
+    ran = sum(len(r.runs) for r in results)
+    if ran < runs:
+        click.echo(f"interrupted after {ran} of {runs} runs", err=True)
+        _exit(EXIT_INTERRUPTED)
+    survived = [r.name for r in results if r.mutant is not None and not r.ok]
+    alarms = [r.name for r in results if r.mutant is None and not r.ok]
+    killed = sum(r.mutant is not None and r.ok for r in results)
+    click.echo(f"\n{killed} of {len(chosen)} mutants killed" + (f"; survived: {', '.join(survived)}" if survived else "")
+               + ("; the unmutated code was FLAGGED (or errored)" if alarms else ""))
+    _exit(1 if survived or alarms else 0)
 
 
 cli.add_command(serve_command)

@@ -278,6 +278,10 @@ def _value(key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise MatrixError(f"{where}: {key}: a whole number >= 1, not {value!r}")
         return value
+    if key == "deletes":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise MatrixError(f"{where}: {key}: a share of the operations, at least 0 and below 1, not {value!r}")
+        return float(value)
     if key == "nemesis_options":
         if not isinstance(value, dict):
             raise MatrixError(f"{where}: {key}: a table of fault options (kill_targets = \"all\" ...)")

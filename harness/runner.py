@@ -10,15 +10,20 @@ Phases, as in Jepsen:
    problem here is a `ConfigError` (exit 254) and nothing has started;
 2. set up the backend's places (with the ports the system names) and, for a
    run with clock faults, make sure every node's program can see a skewed
-   clock; start every node and wait until each is ready (a node whose
+   clock; for a run with power faults, mount a lazy disk (`harness.lazyfs`)
+   over every node's data directory; start every node and wait until each is ready (a node whose
    process exits meanwhile stops the run at once, with its exit status and
    the last lines of its log), then for the cluster to converge;
 3. run the workload's clients and the nemesis until the time limit, checking
    each completion the system's client returns (a malformed one stops the
    run: `AdapterError`);
-4. heal every fault, restart any node that is down, wait for the system to
-   converge (its own signal, or a time-out), read every key from every node
-   (the final reads);
+4. heal every fault, restart any node that is down; if the system can read
+   one replica's own copy (`ReplicaReads`), poll every key used at each of
+   its replicas until they agree by themselves, or `recovery_timeout`,
+   recording each key's last read at each replica (`replica-read` ops,
+   judged by `checkers.replicas`); then wait for the system to converge (its
+   own signal, which may force it, or a time-out) and read every key from
+   every node (the final reads);
 5. collect the nodes' logs and tear the cluster down;
 6. check the history with the planned checkers (one checker's crash makes
    only its verdict `unknown`), store `results.json` and print the verdict.
@@ -45,20 +50,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checkers.history import REPLICA_READ
 from checkers.result import Result
 from contract.ops import Completion, Invocation, completion_problem
 from contract.promise import Promise
 from harness import registry, store
 from harness import results as results_mod
-from harness.backends.base import Backend, BackendOptions
+from harness.backends.base import Backend, BackendOptions, PowerLoss
 from harness.errors import AdapterError, ConfigError, RunError
 from harness.generator import Pace, invoke, record_completion, worker
 from harness.history import read_jsonl
 from harness.live import Live
 from harness.nemesis.base import ClusterHandle
 from harness.nemesis.schedule import (
+    DEFAULT_INTERVAL,
     FaultOptions,
     Nemesis,
+    auto_interval,
     build_faults,
     check_available,
     parse_fault_names,
@@ -70,12 +78,14 @@ from harness.systems.base import (
     NodeInfo,
     NodeSetup,
     NodeTime,
+    ReplicaRead,
+    ReplicaReads,
     Supports,
     System,
     ports_of,
 )
 from harness.systems.options import OptionError, construct, options_of, parse
-from workloads.base import Plan, Workload, WorkloadOptions, judge, plan, speaks
+from workloads.base import MIXES, Plan, Workload, WorkloadOptions, judge, plan, speaks
 
 log = logging.getLogger("harness")
 
@@ -100,7 +110,7 @@ class RunConfig:
     concurrency: int | None = None  # default: 2 per node
     rate: float | None = 100.0  # ops/s in total; None: unpaced
     time_limit: float = 60.0
-    nemesis_interval: float = 10.0
+    nemesis_interval: float | None = None  # None: auto_interval (10 s, shorter for a short run)
     seed: int | None = None
     store: str = "store"
     name: str | None = None
@@ -109,6 +119,8 @@ class RunConfig:
     start_timeout: float = 30.0  # for each node to become ready
     active_keys: int = 4
     max_ops_per_key: int = 150
+    mix: str = "default"  # the workload's operation mix: workloads.base.MIXES
+    deletes: float | None = None  # share of operations that delete (register); None: the mix's, 0: none
     # backend options
     subnet: str = "10.77.0.0/24"  # netns, docker: the nodes' addresses
     image: str | None = None  # docker: the node image (default: build one)
@@ -131,12 +143,17 @@ class RunConfig:
             raise ConfigError("--nodes must be at least 1")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
-        if self.time_limit <= 0 or self.nemesis_interval <= 0:
+        if self.time_limit <= 0 or (self.nemesis_interval is not None and self.nemesis_interval <= 0):
             raise ConfigError("--time-limit and --nemesis-interval must be positive")
         if self.rate is not None and self.rate <= 0:
             raise ConfigError("--rate must be positive")
         if self.op_timeout <= 0 or self.start_timeout <= 0 or self.recovery_timeout < 0:
             raise ConfigError("--op-timeout and --start-timeout must be positive, --recovery-timeout not negative")
+        if self.mix not in MIXES:
+            raise ConfigError(f"--mix {self.mix!r}: not a mix (mixes: {', '.join(MIXES)})")
+        if self.deletes is not None and (isinstance(self.deletes, bool) or not isinstance(self.deletes, int | float)
+                                         or not 0 <= self.deletes < 1):
+            raise ConfigError(f"--deletes {self.deletes!r}: a share of the operations, at least 0 and below 1")
 
     @property
     def test_name(self) -> str:
@@ -151,7 +168,8 @@ class RunConfig:
 
     def workload_options(self) -> WorkloadOptions:
         return WorkloadOptions(concurrency=self.concurrency or 1, active_keys=self.active_keys,
-                               max_ops_per_key=self.max_ops_per_key)
+                               max_ops_per_key=self.max_ops_per_key, mix=self.mix,
+                               deletes=None if self.deletes is None else float(self.deletes))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -248,6 +266,8 @@ def prepare(config: RunConfig) -> Prepared:
     except ValueError as e:
         raise ConfigError(f"--nemesis: {e}") from None
     fault_options = parse_fault_options(config.nemesis_options)
+    if config.nemesis_interval is None:
+        config.nemesis_interval = auto_interval(config.time_limit, len(faults))
     workload = make_workload(config.workload, config.workload_options())
     language = speaks(workload)
     deployment = Deployment(backend=config.backend, nodes=config.nodes, workload=language, faults=faults)
@@ -275,7 +295,8 @@ def prepare(config: RunConfig) -> Prepared:
     backend = make_backend(config)
     return Prepared(config=config, system=system, system_name=name, system_settings=settings,
                     workload=workload, backend=backend, faults=faults, promise=promise,
-                    plan=plan(workload, promise), fault_options=fault_options)
+                    plan=plan(workload, promise, replicas=isinstance(system.db, ReplicaReads)),
+                    fault_options=fault_options)
 
 
 def parse_fault_options(options: Mapping[str, Any]) -> FaultOptions:
@@ -326,7 +347,7 @@ def check_run(run_dir: Path, history: Sequence[Any] | None = None, *, time_limit
     promise = stored_promise(test, workload_name)
     if history is None:
         history = read_jsonl(run_dir / "history.jsonl")
-    p = plan(workload, promise)
+    p = plan(workload, promise, replicas=any(op.f == REPLICA_READ for op in history))
     return judge(history, p.checks), promise, p.not_checked
 
 
@@ -453,6 +474,8 @@ class Run:
         problems = check_available(faults, self.backend.capabilities())
         if "clock" in self.prepared.faults:
             problems += await self._clock_blind()
+        if "power" in self.prepared.faults and not problems:
+            problems += await self._prepare_disks()
         if problems:
             raise ConfigError("; ".join(problems))
         log.info("starting %d nodes", len(self.node_names))
@@ -464,7 +487,7 @@ class Run:
 
         recorder = self.recorder
         self.nemesis = Nemesis(faults, handle, self._record_nemesis, random.Random(f"{config.seed}:nemesis"),
-                               interval=config.nemesis_interval)
+                               interval=config.nemesis_interval or DEFAULT_INTERVAL)
         deadline = time.monotonic() + config.time_limit
         pace = Pace(config.rate, config.concurrency or 1)
         workers = [
@@ -485,6 +508,7 @@ class Run:
             log.info("healing")
             await self.nemesis.heal()
             await self._restart_missing()
+            await self._replica_convergence()
             await self._recover()
             log.info("final reads")
             await self._final_reads()
@@ -586,6 +610,17 @@ class Run:
                 break  # every node runs the same program
         return reasons
 
+    async def _prepare_disks(self) -> list[str]:
+        """Put every node's data directory on a lazy disk (the power fault's
+        `PowerLoss`), before any node starts; why it cannot, if it cannot."""
+        if not isinstance(self.backend, PowerLoss):
+            return [f"power: the {self.backend.name} backend has no lazy disks"]
+        try:
+            await self.backend.prepare_disks(self.node_names)
+        except (OSError, RuntimeError) as e:
+            return [f"power: {e}"]
+        return []
+
     async def _restart(self, node: str) -> None:
         await self.backend.kill(node)
         await self._start(node)
@@ -605,8 +640,10 @@ class Run:
             async def node_time_of(node: str) -> float | None:
                 return await db.node_time(self.setups[node])
             node_time = node_time_of
+        async def converge() -> bool | None:
+            return await db.converged(list(self.setups.values()))
         return ClusterHandle(backend=self.backend, nodes=list(self.node_names), restart=self._restart,
-                             node_time=node_time)
+                             node_time=node_time, converge=converge)
 
     def _record_nemesis(self, type: str, f: str, value: Any) -> None:
         assert self.recorder is not None
@@ -652,6 +689,66 @@ class Run:
             await asyncio.sleep(0.5)
         log.warning("%s: not converged after %.0f s; going on", phase, time.monotonic() - started)
 
+    async def _replica_convergence(self) -> None:
+        """Phase 4's replica reads: poll each key's replicas, without repair,
+        until they hold the same values or `recovery_timeout` passes; record
+        each key's last read at each replica as it agrees (the rest at the
+        deadline), as `replica-read` ops of a process of their own."""
+        db = self.system.db
+        if not isinstance(db, ReplicaReads):
+            return
+        assert self.recorder is not None
+        keys = list(dict.fromkeys(str(op.key) for op in self.workload.final_reads()))
+        nodes = list(self.setups.values())
+        started = time.monotonic()
+        deadline = started + self.config.recovery_timeout
+        limit = asyncio.Semaphore(8)  # keys read at once
+        process = self._new_process()
+
+        async def read(key: str) -> dict[str, ReplicaRead | None]:
+            async with limit:
+                try:
+                    return await asyncio.wait_for(db.replica_reads(nodes, key), 10.0)
+                except TimeoutError:
+                    return {}
+
+        def record(key: str, reads: dict[str, ReplicaRead | None]) -> None:
+            nonlocal process
+            assert self.recorder is not None
+            waited = {"waited_s": round(time.monotonic() - started, 3)}
+            found: list[tuple[str | None, ReplicaRead | None]] = list(sorted(reads.items())) or [(None, None)]
+            for node, got in found:
+                self.recorder.record(process, "invoke", REPLICA_READ, key=key, node=node)
+                if got is None:
+                    why = "could not be read" if node is not None else "its replicas could not be found"
+                    self.recorder.record(process, "info", REPLICA_READ, key=key, node=node, error=why,
+                                         extra=waited)
+                    process = self._new_process()
+                else:
+                    self.recorder.record(process, "ok", REPLICA_READ, key=key, node=node,
+                                         value=list(got.values), extra=waited)
+
+        pending = keys
+        last: dict[str, dict[str, ReplicaRead | None]] = {}
+        while pending:
+            results = await asyncio.gather(*(read(k) for k in pending))
+            for key, reads in zip(pending, results, strict=True):
+                last[key] = reads
+                if _agree(reads):
+                    record(key, reads)
+            pending = [k for k in pending if not _agree(last[k])]
+            if not pending or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.5)
+        for key in pending:
+            record(key, last[key])
+        took = time.monotonic() - started
+        if pending:
+            log.warning("replica convergence: %d of %d keys still differ between replicas after %.1f s "
+                        "(--recovery-timeout); going on", len(pending), len(keys), took)
+        else:
+            log.info("replica convergence: the replicas of all %d keys agree, after %.1f s", len(keys), took)
+
     async def _final_reads(self) -> None:
         reads = self.workload.final_reads()
         await asyncio.gather(*(self._final_reads_at(node, reads) for node in self.node_names))
@@ -682,6 +779,12 @@ class Run:
     def _new_process(self) -> int:
         self._next_process += 1
         return self._next_process
+
+
+def _agree(reads: Mapping[str, ReplicaRead | None]) -> bool:
+    """Every replica was read, and all hold the same values."""
+    held = [frozenset(r.values) if r is not None else None for r in reads.values()]
+    return bool(held) and None not in held and len(set(held)) == 1
 
 
 def _log_to(path: Path) -> logging.Handler:

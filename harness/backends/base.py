@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # node -> the nodes whose traffic it drops (Jepsen's "grudge")
 Grudge = Mapping[str, frozenset[str]]
@@ -117,6 +117,12 @@ class BackendCapabilities:
     clock_reason: str = ""
     packet: bool = True
     packet_reason: str = ""
+    # Lazy disks (`PowerLoss`): off unless the backend can mount them here.
+    power: bool = False
+    power_reason: str = ""
+    # Emptying a node's data directory (`Wipe`).
+    wipe: bool = False
+    wipe_reason: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -200,4 +206,37 @@ class Backend(Protocol):
 
     async def teardown(self) -> None:
         """End every process and remove everything setup made. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class PowerLoss(Protocol):
+    """A backend that can put each node's data directory on a lazy disk
+    (`harness.lazyfs`), which keeps what the node has not fsynced apart so
+    that a power failure can lose it. Optional; `capabilities().power` says
+    whether it works here."""
+
+    async def prepare_disks(self, nodes: Sequence[str]) -> None:
+        """Mount a lazy disk over each node's data directory. Called after
+        `setup` and before any `start`, only for runs with the power fault;
+        raises (OSError, RuntimeError) saying why it cannot. `teardown`
+        unmounts them."""
+        ...
+
+    async def lose_unsynced(self, node: str, *, torn: bool, seed: int) -> dict[str, Any]:
+        """Forget what the node has not fsynced (torn: land a random prefix,
+        drawn from `seed`, of each file's last unsynced write), as a power
+        failure would; the node's process must be killed first. Returns
+        {"bytes": lost, "files": path -> bytes lost, "torn": path -> bytes kept}."""
+        ...
+
+
+@runtime_checkable
+class Wipe(Protocol):
+    """A backend that can empty a node's data directory. Optional;
+    `capabilities().wipe` says whether it works here."""
+
+    async def wipe(self, node: str) -> None:
+        """Remove everything in the node's data directory (the directory
+        stays). Only while the node's process is not running."""
         ...

@@ -42,6 +42,12 @@ Faults:
   program's file (`harness.backends.binaries`): a Go or statically linked
   program would not see the skew.
 
+- disks: for runs with the power fault, `prepare_disks` mounts a lazy disk
+  (`harness.lazyfs`) over each node's data directory (its files in
+  `nodes/<node>/disk` until teardown unmounts it and moves them back), and
+  `lose_unsynced` makes one forget what its killed node had not fsynced;
+  `wipe` empties a stopped node's data directory.
+
 Usage, inside a coroutine:
 
     backend = LocalBackend()
@@ -73,6 +79,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.backends import binaries
 from harness.backends.base import (
@@ -87,6 +94,7 @@ from harness.backends.base import (
 from harness.backends.faketime import ClockControl, find_libfaketime, libfaketime_missing_reason
 from harness.backends.processes import NodeProcesses, copy_tree, node_environ, note
 from harness.backends.proxy import BlockMode, ProxyMesh
+from harness.lazyfs import LazyDisks, empty_directory, fuse_missing_reason
 
 __all__ = ["LocalBackend", "clean"]
 
@@ -200,6 +208,7 @@ class LocalBackend:
         self._places: dict[str, NodePlace] = {}
         self._clocks: dict[str, ClockControl] = {}
         self._procs = NodeProcesses()
+        self._disks = LazyDisks()  # only for runs with the power fault
         self._mesh: ProxyMesh | None = None
         self._faketime: Path | None = None
         self._guard: tuple[str, ...] = ()
@@ -278,6 +287,9 @@ class LocalBackend:
             clock=library is not None,
             clock_reason="" if library is not None else f"no usable libfaketime: {libfaketime_missing_reason()}",
             packet=True,
+            power=(fuse := fuse_missing_reason()) is None,
+            power_reason=f"no lazy disk on the local backend: {fuse}" if fuse else "",
+            wipe=True,
             extra={
                 "links": "per-link, per-port TCP proxies on loopback; a blocked direction "
                          + ("holds bytes until healed" if self.on_block == "hold" else "discards bytes"),
@@ -391,6 +403,34 @@ class LocalBackend:
         for node in self._places:
             self._note(node, "heal_all")
 
+    # -- disks ------------------------------------------------------------------
+
+    async def prepare_disks(self, nodes: Sequence[str]) -> None:
+        """Mount a lazy disk (`harness.lazyfs`) over each node's data
+        directory, its files kept in `nodes/<node>/disk` until teardown
+        unmounts it and moves them back. Before any `start`."""
+        for node in nodes:
+            place = self._place(node)
+            if node not in self._disks:
+                data = Path(place.data_dir)
+                await self._disks.mount(node, data, data.parent / "disk", Path(place.log_dir))
+                self._note(node, "lazy disk mounted on its data directory")
+
+    async def lose_unsynced(self, node: str, *, torn: bool, seed: int) -> dict[str, Any]:
+        """Forget what the killed node had not fsynced (see `PowerLoss`)."""
+        self._place(node)
+        lost = await self._disks.lose(node, torn=torn, seed=seed)
+        self._note(node, f"power loss: {lost['bytes']} unsynced bytes lost" + (" (torn)" if torn else ""))
+        return lost
+
+    async def wipe(self, node: str) -> None:
+        """Empty the node's data directory (it must not be running)."""
+        place = self._place(node)
+        if self._procs.running(node) is not None:
+            raise RuntimeError(f"cannot wipe {node} while it runs")
+        removed = await asyncio.to_thread(empty_directory, place.data_dir)
+        self._note(node, f"wipe: {removed} entries removed from its data directory")
+
     # -- logs and teardown ------------------------------------------------------
 
     async def collect_logs(self, node: str, dest: Path) -> list[Path]:
@@ -419,6 +459,10 @@ class LocalBackend:
                 if mesh is not None:
                     await mesh.close()
             finally:
+                problems = await asyncio.to_thread(self._disks.unmount_all)
+                for problem in problems:
+                    for node in self._places:
+                        self._note(node, f"teardown: {problem}")
                 for clock in self._clocks.values():
                     with contextlib.suppress(OSError):
                         clock.remove()
@@ -446,8 +490,10 @@ class LocalBackend:
             note(place.log_dir, text)
 
     def _kill_all_now(self) -> None:
-        """At interpreter exit, if teardown never ran: no node outlives us."""
+        """At interpreter exit, if teardown never ran: no node outlives us,
+        and no lazy disk stays mounted."""
         self._procs.kill_all()
+        self._disks.unmount_all()
 
 
 def _pid_file(place: NodePlace) -> Path:

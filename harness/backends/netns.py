@@ -97,6 +97,7 @@ from harness.backends.base import (
 from harness.backends.faketime import ClockControl, find_libfaketime, libfaketime_missing_reason
 from harness.backends.probe import netns_problem
 from harness.backends.processes import NodeProcesses, copy_tree, node_environ, note
+from harness.lazyfs import LazyDisks, empty_directory, fuse_missing_reason
 
 __all__ = ["STATE_DIR", "NetnsBackend", "NetnsError", "clean", "netem_missing_reason"]
 
@@ -312,6 +313,7 @@ class NetnsBackend:
         self._address: dict[str, str] = {}  # node -> its address
         self._clocks: dict[str, ClockControl] = {}
         self._procs = NodeProcesses()
+        self._disks = LazyDisks()  # only for runs with the power fault
         self._forward_rule: list[str] | None = None  # what follows `iptables -I FORWARD`
         self._faketime: Path | None = None
         self._state: dict[str, Any] = {}
@@ -475,6 +477,9 @@ class NetnsBackend:
             clock_reason="" if library is not None else f"no usable libfaketime: {libfaketime_missing_reason()}",
             packet=not no_netem,
             packet_reason=no_netem,
+            power=(fuse := fuse_missing_reason()) is None,
+            power_reason=f"no lazy disk on the netns backend: {fuse}" if fuse else "",
+            wipe=True,
             extra={
                 "links": "iptables DROP in each node's namespace (chain HARNESS from INPUT)",
                 "packet": f"netem on {DEVICE} in the namespace and on the veth's outer end",
@@ -499,6 +504,35 @@ class NetnsBackend:
         self._place(node)
         found = await asyncio.to_thread(binaries.blindness, [str(a) for a in argv])
         return binaries.refusal(node, found.describe()) if found is not None else None
+
+    # -- disks --------------------------------------------------------------------
+
+    async def prepare_disks(self, nodes: Sequence[str]) -> None:
+        """Mount a lazy disk (`harness.lazyfs`, a process of this machine,
+        outside the namespaces, which share its file system) over each
+        node's data directory, its files kept in `nodes/<node>/disk` until
+        teardown unmounts it and moves them back. Before any `start`."""
+        for node in nodes:
+            place = self._place(node)
+            if node not in self._disks:
+                data = Path(place.data_dir)
+                await self._disks.mount(node, data, data.parent / "disk", Path(place.log_dir))
+                self._note(node, "lazy disk mounted on its data directory")
+
+    async def lose_unsynced(self, node: str, *, torn: bool, seed: int) -> dict[str, Any]:
+        """Forget what the killed node had not fsynced (see `PowerLoss`)."""
+        self._place(node)
+        lost = await self._disks.lose(node, torn=torn, seed=seed)
+        self._note(node, f"power loss: {lost['bytes']} unsynced bytes lost" + (" (torn)" if torn else ""))
+        return lost
+
+    async def wipe(self, node: str) -> None:
+        """Empty the node's data directory (it must not be running)."""
+        place = self._place(node)
+        if self._procs.running(node) is not None:
+            raise RuntimeError(f"cannot wipe {node} while it runs")
+        removed = await asyncio.to_thread(empty_directory, place.data_dir)
+        self._note(node, f"wipe: {removed} entries removed from its data directory")
 
     # -- processes ------------------------------------------------------------
 
@@ -661,6 +695,7 @@ class NetnsBackend:
         stray = [pid for ns in ours for pid in _pids_in(ns)]
         if stray:
             errors += [f"pid {p} in a namespace of ours survived SIGKILL" for p in _kill_and_wait(stray)]
+        errors += self._disks.unmount_all()
         for ns in ours:
             try:
                 _run_now(["ip", "netns", "del", ns])

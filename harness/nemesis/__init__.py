@@ -1,11 +1,13 @@
 """Faults for `harness run --nemesis ...`: network partitions, process kills
-and pauses, clock skew and packet delay/loss, and the schedule that
+and pauses, clock skew, packet delay/loss, power failures that lose
+unsynced writes, wiped disks, and the schedule that
 alternates them while the clients work (see `harness.nemesis.schedule` for
 how the runner uses it).
 """
 
 from .base import TARGETS, AsyncioClock, Clock, ClusterHandle, Fault, Record
 from .clock import ClockSkew
+from .disk import PowerFailure, WipeDisk
 from .packet import Packet
 from .partition import SHAPES, Partition
 from .process import Kill, Pause
@@ -33,7 +35,9 @@ __all__ = [
     "Packet",
     "Partition",
     "Pause",
+    "PowerFailure",
     "Record",
+    "WipeDisk",
     "build_faults",
     "check_available",
     "parse_fault_names",

@@ -81,6 +81,11 @@ class ClusterHandle:
     # None if it cannot tell; None when the system cannot be asked at all.
     # The clock fault records the skew each node really saw.
     node_time: Callable[[str], Awaitable[float | None]] | None = None
+    # The system's convergence signal (`DB.converged` over every node):
+    # True once the replicas agree, None if the system cannot tell; None
+    # when it cannot be asked. The wipe fault waits on it before another
+    # replica may lose its data.
+    converge: Callable[[], Awaitable[bool | None]] | None = None
 
 
 class Fault(Protocol):

@@ -8,6 +8,7 @@ cancelled halfway is still undone by `stop`.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities
@@ -40,7 +41,11 @@ class Kill(Fault):
         return None
 
     async def start(self, rng: random.Random) -> Any:
-        nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+        return await self.start_among(rng, self._handle.nodes)
+
+    async def start_among(self, rng: random.Random, among: Sequence[str]) -> Any:
+        """`start`, with the victims picked among `among` (a pair's minority side)."""
+        nodes = pick_nodes(among, rng, self._targets)
         for node in nodes:
             if node not in self._killed:
                 self._killed.append(node)
@@ -83,7 +88,11 @@ class Pause(Fault):
         return None
 
     async def start(self, rng: random.Random) -> Any:
-        nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+        return await self.start_among(rng, self._handle.nodes)
+
+    async def start_among(self, rng: random.Random, among: Sequence[str]) -> Any:
+        """`start`, with the victims picked among `among` (a pair's minority side)."""
+        nodes = pick_nodes(among, rng, self._targets)
         for node in nodes:
             if node not in self._paused:
                 self._paused.append(node)

@@ -31,6 +31,8 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "bump-clock": ("clock", "reset-clock"),
     "strobe-clock": ("clock", "reset-clock"),
     "start-packet": ("packet", "stop-packet"),
+    "power-off": ("power", "power-on"),
+    "wipe": ("wipe", "rejoin"),
 }
 # A reset of the clocks is also one of the clock fault's kinds of start: it
 # ends a skew in force and begins nothing.
@@ -58,7 +60,8 @@ class FaultInterval:
             return None
         if self.kind == "clock":
             return f"clock {self.offsets.get(node, 'skewed')}"
-        return {"kill": "killed", "pause": "paused", "packet": "packets shaped"}.get(self.kind, self.kind)
+        return {"kill": "killed", "pause": "paused", "packet": "packets shaped", "power": "power lost",
+                "wipe": "disk wiped"}.get(self.kind, self.kind)
 
     @property
     def offsets(self) -> dict[str, str]:
@@ -195,6 +198,8 @@ def _clock_label(f: str, value: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
 
 def _packet_text(value: dict[str, Any]) -> str:
     bits = []
+    if isinstance(value.get("lost-bytes"), dict):  # a power failure's
+        bits.append("unsynced bytes lost: " + ", ".join(f"{n} {b}" for n, b in value["lost-bytes"].items()))
     if value.get("delay_ms"):
         bits.append(f"delay {value['delay_ms']} ms" + (f"±{value['jitter_ms']}" if value.get("jitter_ms") else ""))
     if value.get("loss"):

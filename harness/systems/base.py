@@ -37,7 +37,7 @@ from contract.promise import Promise
 from harness.backends.base import DEFAULT_PORTS, NodePlace
 
 __all__ = ["DB", "Client", "Completion", "Deployment", "Invocation", "NodeSetup", "NodeTime", "Outcome",
-           "System", "log_dest"]
+           "ReplicaRead", "ReplicaReads", "System", "log_dest"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,30 @@ class NodeTime(Protocol):
         """The node's wall clock (Unix seconds) as its process reads it, or
         None if it cannot be asked now. The clock fault uses it to record the
         skew a node really saw, and to refuse a clock that does not move."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplicaRead:
+    """What one replica holds of a key, as its own copy says."""
+
+    values: tuple[str, ...]  # its sibling values as text, sorted; () if it holds none (absent, or deleted)
+
+
+@runtime_checkable
+class ReplicaReads(Protocol):
+    """Optional, for a DB that can read each replica's own copy of a key:
+    the runner then checks that replicas converge by themselves
+    (`checkers.replicas`), before anything forces them to."""
+
+    async def replica_reads(self, nodes: list[NodeSetup], key: str) -> dict[str, ReplicaRead | None]:
+        """For each replica of `key` (the DB decides which nodes they are:
+        kvnode's are the key's preference list), what it holds now, or
+        None for a replica that cannot be asked now; {} if the DB cannot
+        tell yet which nodes are the key's replicas. Called after the faults
+        are healed and before the final reads, many times, while the runner
+        waits for the replicas to agree. Must not change what any replica
+        holds: no read repair, no anti-entropy, no hint delivery forced."""
         ...
 
 

@@ -40,7 +40,7 @@ do, while the peer port answers at once. `converged`: every member answers
 within a few entries of each other.
 
 `EtcdClient` speaks etcd's v3 JSON gateway (POST `/v3/kv/range`, `/v3/kv/put`,
-`/v3/kv/txn`, keys and values base64) over HTTP/1.1 with the standard
+`/v3/kv/deleterange`, `/v3/kv/txn`, keys and values base64) over HTTP/1.1 with the standard
 library's asyncio streams, one connection per request. No HTTP library: the
 requests are three fixed JSON posts, and owning the socket lets the client
 tell exactly whether anything was sent (the line between `fail` and `info`),
@@ -49,7 +49,8 @@ dependency to the node image. Each operation finishes within 80% of
 `NodeSetup.op_timeout`, before the runner gives up on it.
 
 - register: `read` -> range: ok with `[value]` or `[]`; `write` -> put: ok
-  with the value written;
+  with the value written; `delete` -> deleterange of the key: ok (the
+  context is ignored: each key is a linearizable register);
 - cart: a cart is its items joined by newlines. `read` -> range: ok with the
   sorted items (and `extra["siblings"]`: the one cart, or none). `add` ->
   range (the cart and its `mod_revision`, 0 when absent), then a txn that
@@ -360,6 +361,9 @@ class EtcdClient:
             if op.f == "write" and not self._cart:
                 await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(str(op.value))}, deadline)
                 return Completion("ok", op.value)
+            if op.f == "delete" and not self._cart:
+                await self._call("/v3/kv/deleterange", {"key": _b64(key)}, deadline)
+                return Completion("ok")
             if op.f == "add" and self._cart:
                 return await self._add(key, op.value, deadline)
         except EtcdError as e:

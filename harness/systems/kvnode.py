@@ -18,7 +18,9 @@ them (`KvnodeSystem.promise`):
 settings and the backend's peers), when it is ready (it answers `status`),
 what time it sees (`status`'s `wall_ns`), and when the cluster has converged
 (every node sees every other alive, no hints pending, then one anti-entropy
-round on each node).
+round on each node), and what each replica of a key holds by itself (`replica_reads`:
+the key's preference list, then `local_get` at each, which repairs
+nothing).
 
 `KvnodeClient` maps the workloads' operations onto `kvnode.client.AsyncClient`:
 
@@ -44,7 +46,7 @@ from typing import Any
 
 from contract.ops import Completion, Invocation
 from contract.promise import Claim, Promise
-from harness.systems.base import Deployment, NodeSetup
+from harness.systems.base import Deployment, NodeSetup, ReplicaRead
 from kvnode.client import AsyncClient, KvError
 from kvnode.config import ClusterSettings
 
@@ -128,6 +130,38 @@ class KvnodeDB:
         rounds = await asyncio.gather(*(self._admin(n, "ae_round") for n in nodes))
         return all(r is not None for r in rounds)
 
+    async def replica_reads(self, nodes: list[NodeSetup], key: str) -> dict[str, ReplicaRead | None]:
+        """The key's preference list (asked of the nodes in turn until one
+        answers), then each primary's own copy (`local_get`: no quorum, no
+        read repair, no anti-entropy)."""
+        by_name = {n.place.name: n for n in nodes}
+        replicas: list[str] | None = None
+        for node in nodes:
+            client = self._client(node, timeout=2.0, connect_timeout=0.5)
+            try:
+                replicas = [str(r) for r in (await client.admin("preference_list", key=key.encode()))["nodes"]]
+                break
+            except (KvError, OSError, KeyError, TypeError):
+                continue
+            finally:
+                await client.close()
+        if replicas is None:
+            return {}
+
+        async def own_copy(name: str) -> ReplicaRead | None:
+            if name not in by_name:
+                return None
+            client = self._client(by_name[name], timeout=2.0, connect_timeout=0.5)
+            try:
+                return ReplicaRead(values=tuple(_text((await client.local_get(key.encode())).values)))
+            except (KvError, OSError):
+                return None
+            finally:
+                await client.close()
+
+        reads = await asyncio.gather(*(own_copy(r) for r in replicas))
+        return dict(zip(replicas, reads, strict=True))
+
     async def _status(self, node: NodeSetup) -> dict[str, Any] | None:
         return await self._admin(node, "status")
 
@@ -185,6 +219,9 @@ class KvnodeClient:
         if op.f == "write":
             await client.put(key, str(op.value).encode(), op.context)
             return Completion("ok", op.value)
+        if op.f == "delete" and not self._cart:  # a tombstone, superseding what the context covers
+            await client.delete(key, op.context)
+            return Completion("ok")
         if op.f == "add":
             got = await client.get(key)
             carts = sorted({tuple(cart_items(v)) for v in got.values})

@@ -75,7 +75,12 @@ def reg_gen(cas: bool, unique: bool) -> Callable[..., Spec]:
     counter = iter(range(100, 10**6))
 
     def gen(draw: Any, state: Any) -> Spec:
-        f = draw(st.sampled_from(["read", "write", "cas"] if cas else ["read", "write"]))
+        kinds = ["read", "write", "cas"] if cas else ["read", "write"]
+        if not unique:
+            kinds.append("delete")  # writes the initial value again
+        f = draw(st.sampled_from(kinds))
+        if f == "delete":
+            return f, None, None
         if f == "write":
             return f, None, next(counter) if unique else draw(V)
         if f == "cas":
@@ -89,6 +94,8 @@ def reg_run(state: Any, f: str, key: Any, arg: Any) -> tuple[str, Any, Any]:
         return "ok", state, state
     if f == "write":
         return "ok", arg, arg
+    if f == "delete":
+        return "ok", None, 0  # the specs' initial value
     if arg[0] == state:
         return "ok", arg, arg[1]
     return "fail", arg, state
@@ -514,8 +521,8 @@ class _GenericCasRegister(model("cas-register").__class__):  # type: ignore[misc
 def _random_register_history(rng: Any, n: int) -> list[Op]:
     events: list[tuple[float, int, Op]] = []
     for i in range(n):
-        f = rng.choice(["read", "write", "cas"])
-        arg: Any = None if f == "read" else rng.randrange(3) if f == "write" else [rng.randrange(3), rng.randrange(3)]
+        f = rng.choice(["read", "write", "cas", "delete"])
+        arg: Any = None if f in ("read", "delete") else rng.randrange(3) if f == "write" else [rng.randrange(3), rng.randrange(3)]
         start = rng.random() * 10
         outcome = rng.choice(["ok", "ok", "ok", "info", "fail"])
         result: Any = rng.choice([None, 0, 1, 2]) if f == "read" and outcome == "ok" else arg
@@ -779,3 +786,47 @@ def test_a_model_is_not_changed_by_a_check() -> None:
     assert check(h, m).valid is True
     assert check(h, m).valid is True
     assert vars(m) == before
+
+
+# --- deletes: a write of the initial value ---------------------------------------------------
+
+def test_delete_writes_the_initial_value() -> None:
+    # write 1, delete, then a read of None (the initial value: the key is absent) is fine ...
+    h = H((0, "invoke", "write", 1, "k"), (0, "ok", "write", 1, "k"), (1, "invoke", "delete", None, "k"),
+          (1, "ok", "delete", None, "k"), (2, "invoke", "read", None, "k"), (2, "ok", "read", None, "k"))
+    assert verdict(h, "register") is True
+    assert check(h, "register").valid is True
+    # ... and a read of 1 after the delete completed is not
+    stale = [*h[:4], Op(index=4, time=4 * 10**8, process=2, type="invoke", f="read", key="k"),
+             Op(index=5, time=5 * 10**8, process=2, type="ok", f="read", value=1, key="k")]
+    assert verdict(stale, "register") is False
+    res = check(stale, "register")
+    assert res.valid is False
+    assert "read of 1 on key 'k' by process 2" in res.anomalies[0].explanation
+    assert "can only hold None here" in res.anomalies[0].explanation
+    # a delete concurrent with the read may come after it
+    h = H((0, "invoke", "write", 1), (0, "ok", "write", 1), (1, "invoke", "delete", None),
+          (2, "invoke", "read", None), (2, "ok", "read", 1), (1, "ok", "delete", None))
+    assert verdict(h, "register") is True
+    # an info delete may take effect, or not
+    h = H((0, "invoke", "write", 1), (0, "ok", "write", 1), (1, "invoke", "delete", None),
+          (1, "info", "delete", None), (2, "invoke", "read", None), (2, "ok", "read", None),
+          (3, "invoke", "read", None), (3, "ok", "read", 1))
+    assert verdict(h, "register") is False  # gone, then back: only one write of 1
+    assert verdict(h[:6], "register") is True
+
+
+def test_unique_writes_with_deletes_take_the_search() -> None:
+    # Unique written values, but a delete writes None again: not Gibbons-Korach's case.
+    h = H((0, "invoke", "write", "a"), (0, "ok", "write", "a"), (1, "invoke", "delete", None),
+          (1, "ok", "delete", None), (2, "invoke", "write", "b"), (2, "ok", "write", "b"),
+          (3, "invoke", "delete", None), (3, "ok", "delete", None), (4, "invoke", "read", None),
+          (4, "ok", "read", None))
+    ops = complete(pair(h))
+    assert not lin._unique_writes(ops, model("register"))
+    with mock.patch.object(lin, "_unique_register") as fast:
+        assert check(h, "register").valid is True
+    fast.assert_not_called()
+    bad = [*h[:8], Op(index=8, time=0, process=4, type="invoke", f="read"),
+           Op(index=9, time=0, process=4, type="ok", f="read", value="a")]
+    assert check(bad, "register").valid is False

@@ -36,14 +36,18 @@ class Sim:
     outcome: dict[str, str]  # value -> "ok" / "info" / "fail"
 
 
-def simulate(rnd: random.Random, *, atomic: bool) -> Sim:
+def simulate(rnd: random.Random, *, atomic: bool, deletes: bool = False) -> Sim:
     """A correct multi-value register. With `atomic`, every write lands on all
     replicas or none at one instant (what strict quorums with synchronous read
-    repair give a client): P5 and P6 then hold as well."""
+    repair give a client): P5 and P6 then hold as well. With `deletes`, some
+    writes are deletes (with the context of the process's last read, or
+    blind): a tombstone that removes what the context saw on every replica it
+    reaches, and keeps it removed through merges (as kvnode's dvv does)."""
     ops: list[Op] = []
     anc: dict[str, set[str]] = {}
     outcome: dict[str, str] = {}
     replicas = {k: [set[str]() for _ in NODES] for k in KEYS}
+    dead = {k: [set[str]() for _ in NODES] for k in KEYS}  # values a tombstone there superseded
     nclients = 4
     procs = list(range(nclients))
     last_read: dict[tuple[int, str], list[str]] = {}
@@ -80,7 +84,11 @@ def simulate(rnd: random.Random, *, atomic: bool) -> Sim:
             else:
                 land = set()
             for j in land:
-                replicas[k][j] = {x for x in replicas[k][j] if x not in anc[v]} | {v}
+                if op["f"] == "delete":
+                    dead[k][j] |= op["gone"]
+                    replicas[k][j] -= op["gone"]
+                else:
+                    replicas[k][j] = {x for x in replicas[k][j] if x not in anc[v]} | {v}
         op["applied"] = True
 
     def finish(c: int) -> None:
@@ -90,8 +98,9 @@ def simulate(rnd: random.Random, *, atomic: bool) -> Sim:
             emit(p, "ok", "read", op["key"], op["result"], op["node"])
             last_read[(c, op["key"])] = op["result"]
         else:
-            outcome[op["value"]] = op["outcome"]
-            emit(p, op["outcome"], "write", op["key"], op["value"], op["node"])
+            if op["f"] == "write":
+                outcome[op["value"]] = op["outcome"]
+            emit(p, op["outcome"], op["f"], op["key"], op["value"], op["node"])
             if op["outcome"] == "info":
                 procs[c] += nclients
 
@@ -99,12 +108,19 @@ def simulate(rnd: random.Random, *, atomic: bool) -> Sim:
         if not atomic and rnd.random() < 0.15:
             k = rnd.choice(KEYS)
             i, j = rnd.sample(range(len(NODES)), 2)
-            replicas[k][i] = replicas[k][j] = maximal(replicas[k][i] | replicas[k][j])
+            dead[k][i] = dead[k][j] = dead[k][i] | dead[k][j]
+            replicas[k][i] = replicas[k][j] = maximal(replicas[k][i] | replicas[k][j]) - dead[k][i]
             continue
         c = rnd.randrange(nclients)
         if c not in inflight:
             k, node = rnd.choice(KEYS), rnd.choice(NODES)
-            if rnd.random() < 0.5:
+            if deletes and rnd.random() < 0.15:
+                obs = last_read.get((c, k), []) if rnd.random() < 0.6 else []
+                gone = set(obs).union(*(anc[o] for o in obs))
+                emit(procs[c], "invoke", "delete", k, None, node, {"obs": obs} if obs else None)
+                inflight[c] = {"f": "delete", "key": k, "node": node, "value": None, "gone": gone,
+                               "applied": False}
+            elif rnd.random() < 0.5:
                 counter += 1
                 v = f"v{counter}"
                 obs = last_read.get((c, k), []) if rnd.random() < 0.75 else []
@@ -125,7 +141,7 @@ def simulate(rnd: random.Random, *, atomic: bool) -> Sim:
         finish(c)
     p = max(procs) + 1
     for k in KEYS:
-        merged = maximal(set().union(*replicas[k]))
+        merged = maximal(set().union(*replicas[k])) - set().union(*dead[k])
         for node in NODES:
             emit(p, "invoke", "read", k, None, node, {"final": True})
             emit(p, "ok", "read", k, sorted(merged), node, {"final": True})
@@ -171,6 +187,49 @@ def test_correct_histories_are_valid(seed: int, atomic: bool) -> None:
     writes = [o for o in sim.history if o.f == "write" and o.type != "invoke"]
     assert result.counts["writes_ok"] == sum(o.type == "ok" for o in writes)
     assert result.counts["final_reads"] == len(NODES) * len(KEYS)
+
+
+@SETTINGS
+@given(SEEDS, st.booleans(), st.sampled_from(["dvv", "lww"]))
+def test_correct_histories_with_deletes_are_valid(seed: int, atomic: bool, resolution: str) -> None:
+    rnd = random.Random(seed)
+    sim = simulate(rnd, atomic=atomic, deletes=True)
+    options = dict(n=3, w=2, r=2, quorum="strict", read_repair="sync") if atomic else DEFAULT
+    result = check(sim.history, **options, resolution=resolution)
+    assert result.valid is True, result.anomalies
+    deletes = [o for o in sim.history if o.f == "delete" and o.type != "invoke"]
+    assert result.counts.get("deletes_ok", 0) == sum(o.type == "ok" for o in deletes)
+
+
+@SETTINGS
+@given(SEEDS)
+def test_resurrected_value_is_found(seed: int) -> None:
+    rnd = random.Random(seed)
+    sim = simulate(rnd, atomic=False, deletes=True)
+    h0 = sim.history
+    # A value an ok delete superseded, put back into a final read of its key.
+    done = [(c, invoke_of(h0, c)) for c in h0 if c.f == "delete" and c.type == "ok"]
+    cands = [(c, v) for c, i in done for v in sorted(i.extra.get("obs", []))]
+    assume(cands)
+    c, v = rnd.choice(cands)
+    final = rnd.choice([f for f in ok_reads(h0, final=True) if f.key == c.key])
+    h = h0
+    for f in ok_reads(h0, final=True):  # on every node, so that they agree
+        if f.key == c.key:
+            h = set_value(h, f.index, sorted({*f.value, v}))
+    result = check(h, **DEFAULT)
+    assert "resurrection" in types(result)
+    assert set(types(result)) <= {"resurrection", "sibling-not-antichain"}
+    found = next(a for a in result.anomalies if a.type == "resurrection" and final.index in a.ops)
+    assert found.details["value"] == v
+    assert found.explanation.startswith("final read of key ")
+    # The delete named is the first to complete of those that superseded v.
+    superseding = [(c2.index, i2) for c2, i2 in done
+                   if any(v == o or v in sim.anc[o] for o in i2.extra.get("obs", []))]
+    first = min(superseding, key=lambda x: x[0])[1]
+    assert found.details["delete"] == first.index
+    assert f"returned {v!r}, which the delete by process {first.process}, acknowledged at" in found.explanation
+    assert result.valid is False
 
 
 @SETTINGS
@@ -296,7 +355,7 @@ def test_new_old_inversion_under_sync_read_repair(seed: int) -> None:
 
 # ---- hand-written histories ------------------------------------------------------------------
 
-Step = tuple[str, int, Any, Any, str]  # kind ("w"/"r"/"f"), process, value, obs or node, outcome
+Step = tuple[str, int, Any, Any, str]  # kind ("w"/"d"/"r"/"f"), process, value, obs or node, outcome
 
 
 def hist(*steps: Step, concurrent: tuple[int, ...] = ()) -> list[Op]:
@@ -313,16 +372,16 @@ def hist(*steps: Step, concurrent: tuple[int, ...] = ()) -> list[Op]:
 
     def inv(s: Step) -> None:
         kind, p, value, aux, _ = s
-        if kind == "w":
-            add(p, "invoke", "write", value, "n1", {"obs": aux} if aux else {})
+        if kind in ("w", "d"):
+            add(p, "invoke", "write" if kind == "w" else "delete", value, "n1", {"obs": aux} if aux else {})
         else:
             add(p, "invoke", "read", None, aux if kind == "f" else "n1",
                 {"final": True} if kind == "f" else {})
 
     def done(s: Step) -> None:
         kind, p, value, aux, outcome = s
-        if kind == "w":
-            add(p, outcome, "write", value, "n2", {})
+        if kind in ("w", "d"):
+            add(p, outcome, "write" if kind == "w" else "delete", value, "n2", {})
         else:
             add(p, outcome, "read", value, aux if kind == "f" else "n1",
                 {"final": True} if kind == "f" else {})
@@ -551,3 +610,85 @@ def test_collector_is_restored() -> None:
     with pytest.raises(ValueError):
         check([Op(index=0, time=0, process=0, type="ok", f="read")], **DEFAULT)
     assert gc.isenabled()
+
+
+# ---- deletes: tombstones and resurrection ----------------------------------------------------
+
+def test_deleted_write_is_not_lost_and_final_reads_may_be_empty() -> None:
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("d", 0, None, ["a"], "ok"),
+             *finals([], [], []))
+    for resolution in ("dvv", "lww"):
+        result = check(h, **DEFAULT, resolution=resolution)
+        assert result.valid is True and result.anomalies == (), resolution
+        assert result.counts["deletes_ok"] == 1 and result.counts["writes_ok"] == 1
+    # A later write replaces the tombstone; the deleted value stays deleted.
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("d", 0, None, ["a"], "ok"),
+             ("r", 1, [], None, "ok"), ("w", 1, "b", None, "ok"), *finals(["b"], ["b"], ["b"]))
+    assert check(h, **STRICT).valid is True
+    assert check(h, **STRICT, read_repair="sync").valid is True
+
+
+def test_blind_delete_supersedes_nothing_under_dvv() -> None:
+    # A blind delete is a sibling of what is there: the write should survive it.
+    h = hist(("w", 0, "a", None, "ok"), ("d", 1, None, None, "ok"), *finals([], [], []))
+    assert types(check(h, **DEFAULT)) == ["lost-write"]
+    # Under last-write-wins its timestamp may beat the write: a loss to a concurrent
+    # delete, counted, not an anomaly.
+    lww = check(h, **DEFAULT, resolution="lww")
+    assert lww.valid is True and lww.counts["lost_concurrent"] == 1
+    assert "(or delete)" in lww.details["lost_concurrent"][0]["explanation"]
+
+
+def test_resurrection_in_the_final_reads() -> None:
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("d", 0, None, ["a"], "ok"),
+             *finals(["a"], ["a"], ["a"]))
+    result = check(h, **DEFAULT)
+    assert types(result) == ["resurrection"] * 3 and result.valid is False
+    a = result.anomalies[0]
+    assert a.explanation == ("final read of key 'k' by process 100 via n1 (0.06 s-0.07 s) returned 'a', "
+                             "which the delete by process 0, acknowledged at 0.05 s via n2, had deleted "
+                             "before the read began: a deleted value came back")
+    assert a.ops == (6, 7, 4, 5, 0, 1) and a.details == {"key": "k", "value": "a", "delete": 4}
+    # The delete superseded a's successor b, and with it a.
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("w", 0, "b", ["a"], "ok"),
+             ("r", 1, ["b"], None, "ok"), ("d", 1, None, ["b"], "ok"), *finals(["a"], ["a"], ["a"]))
+    assert set(types(check(h, **DEFAULT))) == {"resurrection"}
+    # Under last-write-wins too: the delete read a, so its timestamp is later (on agreeing clocks).
+    assert set(types(check(h, **DEFAULT, resolution="lww"))) == {"resurrection"}
+
+
+def test_resurrection_needs_an_ok_delete_that_completed_before_the_read() -> None:
+    base = (("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"))
+    # An info delete may not have happened; a failed one did not.
+    for outcome in ("info", "fail"):
+        h = hist(*base, ("d", 0, None, ["a"], outcome), *finals(["a"], ["a"], ["a"]))
+        assert check(h, **DEFAULT).valid is True, outcome
+    # A read concurrent with the delete may come before it.
+    h = hist(*base, ("d", 0, None, ["a"], "ok"), ("r", 1, ["a"], None, "ok"), concurrent=(2, 3))
+    assert check(h, **STRICT).valid is True
+
+
+def test_midrun_resurrection_only_where_quorums_intersect() -> None:
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("d", 0, None, ["a"], "ok"),
+             ("r", 1, ["a"], None, "ok"))
+    # Sloppy quorums: a replica that missed the delete may still answer.
+    assert check(h, **DEFAULT).valid is True
+    result = check(h, **STRICT)
+    assert types(result) == ["resurrection"]
+    assert result.anomalies[0].explanation.startswith("read of key 'k' by process 1 via n1")
+
+
+def test_p5_and_p6_with_deletes() -> None:
+    # The read after the delete returns nothing: neither stale nor inverted.
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("d", 0, None, ["a"], "ok"),
+             ("r", 1, [], None, "ok"))
+    for resolution in ("dvv", "lww"):
+        assert check(h, n=3, w=2, r=2, quorum="strict", read_repair="sync", resolution=resolution).valid
+    # A delete still in flight when the read completes may have removed a.
+    h = hist(("w", 0, "a", None, "ok"), ("r", 0, ["a"], None, "ok"), ("d", 0, None, ["a"], "info"),
+             ("r", 1, [], None, "ok"), concurrent=(2, 3))
+    assert check(h, n=3, w=2, r=2, quorum="strict", read_repair="sync").valid is True
+    # A blind delete does not remove a under dvv (a stale read), may under lww.
+    h = hist(("w", 0, "a", None, "ok"), ("d", 1, None, None, "ok"), ("r", 2, [], None, "ok"))
+    assert types(check(h, **STRICT)) == ["stale-read"]
+    assert check(h, **STRICT, resolution="lww").valid is True

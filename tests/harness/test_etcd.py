@@ -243,6 +243,11 @@ class FakeEtcd:
             put = request["success"][0]["request_put"]
             self._put(_text(put["key"]), _text(put["value"]))
             return {"header": {"revision": str(self.revision)}, "succeeded": True}
+        if path == "/v3/kv/deleterange":
+            gone = self.data.pop(_text(request["key"]), None)
+            if gone is not None:
+                self.revision += 1
+            return {"header": {"revision": str(self.revision)}, "deleted": "1" if gone else "0"}
         return {"error": "Not Found", "code": 5}
 
     def _put(self, key: str, value: str) -> None:
@@ -315,6 +320,9 @@ def test_register_reads_and_writes(chunked: bool) -> None:
             assert all("serializable" not in r for p, r in fake.requests if p == "/v3/kv/range")
             await invoke(fake.address, "register", READ, serializable=True)
             assert fake.requests[-1] == ("/v3/kv/range", {"key": _b64("k"), "serializable": True})
+            assert await invoke(fake.address, "register", Invocation("delete", "k")) == Completion("ok")
+            assert await invoke(fake.address, "register", READ) == Completion("ok", [])
+            assert "k" not in fake.data
 
     arun(main())
 

@@ -25,7 +25,7 @@ from harness.nemesis import (
 )
 from harness.nemesis.base import ClusterHandle, Fault
 from harness.nemesis.clock import ClockSkew
-from harness.nemesis.schedule import parse_fault_names
+from harness.nemesis.schedule import ALL, parse_fault_names
 
 from .test_nemesis_faults import NODES, FakeBackend, VirtualClock, make_handle, run, wait_for
 
@@ -88,11 +88,11 @@ def assert_paired(ops: list[tuple[str, str, Any]]) -> None:
 
 
 def test_parse_fault_names() -> None:
-    assert parse_fault_names(["all"]) == FAULT_NAMES
+    assert parse_fault_names(["all"]) == ALL  # not power, wipe: they lose data
     assert parse_fault_names(["none"]) == ()
     assert parse_fault_names([]) == ()
     assert parse_fault_names(["kill,partition", "Clock", "kill"]) == ("partition", "kill", "clock")
-    assert parse_fault_names(["all", "kill"]) == FAULT_NAMES
+    assert parse_fault_names(["all", "kill"]) == ALL
 
 
 def test_bad_fault_names_are_named_with_the_valid_ones() -> None:
@@ -112,7 +112,7 @@ def test_bad_fault_names_are_named_with_the_valid_ones() -> None:
 def test_build_faults() -> None:
     handle, _, _ = make_handle()
     faults = build_faults(["all"], handle)
-    assert [f.name for f in faults] == list(FAULT_NAMES)
+    assert [f.name for f in faults] == list(ALL)
     assert [(f.start_f, f.stop_f) for f in faults] == [
         ("start-partition", "stop-partition"),
         ("kill", "restart"),
@@ -429,3 +429,91 @@ def test_heal_stops_a_begun_start_even_when_active_says_nothing() -> None:
         ("invoke", "stop-quiet", None),
         ("info", "stop-quiet", {"stops": 1}),
     ]
+
+
+# --- shares, pairs, density ----------------------------------------------------
+
+
+def starts_of(rig: Rig) -> list[str]:
+    return [f for _, typ, f, _ in rig.recorder.ops if typ == "invoke" and f in ("start-partition", "kill", "pause")]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_partition_kill_in_a_30_s_run_starts_each_kind(seed: int) -> None:
+    """With the interval a 30 s run gets by default, every seed starts both
+    a partition and a kill (drawing each round at random once gave only
+    kills on every seed tried)."""
+    from harness.nemesis.schedule import auto_interval
+
+    rig = setup(["partition", "kill"], seed=seed, interval=auto_interval(30.0, 2))
+
+    async def main() -> None:
+        async with rig.clock.driving():
+            await rig.nemesis.run(until=30.0)
+            await rig.nemesis.heal()
+
+    run(main)
+    assert {"start-partition", "kill"} <= set(starts_of(rig))
+    assert rig.backend.alive == set(NODES)
+
+
+def test_every_kind_gets_its_share_of_a_long_run() -> None:
+    rig = setup(["partition", "kill", "pause"], seed=7, interval=1.0)
+
+    async def main() -> None:
+        async with rig.clock.driving():
+            await rig.nemesis.run(until=600.0)
+
+    run(main)
+    counts = {f: starts_of(rig).count(f) for f in ("start-partition", "kill", "pause")}
+    # Bags of 5 rounds: 3 alone, plus partition+kill and partition+pause.
+    assert max(counts.values()) - min(counts.values()) <= 0.6 * max(counts.values()), counts
+    assert counts["start-partition"] > counts["kill"]  # it is in both pairs
+
+
+def test_a_pair_kills_on_the_partitions_minority_side() -> None:
+    rig = setup(["partition", "kill"], seed=3, interval=2.0, partition_shapes=("halves",))
+
+    async def main() -> None:
+        async with rig.clock.driving():
+            await rig.nemesis.run(until=400.0)
+
+    run(main)
+    ops = rig.recorder.ops
+    in_force: dict[str, Any] = {}
+    paired_kills = 0
+    for _, typ, f, value in ops:
+        if typ != "info":
+            continue
+        if f == "start-partition":
+            in_force["partition"] = value
+        elif f == "stop-partition":
+            in_force.pop("partition", None)
+        elif f == "kill" and "partition" in in_force:
+            paired_kills += 1
+            grudge = in_force["partition"]["grudge"]
+            minority = [n for n in NODES if len(NODES) - len(grudge.get(n, [])) < len(NODES) // 2 + 1]
+            assert set(value["nodes"]) <= set(minority), (value, grudge)
+    assert paired_kills >= 5
+    assert_paired([(t, f, v) for _, t, f, v in ops if f in ("kill", "restart")])
+
+
+def test_minority_side() -> None:
+    from harness.nemesis.schedule import minority_side
+
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    halves = {"grudge": {"n1": ["n3", "n4", "n5"], "n2": ["n3", "n4", "n5"], "n3": ["n1", "n2"],
+                         "n4": ["n1", "n2"], "n5": ["n1", "n2"]}}
+    assert minority_side(halves, nodes) == ["n1", "n2"]
+    ring = {"grudge": {n: [nodes[(i + 2) % 5], nodes[(i + 3) % 5]] for i, n in enumerate(nodes)}}
+    assert minority_side(ring, nodes) == nodes  # everyone sees a majority
+    assert minority_side({"error": "boom"}, nodes) == nodes
+
+
+def test_auto_interval_fits_short_runs_and_caps_long_ones() -> None:
+    from harness.nemesis.schedule import DEFAULT_INTERVAL, auto_interval
+
+    assert auto_interval(600.0, 2) == DEFAULT_INTERVAL
+    assert auto_interval(30.0, 2) == 3.75
+    assert auto_interval(1.0, 5) == 0.5
+    assert auto_interval(30.0, 0) == DEFAULT_INTERVAL

@@ -99,7 +99,8 @@ def test_prepare_checks_everything_before_anything_starts(tmp_path: Any) -> None
     prepared = prepare(RunConfig(store=str(tmp_path), nodes=1, system_options={"n": 1, "w": 1, "r": 1},
                                  check=("linearizable",)))
     assert prepared.promise.names() == ("siblings", "linearizable")
-    assert [c.name for c in prepared.plan.checks] == ["siblings", "linearizable", "stats"]
+    # kvnode reads each replica's own copy (ReplicaReads): its convergence is judged replica by replica.
+    assert [c.name for c in prepared.plan.checks] == ["siblings", "linearizable", "replicas", "stats"]
     assert not list(tmp_path.iterdir()), "prepare touched the store"
     with pytest.raises(ConfigError, match="n=3 replicas per key need at least 3 nodes, not 1"):
         prepare(RunConfig(store=str(tmp_path), nodes=1))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from checkers import siblings
 from checkers.history import Op
-from contract import Claim, Completion, Promise
+from contract import Claim, Completion, Invocation, Promise
 from workloads.base import WorkloadOptions, judge
 from workloads.cart import CartWorkload, as_register
 from workloads.keys import KeySchedule
@@ -138,3 +138,91 @@ def test_single_values_turns_reads_into_a_plain_registers() -> None:
     assert [o.value for o in out if o.type == "ok"] == ["v1", None, ["a", "b"]]
     # every op keeps its index: anomalies name lines of the recorded history
     assert [o.index for o in out] == [o.index for o in history]
+
+
+# -- deletes and mixes ---------------------------------------------------------------------
+
+def _drive(workload: RegisterWorkload | CartWorkload, ops: int, seed: int = 5) -> list[Invocation]:
+    """`ops` operations from two workers, every one completing ok (a read
+    returns one value and a context)."""
+    out: list[Invocation] = []
+    workers = [workload.worker(i, random.Random(seed + i)) for i in range(2)]
+    for n in range(ops):
+        w = workers[n % 2]
+        op = w.next()
+        out.append(op)
+        w.completed(op, Completion("ok", ["x"], context=b"c") if op.f == "read" else Completion("ok", op.value))
+    return out
+
+
+def test_deletes_with_and_without_context_by_default() -> None:
+    ops = _drive(RegisterWorkload(WorkloadOptions(concurrency=2, active_keys=1)), 2000)
+    deletes = [o for o in ops if o.f == "delete"]
+    assert 0.05 < len(deletes) / len(ops) < 0.11
+    with_context = [o for o in deletes if o.context is not None]
+    assert 0.3 < len(with_context) / len(deletes) < 0.7
+    assert all(o.value is None and o.extra == {"obs": ["x"]} and o.context == b"c" for o in with_context)
+    assert all(o.extra == {} for o in deletes if o.context is None)
+    # a delete makes the read's context stale, as a write does: the next delete or rmw reads first
+    w = _register().worker(0, random.Random(2))
+    w.completed(Invocation("read", "k0"), Completion("ok", ["x"], context=b"c"))
+    w.completed(Invocation("delete", "k0"), Completion("ok"))
+    assert w.last == {}
+
+
+def test_deletes_can_be_turned_off() -> None:
+    ops = _drive(RegisterWorkload(WorkloadOptions(concurrency=2, deletes=0)), 1000)
+    assert not any(o.f == "delete" for o in ops)
+    more = _drive(RegisterWorkload(WorkloadOptions(concurrency=2, deletes=0.5)), 1000)
+    assert 0.3 < sum(o.f == "delete" for o in more) / len(more) < 0.6  # a share of the decisions: pairs add reads
+
+
+def test_validate_accepts_an_ok_delete_without_a_value() -> None:
+    workload = _register()
+    delete = Invocation("delete", "k", None)
+    assert workload.validate(delete, Completion("ok")) is None
+    assert "no value" in str(workload.validate(delete, Completion("ok", "1.1")))
+
+
+def test_read_mostly_mix_reads_at_least_80_percent() -> None:
+    for workload in (RegisterWorkload(WorkloadOptions(concurrency=2, mix="read-mostly")),
+                     CartWorkload(WorkloadOptions(concurrency=2, mix="read-mostly"))):
+        ops = _drive(workload, 400)
+        assert sum(o.f == "read" for o in ops) / len(ops) >= 0.8, workload.name
+
+
+def test_contention_mix_is_mostly_writes() -> None:
+    ops = _drive(RegisterWorkload(WorkloadOptions(concurrency=2, active_keys=1, mix="contention")), 1000)
+    kinds = Counter(o.f for o in ops)
+    assert kinds["write"] + kinds["delete"] > 0.55 * len(ops)
+    rmw = sum(1 for o in ops if o.f == "write" and o.context is not None)
+    assert rmw > 0.3 * len(ops)  # most reads are the first halves of read-modify-writes
+    cart = _drive(CartWorkload(WorkloadOptions(concurrency=2, active_keys=1, mix="contention")), 400)
+    assert sum(o.f == "add" for o in cart) > 0.9 * len(cart)
+
+
+def test_a_bad_mix_or_share_of_deletes_is_refused() -> None:
+    for bad in ({"mix": "write-heavy"}, {"deletes": 1.0}, {"deletes": -0.1}):
+        try:
+            WorkloadOptions(**bad)  # type: ignore[arg-type]
+        except ValueError as e:
+            assert "mix" in str(e) or "deletes" in str(e)
+        else:
+            raise AssertionError(f"{bad} accepted")
+
+
+def test_a_read_then_write_pair_stays_on_the_key_read() -> None:
+    w = RegisterWorkload(WorkloadOptions(concurrency=2, active_keys=4, max_ops_per_key=1000)).worker(
+        0, random.Random(9))
+    pairs = 0
+    previous: Invocation | None = None
+    for _ in range(500):
+        op = w.next()
+        if op.context is not None:
+            assert op.extra["obs"] == [f"seen {op.key}"]
+            if previous is not None and previous.f == "read" and previous.key == op.key:
+                pairs += 1
+        w.completed(op, Completion("ok", [f"seen {op.key}"], context=op.key) if op.f == "read"
+                    else Completion("ok", op.value))
+        previous = op
+    assert pairs > 50
