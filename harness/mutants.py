@@ -30,10 +30,10 @@ reason.
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -41,6 +41,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +230,7 @@ def run_task(task: Task) -> MutantRun:
         return MutantRun(row.name, seed, "skip", reason=str(e))
     t0 = time.monotonic()
     try:
-        outcome = runner.run(prepared, live=False)
+        outcome = runner.run(prepared, live=False, echo=lambda line: None)  # the table says what matters
     except RunError as e:
         return MutantRun(row.name, seed, "error", seconds=round(time.monotonic() - t0, 1), reason=str(e))
     anomalies = sorted({f"{r.checker}/{a.type}" for r in outcome.results if r.valid is False for a in r.anomalies})
@@ -272,27 +274,62 @@ def run_mutants(mutants: Sequence[Mutant], matrix: Matrix, store: str, *, jobs: 
         tasks = [Task(BASELINE if m is None else m.name, str(dirs[BASELINE if m is None else m.name]), row, seed,
                       store) for m, row in plan for seed in row.seeds]
         order = {(t.mutant, t.row.name, t.seed): i for i, t in enumerate(tasks)}
-        context = multiprocessing.get_context("spawn")
-        # One task per worker process: a run leaves nothing behind (a cwd,
-        # imported modules) for the next, whatever copy it ran.
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                                                    max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_task, t): t for t in tasks}
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    task = futures[future]
-                    try:
-                        run = future.result()
-                    except Exception as e:  # a worker that died: that run is an error, not the whole table
-                        run = MutantRun(task.row.name, task.seed, "error", reason=f"{type(e).__name__}: {e}")
-                    results[task.mutant].runs.append(run)
-                    done(task.mutant, run)
-            except KeyboardInterrupt:
-                for f in futures:
-                    f.cancel()
+        for task, run in _run_all(tasks, jobs):
+            results[task.mutant].runs.append(run)
+            done(task.mutant, run)
     for name, result in results.items():
         result.runs.sort(key=lambda r: order.get((name, r.row, r.seed), 0))
     return list(results.values())
+
+
+def _child(task: Task, conn: Connection) -> None:
+    try:
+        run = run_task(task)
+    except BaseException as e:  # Ctrl-C (the run healed and stopped) or a bug: this run is an error
+        run = MutantRun(task.row.name, task.seed, "error", reason=f"{type(e).__name__}: {e}"[:500])
+    conn.send(run)
+    conn.close()
+
+
+def _run_all(tasks: Sequence[Task], jobs: int) -> Iterator[tuple[Task, MutantRun]]:
+    """Each task in a fresh process of its own (a run leaves nothing behind,
+    a cwd or imported modules, for the next), `jobs` at a time, as they end.
+    Ctrl-C: each run going on is interrupted (it heals and stops its nodes)
+    and waited for; the tasks not started are left out."""
+    context = multiprocessing.get_context("spawn")
+    pending = list(tasks)
+    running: dict[Connection, tuple[Task, BaseProcess]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                task = pending.pop(0)
+                receive, send = context.Pipe(duplex=False)
+                process: BaseProcess = context.Process(target=_child, args=(task, send), daemon=False)
+                process.start()
+                send.close()
+                running[receive] = (task, process)
+            for conn in wait(list(running)):
+                assert isinstance(conn, Connection)
+                task, process = running.pop(conn)
+                try:
+                    run = conn.recv()
+                except EOFError:  # the worker died without a word
+                    process.join()
+                    run = MutantRun(task.row.name, task.seed, "error",
+                                    reason=f"the run's process ended with status {process.exitcode}")
+                conn.close()
+                process.join()
+                yield task, run
+    except KeyboardInterrupt:
+        for _, process in running.values():
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+        for conn, (_, process) in running.items():
+            process.join(timeout=120)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
 
 
 def table(results: Sequence[MutantResult]) -> str:

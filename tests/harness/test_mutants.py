@@ -171,3 +171,35 @@ def test_a_planted_bug_is_caught_and_the_unmutated_code_is_not(tmp_path: Path) -
     runs = sorted({p.parent.parent.name for p in (tmp_path / "store").glob("*/2*/history.jsonl")})
     assert runs == ["mutant-phantom.quick", "mutant-unmutated.quick"]
     assert 'name="phantom"' in junit.read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_the_runs_going_on_and_leaves_nothing(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    directory = tmp_path / "mutants"
+    directory.mkdir()
+    (directory / "matrix.toml").write_text(FAST.replace("time_limit = 3", "time_limit = 60"))
+    (directory / "phantom.patch").write_text(HEADER + phantom_patch(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "ci", "--mutants", str(directory), "--store", "store",
+                             "--jobs", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list((tmp_path / "store").glob("*/2*/history.jsonl"))) < 2:
+            time.sleep(0.2)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted after" in err
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert left == [], "processes of the interrupted runs are still there"
+    assert not list(tmp_path.glob("harness-mutants-*"))  # the scratch copies are gone
