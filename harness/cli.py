@@ -380,7 +380,11 @@ def _run_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Client workers [default: 2 per node].")
 @click.option("--mix", type=click.Choice(MIXES), default="default", show_default=True,
               help="The operation mix: default, read-mostly (about 90% reads), contention (writes and "
-                   "read-modify-writes dominate; use with --active-keys 1 or 2 in a run file).")
+                   "read-modify-writes dominate; use with --active-keys 1 or 2).")
+@click.option("--active-keys", type=click.IntRange(min=1), default=4, show_default=True, metavar="K",
+              help="Keys in use at once (1: every worker on one key, the most contention).")
+@click.option("--max-ops-per-key", type=click.IntRange(min=1), default=150, show_default=True, metavar="N",
+              help="Operations on a key before it retires for a fresh one (keeps each key's check small).")
 @click.option("--deletes", type=click.FloatRange(min=0, max=1, max_open=True), default=None, metavar="SHARE",
               help="The share of operations that delete (register workload) [default: the mix's, 0.08]; "
                    "0 for a system that cannot delete.")

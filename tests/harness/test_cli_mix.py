@@ -26,6 +26,7 @@ def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (["--mix", "write-heavy"],
      "Invalid value for '--mix': 'write-heavy' is not one of 'default', 'read-mostly', 'contention'"),
     (["--deletes", "1"], "Invalid value for '--deletes': 1.0 is not in the range 0<=x<1"),
+    (["--active-keys", "0"], "Invalid value for '--active-keys': 0 is not in the range x>=1"),
 ])
 def test_a_bad_mix_or_share_of_deletes_exits_254(tmp_path: Path, args: list[str], message: str) -> None:
     got = harness("run", "--store", str(tmp_path / "store"), *args, cwd=ROOT)
