@@ -19,8 +19,8 @@ finds it invalid. The unmutated code runs the same rows and seeds from a
 scratch copy of its own: the false-alarm baseline, which must never be
 flagged.
 
-The detection table has a line per mutant (and the baseline): rows, runs
-caught k/K, the run time until the first catch (the runs before it, in row
+The detection table has a line per mutant (and the baseline): its rows, the
+runs that caught it k/K, the run time until the first catch (the runs before it, in row
 and seed order, plus the one that caught), and the anomaly types found. In
 JUnit a mutant that no run caught is a failure, and so is a flagged baseline
 run. The nodes run on the local or netns backend (both start processes on
@@ -333,23 +333,25 @@ def _run_all(tasks: Sequence[Task], jobs: int) -> Iterator[tuple[Task, MutantRun
 
 
 def table(results: Sequence[MutantResult]) -> str:
-    """The detection table: one line per mutant (the baseline first)."""
+    """The detection table: one line per mutant (the baseline first); long
+    cells wrap, so that it fits a terminal."""
     lines = []
     for r in results:
         judged = r.judged()
         rows = ", ".join(dict.fromkeys(run.row for run in r.runs)) or "-"
         if r.mutant is None:
             what, verdict = f"flagged {r.caught()}/{len(judged)}", "ok" if r.ok else "FALSE ALARM"
+            rows = f"{len(dict.fromkeys(run.row for run in r.runs))} rows"
         else:
             what, verdict = f"caught {r.caught()}/{len(judged)}", "killed" if r.ok else "SURVIVED"
         first = r.first_catch()
         errors = sum(run.status == "error" for run in r.runs)
         if errors:
             verdict = f"{errors} ERROR{'S' if errors > 1 else ''}"
-        lines.append((r.name, r.mutant.kind if r.mutant else "the code as it is", rows, what,
-                      "-" if first is None else f"{first:.0f} s", ", ".join(r.anomaly_types()) or "-", verdict))
-    return tabulate(lines, headers=("mutant", "class", "rows", "runs", "until first catch", "anomaly types",
-                                    "result"))
+        lines.append((r.name, rows, what, "-" if first is None else f"{first:.0f} s",
+                      ", ".join(r.anomaly_types()) or "-", verdict))
+    return tabulate(lines, headers=("mutant", "rows", "runs", "until first catch", "anomaly types", "result"),
+                    maxcolwidths=[None, 28, None, 9, 44, None])
 
 
 def per_row(results: Sequence[MutantResult]) -> str:

@@ -398,6 +398,7 @@ class Run:
         self.recorder: Recorder | None = None
         self.run_dir: Path | None = None
         self._next_process = (config.concurrency or 1) * 1000
+        self._hot_key: str | None = None  # the key of the latest acknowledged write
         self.shutdown_notes: list[str] = []  # what the shutdown did, for an interrupted run's message
 
     # ------------------------------------------------------------ phases
@@ -642,8 +643,20 @@ class Run:
             node_time = node_time_of
         async def converge() -> bool | None:
             return await db.converged(list(self.setups.values()))
+        hot_replicas = None
+        if isinstance(db, ReplicaReads):
+            async def replicas_of_hot_key() -> list[str]:
+                if self._hot_key is None:
+                    return []
+                try:
+                    held = await asyncio.wait_for(db.replica_reads(list(self.setups.values()), self._hot_key), 5.0)
+                except Exception as e:  # the fault then falls back to a random node
+                    log.info("the replicas of %r are unknown: %s", self._hot_key, e)
+                    return []
+                return sorted(held)
+            hot_replicas = replicas_of_hot_key
         return ClusterHandle(backend=self.backend, nodes=list(self.node_names), restart=self._restart,
-                             node_time=node_time, converge=converge)
+                             node_time=node_time, converge=converge, hot_replicas=hot_replicas)
 
     def _record_nemesis(self, type: str, f: str, value: Any) -> None:
         assert self.recorder is not None
@@ -651,7 +664,10 @@ class Run:
         log.info("nemesis %s %s %s", type, f, value)
 
     def _check_completion(self, op: Invocation, completion: Completion) -> None:
-        """Stop the run on a completion the history cannot hold."""
+        """Stop the run on a completion the history cannot hold; note the key
+        of an acknowledged write (the `primaries` fault targets)."""
+        if completion.type == "ok" and op.f != "read" and op.key is not None:
+            self._hot_key = str(op.key)
         problem = completion_problem(completion)
         if problem is None:
             problem = self.workload.validate(op, completion)

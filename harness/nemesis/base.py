@@ -35,8 +35,10 @@ Record = Callable[[str, str, Any], None]
 # How many nodes a fault hits (Jepsen's node targets):
 # one: one random node; minority: 1 .. (n-1)//2 random nodes (one when n < 3);
 # majority: n//2+1 random nodes; all: every node; any: a random non-empty
-# subset of random size (1 .. n, so sometimes all).
-TARGETS = ("one", "minority", "majority", "all", "any")
+# subset of random size (1 .. n, so sometimes all); primaries: every replica
+# of the key written last (`ClusterHandle.hot_replicas`; one random node when
+# the system cannot say), so that the key's writes go to fallbacks.
+TARGETS = ("one", "minority", "majority", "all", "any", "primaries")
 
 
 class Clock(Protocol):
@@ -81,6 +83,10 @@ class ClusterHandle:
     # None if it cannot tell; None when the system cannot be asked at all.
     # The clock fault records the skew each node really saw.
     node_time: Callable[[str], Awaitable[float | None]] | None = None
+    # The runner's: the replicas of the key a client wrote last, as the
+    # system says (`ReplicaReads`); [] when it cannot say. For the
+    # `primaries` targets.
+    hot_replicas: Callable[[], Awaitable[list[str]]] | None = None
     # The system's convergence signal (`DB.converged` over every node):
     # True once the replicas agree, None if the system cannot tell; None
     # when it cannot be asked. The wipe fault waits on it before another
@@ -158,10 +164,23 @@ def pick_nodes(nodes: Sequence[str], rng: random.Random, targets: str) -> list[s
         count = n
     elif targets == "any":
         count = rng.randint(1, n)
+    elif targets == "primaries":  # without the system's word (see `choose_nodes`): one node
+        count = 1
     else:
         check_targets(targets)
     chosen = set(rng.sample(list(nodes), count))
     return [node for node in nodes if node in chosen]
+
+
+async def choose_nodes(handle: ClusterHandle, among: Sequence[str], rng: random.Random, targets: str) -> list[str]:
+    """`pick_nodes`, where `primaries` asks the handle for the replicas of the
+    key written last (those of them in `among`; one random node of `among`
+    when there are none)."""
+    if targets != "primaries":
+        return pick_nodes(among, rng, targets)
+    hot = await handle.hot_replicas() if handle.hot_replicas is not None else []
+    chosen = [node for node in among if node in hot]
+    return chosen or pick_nodes(among, rng, "one")
 
 
 def log_uniform(rng: random.Random, low: float, high: float) -> float:

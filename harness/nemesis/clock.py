@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities
 
-from .base import ClusterHandle, Fault, check_targets, describe_error, log_uniform, pick_nodes
+from .base import ClusterHandle, Fault, check_targets, choose_nodes, describe_error, log_uniform
 
 if TYPE_CHECKING:
     from .schedule import FaultOptions
@@ -106,14 +106,14 @@ class ClockSkew(Fault):
         kind, self._kind = self._kind, None
         await self._cancel_strobe()  # a stop always comes between, but be sure
         if kind == "bump":
-            nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+            nodes = await choose_nodes(self._handle, self._handle.nodes, rng, self._targets)
             offsets = {node: self._offset(rng) for node in nodes}
             for node, offset in offsets.items():
                 self._offsets[node] = offset  # before the await: see stop
                 await self._handle.backend.set_clock(node, offset)
             return await self._observe(offsets)
         if kind == "strobe":
-            nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+            nodes = await choose_nodes(self._handle, self._handle.nodes, rng, self._targets)
             delta = self._offset(rng)
             period = round(log_uniform(rng, *self._period_s), 3)
             duration = round(rng.uniform(*self._duration_s), 1)

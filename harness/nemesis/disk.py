@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities, PowerLoss, Wipe
 
-from .base import ClusterHandle, Fault, check_targets, pick_nodes
+from .base import ClusterHandle, Fault, check_targets, choose_nodes
 
 if TYPE_CHECKING:
     from .schedule import FaultOptions
@@ -91,7 +91,7 @@ class PowerFailure(Fault):
         return None
 
     async def start(self, rng: random.Random) -> Any:
-        nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+        nodes = await choose_nodes(self._handle, self._handle.nodes, rng, self._targets)
         # Drawn before any await, so that a seed replays them.
         draws = {node: (rng.random() < self._torn, rng.randrange(2**31)) for node in nodes}
         for node in nodes:  # every target down before any disk forgets: one outage
@@ -148,7 +148,7 @@ class WipeDisk(Fault):
         return None
 
     async def start(self, rng: random.Random) -> Any:
-        nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+        nodes = await choose_nodes(self._handle, self._handle.nodes, rng, self._targets)
         backend = self._handle.backend
         assert isinstance(backend, Wipe)
         for node in nodes:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities, PacketShape
 
-from .base import ClusterHandle, Fault, check_targets, pick_nodes
+from .base import ClusterHandle, Fault, check_targets, choose_nodes
 
 if TYPE_CHECKING:
     from .schedule import FaultOptions
@@ -62,7 +62,7 @@ class Packet(Fault):
 
     async def start(self, rng: random.Random) -> Any:
         profile = rng.choice(PROFILES)
-        nodes = pick_nodes(self._handle.nodes, rng, self._targets)
+        nodes = await choose_nodes(self._handle, self._handle.nodes, rng, self._targets)
         delay = jitter = loss = 0.0
         if "delay" in profile:
             delay = round(rng.uniform(*self._delay_ms))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import BackendCapabilities
 
-from .base import ClusterHandle, Fault, check_targets, pick_nodes
+from .base import ClusterHandle, Fault, check_targets, choose_nodes
 
 if TYPE_CHECKING:
     from .schedule import FaultOptions
@@ -45,7 +45,7 @@ class Kill(Fault):
 
     async def start_among(self, rng: random.Random, among: Sequence[str]) -> Any:
         """`start`, with the victims picked among `among` (a pair's minority side)."""
-        nodes = pick_nodes(among, rng, self._targets)
+        nodes = await choose_nodes(self._handle, among, rng, self._targets)
         for node in nodes:
             if node not in self._killed:
                 self._killed.append(node)
@@ -92,7 +92,7 @@ class Pause(Fault):
 
     async def start_among(self, rng: random.Random, among: Sequence[str]) -> Any:
         """`start`, with the victims picked among `among` (a pair's minority side)."""
-        nodes = pick_nodes(among, rng, self._targets)
+        nodes = await choose_nodes(self._handle, among, rng, self._targets)
         for node in nodes:
             if node not in self._paused:
                 self._paused.append(node)

@@ -517,3 +517,27 @@ def test_auto_interval_fits_short_runs_and_caps_long_ones() -> None:
     assert auto_interval(30.0, 2) == 3.75
     assert auto_interval(1.0, 5) == 0.5
     assert auto_interval(30.0, 0) == DEFAULT_INTERVAL
+
+
+def test_primaries_targets_hit_every_replica_of_the_key_written_last() -> None:
+    import dataclasses
+
+    from harness.nemesis import Kill
+
+    clock = VirtualClock()
+    handle, backend, _ = make_handle(clock=clock)
+
+    async def hot() -> list[str]:
+        return ["n2", "n4", "elsewhere"]
+
+    async def main() -> None:
+        kill = Kill(dataclasses.replace(handle, hot_replicas=hot), "primaries")
+        assert (await kill.start(random.Random(1)))["nodes"] == ["n2", "n4"]
+        await kill.stop()
+        blind = Kill(handle, "primaries")  # the system cannot say: one node
+        assert len((await blind.start(random.Random(1)))["nodes"]) == 1
+        await blind.stop()
+
+    run(main)
+    assert backend.alive == set(NODES)
+    assert FaultOptions(kill_targets="primaries").kill_targets == "primaries"
