@@ -128,16 +128,29 @@ async def _open(open_client: OpenClient, node: str, deadline: float) -> Client |
             await asyncio.sleep(0.5)
 
 
+# node -> a node on the far side of the partition in force (one `node` cannot
+# reach), or None when nothing cuts it off. Reads right after an
+# acknowledged write go there: a stale read shows only where the write did
+# not reach.
+Route = Callable[[str, random.Random], str | None]
+
+
 async def worker(index: int, node: str, *, workload: Workload, open_client: OpenClient, recorder: Recorder,
                  deadline: float, pace: Pace, seed: int, op_timeout: float,
-                 check: CheckCompletion | None = None) -> None:
+                 check: CheckCompletion | None = None, route: Route | None = None) -> None:
     """Run one client slot until the monotonic `deadline`; `check` vets each
-    completion before it is recorded (its exception ends the worker)."""
+    completion before it is recorded (its exception ends the worker). With
+    `route`, the first read after an acknowledged write goes to the far side
+    of the partition in force, through a client of that node (the same
+    process: a process is a logical client, as in Jepsen)."""
     gen = workload.worker(index, random.Random(f"{seed}:ops:{index}"))
     pauses = random.Random(f"{seed}:pace:{index}")
+    routes = random.Random(f"{seed}:route:{index}")
     process = index
     timer = OpTimer(op_timeout)
     client = await _open(open_client, node, deadline)
+    far: dict[str, Client] = {}  # clients of other nodes, opened on first use
+    cross = False  # the last operation was an acknowledged write
     try:
         while client is not None:
             wait = pace.delay(pauses)
@@ -146,21 +159,41 @@ async def worker(index: int, node: str, *, workload: Workload, open_client: Open
             if wait:
                 await asyncio.sleep(wait)
             op = gen.next()
-            recorder.record(process, "invoke", op.f, key=op.key, value=op.value, node=node, extra=op.extra)
-            completion = await timer.invoke(client, op)
+            target, via = node, client
+            if cross and op.f == "read" and route is not None:
+                other = route(node, routes)
+                if other is not None and other != node:
+                    if other not in far:
+                        try:  # once: a far node that cannot be reached now is no reason to wait
+                            far[other] = await open_client(other)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:
+                            pass
+                    if other in far:
+                        target, via = other, far[other]
+            recorder.record(process, "invoke", op.f, key=op.key, value=op.value, node=target, extra=op.extra)
+            completion = await timer.invoke(via, op)
             if check is not None:
                 check(op, completion)
-            record_completion(recorder, process, node, op, completion)
+            record_completion(recorder, process, target, op, completion)
             gen.completed(op, completion)
+            cross = completion.type == "ok" and op.f != "read"
             if completion.type == "info":
                 # This process may still have an operation in flight: it is
                 # gone for good, and the worker goes on as a new one.
                 process += pace.concurrency
                 gen.new_process()
+                cross = False
+                for other_client in far.values():
+                    await other_client.close()
+                far.clear()
                 await client.close()
                 client = None
                 client = await _open(open_client, node, deadline)
     finally:
         timer.close()
+        for other_client in far.values():
+            await other_client.close()
         if client is not None:
             await client.close()

@@ -399,6 +399,7 @@ class Run:
         self.run_dir: Path | None = None
         self._next_process = (config.concurrency or 1) * 1000
         self._hot_key: str | None = None  # the key of the latest acknowledged write
+        self._grudge: dict[str, list[str]] = {}  # the partition in force: node -> the nodes it cannot reach
         self.shutdown_notes: list[str] = []  # what the shutdown did, for an interrupted run's message
 
     # ------------------------------------------------------------ phases
@@ -494,7 +495,7 @@ class Run:
         workers = [
             worker(i, self.node_names[i % len(self.node_names)], workload=self.workload, open_client=self._open,
                    recorder=recorder, deadline=deadline, pace=pace, seed=config.seed or 0,
-                   op_timeout=config.op_timeout, check=self._check_completion)
+                   op_timeout=config.op_timeout, check=self._check_completion, route=self._far_side)
             for i in range(config.concurrency or 1)
         ]
         log.info("workload %s for %.1f s", config.workload, config.time_limit)
@@ -658,8 +659,19 @@ class Run:
         return ClusterHandle(backend=self.backend, nodes=list(self.node_names), restart=self._restart,
                              node_time=node_time, converge=converge, hot_replicas=hot_replicas)
 
+    def _far_side(self, node: str, rng: random.Random) -> str | None:
+        """A node that `node` cannot reach through the partition in force
+        (where a read right after a write acknowledged via `node` goes)."""
+        cut = self._grudge.get(node)
+        return rng.choice(cut) if cut else None
+
     def _record_nemesis(self, type: str, f: str, value: Any) -> None:
         assert self.recorder is not None
+        if type == "info" and f == "start-partition" and isinstance(value, dict):
+            grudge = value.get("grudge")
+            self._grudge = {n: sorted(d) for n, d in grudge.items()} if isinstance(grudge, dict) else {}
+        elif f == "stop-partition":
+            self._grudge = {}
         self.recorder.record("nemesis", type, f, value=value)  # type: ignore[arg-type]
         log.info("nemesis %s %s %s", type, f, value)
 

@@ -162,3 +162,44 @@ def test_the_operation_timer_times_out_only_its_own_operations() -> None:
         return outcomes
 
     assert asyncio.run(main()) == ["ok", "info", "ok", "info", "ok", "cancelled"]
+
+
+def test_the_first_read_after_an_acknowledged_write_goes_to_the_far_side(tmp_path: Path) -> None:
+    """While a partition cuts n1 from n3, a read that follows an ok write
+    through n1 is sent (and recorded) through n3, by a client of n3, in the
+    same process; other reads stay on n1; with nothing cut, all stay."""
+    import random
+
+    counter = [0]
+    opened: list[str] = []
+    cut = {"on": True}
+
+    async def open_client(node: str) -> FlakyClient:
+        opened.append(node)
+        return FlakyClient(counter)
+
+    def route(node: str, rng: random.Random) -> str | None:
+        return "n3" if cut["on"] and node == "n1" else None
+
+    async def main(path: Path) -> None:
+        recorder = Recorder(path)
+        workload = RegisterWorkload(WorkloadOptions(concurrency=1))
+        await worker(0, "n1", workload=workload, open_client=open_client, recorder=recorder,
+                     deadline=time.monotonic() + 0.3, pace=Pace(None, 1), seed=1, op_timeout=5.0, route=route)
+        recorder.close()
+
+    asyncio.run(main(tmp_path / "h.jsonl"))
+    ops = pair(read_jsonl(tmp_path / "h.jsonl"))
+    after_write = [b for a, b in zip(ops, ops[1:], strict=False) if a.invoke.f != "read" and b.invoke.f == "read"]
+    assert after_write and all(o.invoke.node == "n3" and o.completion is not None and o.completion.node == "n3"
+                               for o in after_write)
+    others = [b for a, b in zip(ops, ops[1:], strict=False) if a.invoke.f == "read"]
+    assert others and all(o.invoke.node == "n1" for o in others)
+    assert {o.invoke.process for o in ops} == {0}
+    assert opened == ["n1", "n3"]  # the far client is opened once and kept
+
+    cut["on"] = False
+    opened.clear()
+    asyncio.run(main(tmp_path / "h2.jsonl"))
+    assert {o.invoke.node for o in pair(read_jsonl(tmp_path / "h2.jsonl"))} == {"n1"}
+    assert opened == ["n1"]
