@@ -194,7 +194,7 @@ def make_run(store: Path, shape: RunShape, seed: int = 1, *, stamp: str = "20240
         workload_ops = max(shape.workers, shape.ops - _final_reads_estimate(shape, workload_ops))
     end_of_workload = int(workload_ops / shape.rate * S)
     partitions = _partitions(shape, rng, nodes, end_of_workload)
-    workload = RegisterWorkload(WorkloadOptions(concurrency=shape.workers))
+    workload = RegisterWorkload(WorkloadOptions(concurrency=shape.workers, deletes=0.0))  # writes and reads only
     gens = [workload.worker(w, random.Random(f"{seed}:ops:{w}")) for w in range(shape.workers)]
     think = max(0.0, shape.workers / shape.rate - shape.latency_ms / 1000) * S
     writer = HistoryWriter(run_dir / "history.jsonl")
