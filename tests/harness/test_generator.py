@@ -4,6 +4,7 @@ replaced, pacing, and that the seed fixes the schedule of operations."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -190,10 +191,10 @@ def test_the_first_read_after_an_acknowledged_write_goes_to_the_far_side(tmp_pat
 
     asyncio.run(main(tmp_path / "h.jsonl"))
     ops = pair(read_jsonl(tmp_path / "h.jsonl"))
-    after_write = [b for a, b in zip(ops, ops[1:], strict=False) if a.invoke.f != "read" and b.invoke.f == "read"]
+    after_write = [b for a, b in itertools.pairwise(ops) if a.invoke.f != "read" and b.invoke.f == "read"]
     assert after_write and all(o.invoke.node == "n3" and o.completion is not None and o.completion.node == "n3"
                                for o in after_write)
-    others = [b for a, b in zip(ops, ops[1:], strict=False) if a.invoke.f == "read"]
+    others = [b for a, b in itertools.pairwise(ops) if a.invoke.f == "read"]
     assert others and all(o.invoke.node == "n1" for o in others)
     assert {o.invoke.process for o in ops} == {0}
     assert opened == ["n1", "n3"]  # the far client is opened once and kept
