@@ -20,8 +20,9 @@ scratch copy of its own: the false-alarm baseline, which must never be
 flagged.
 
 The detection table has a line per mutant (and the baseline): its rows, the
-runs that caught it k/K, the run time until the first catch (the runs before it, in row
-and seed order, plus the one that caught), and the anomaly types found. In
+runs that caught it k/K (and the seeds in which any of its rows caught it),
+the run time until the first catch (the runs before it, in row and seed
+order, plus the one that caught), and the anomaly types found. In
 JUnit a mutant that no run caught is a failure, and so is a flagged baseline
 run. The nodes run on the local or netns backend (both start processes on
 this machine's file system); rows for other backends are skipped with the
@@ -177,6 +178,12 @@ class MutantResult:
 
     def caught(self) -> int:
         return sum(r.status == "caught" for r in self.runs)
+
+    def seeds_caught(self) -> tuple[int, int]:
+        """(k, K): of the K seeds with a judged run, the k in which some row
+        caught it (a seeded run of the mutant's whole matrix)."""
+        seeds = {r.seed for r in self.judged()}
+        return sum(any(r.seed == s and r.status == "caught" for r in self.runs) for s in seeds), len(seeds)
 
     def first_catch(self) -> float | None:
         """Seconds of runs, in row and seed order, until the first that caught."""
@@ -339,11 +346,13 @@ def table(results: Sequence[MutantResult]) -> str:
     for r in results:
         judged = r.judged()
         rows = ", ".join(dict.fromkeys(run.row for run in r.runs)) or "-"
+        k, seeds = r.seeds_caught()
         if r.mutant is None:
             what, verdict = f"flagged {r.caught()}/{len(judged)}", "ok" if r.ok else "FALSE ALARM"
             rows = f"{len(dict.fromkeys(run.row for run in r.runs))} rows"
         else:
             what, verdict = f"caught {r.caught()}/{len(judged)}", "killed" if r.ok else "SURVIVED"
+        what += f"\n(seeds {k}/{seeds})"
         first = r.first_catch()
         errors = sum(run.status == "error" for run in r.runs)
         if errors:
@@ -408,6 +417,7 @@ def details(r: MutantResult) -> str:
 
 def summary_of(results: Sequence[MutantResult]) -> dict[str, Any]:
     """The results as JSON (for `--json` and the benchmark)."""
-    return {r.name: {"caught": r.caught(), "runs": len(r.judged()), "first_catch_s": r.first_catch(),
+    return {r.name: {"caught": r.caught(), "runs": len(r.judged()), "seeds_caught": r.seeds_caught()[0],
+                     "seeds": r.seeds_caught()[1], "first_catch_s": r.first_catch(),
                      "anomalies": r.anomaly_types(), "ok": r.ok,
                      "per_run": [vars(x) for x in r.runs]} for r in results}

@@ -37,8 +37,9 @@ Record = Callable[[str, str, Any], None]
 # majority: n//2+1 random nodes; all: every node; any: a random non-empty
 # subset of random size (1 .. n, so sometimes all); primaries: every replica
 # of the key written last (`ClusterHandle.hot_replicas`; one random node when
-# the system cannot say), so that the key's writes go to fallbacks.
-TARGETS = ("one", "minority", "majority", "all", "any", "primaries")
+# the system cannot say), so that the key's writes go to fallbacks; primary:
+# one random replica of that key (the one whose restart meets its writes).
+TARGETS = ("one", "minority", "majority", "all", "any", "primaries", "primary")
 
 
 class Clock(Protocol):
@@ -164,7 +165,7 @@ def pick_nodes(nodes: Sequence[str], rng: random.Random, targets: str) -> list[s
         count = n
     elif targets == "any":
         count = rng.randint(1, n)
-    elif targets == "primaries":  # without the system's word (see `choose_nodes`): one node
+    elif targets in ("primaries", "primary"):  # without the system's word (see `choose_nodes`): one node
         count = 1
     else:
         check_targets(targets)
@@ -175,11 +176,13 @@ def pick_nodes(nodes: Sequence[str], rng: random.Random, targets: str) -> list[s
 async def choose_nodes(handle: ClusterHandle, among: Sequence[str], rng: random.Random, targets: str) -> list[str]:
     """`pick_nodes`, where `primaries` asks the handle for the replicas of the
     key written last (those of them in `among`; one random node of `among`
-    when there are none)."""
-    if targets != "primaries":
+    when there are none) and `primary` for one random replica of it."""
+    if targets not in ("primaries", "primary"):
         return pick_nodes(among, rng, targets)
     hot = await handle.hot_replicas() if handle.hot_replicas is not None else []
     chosen = [node for node in among if node in hot]
+    if targets == "primary" and chosen:
+        return [rng.choice(chosen)]
     return chosen or pick_nodes(among, rng, "one")
 
 

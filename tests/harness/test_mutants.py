@@ -138,6 +138,11 @@ def test_the_table_counts_catches_and_the_time_to_the_first() -> None:
     assert "flagged 0/2" in lines[BASELINE] and lines[BASELINE].rstrip().endswith("ok")
     assert "caught 2/3" in lines["a"] and "20 s" in lines["a"] and "siblings/lost-write" in lines["a"]
     assert "caught 0/2" in lines["b"] and lines["b"].rstrip().endswith("SURVIVED")
+    assert "(seeds 2/3)" in text and "(seeds 0/2)" in text
+    # A seed counts once, caught if any of the mutant's rows caught it.
+    two_rows = result("c", ["missed", "caught", "missed"])
+    two_rows.runs += [MutantRun("other", 0, "caught"), MutantRun("other", 1, "caught"), MutantRun("other", 2, "skip")]
+    assert two_rows.seeds_caught() == (2, 3)
     assert [r.ok for r in results] == [True, True, False]
     assert not result(None, ["caught"]).ok  # a flagged baseline is a false alarm
 

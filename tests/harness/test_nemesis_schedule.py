@@ -537,6 +537,14 @@ def test_primaries_targets_hit_every_replica_of_the_key_written_last() -> None:
         blind = Kill(handle, "primaries")  # the system cannot say: one node
         assert len((await blind.start(random.Random(1)))["nodes"]) == 1
         await blind.stop()
+        one = Kill(dataclasses.replace(handle, hot_replicas=hot), "primary")
+        hit = set()
+        for seed in range(20):
+            nodes = (await one.start(random.Random(seed)))["nodes"]
+            await one.stop()
+            assert len(nodes) == 1
+            hit |= set(nodes)
+        assert hit == {"n2", "n4"}
 
     run(main)
     assert backend.alive == set(NODES)
