@@ -26,6 +26,13 @@ invocations but no `ok` at all is False; "unknown" if the history has no client
 invocation at all; True otherwise. Unavailability windows are reported, never
 judged: a partition is expected to cause them.
 
+`details["warnings"]`: a sentence per `f` that succeeded in fewer than
+`mostly_failed` (default half) of its invocations. Not judged either (kills
+of a majority or whole-cluster power losses fail most reads of a correct
+store), but said beside the verdict: a run whose cluster was mostly down
+(someone else's `harness clean`, a node that never started) must not pass
+for a test of the faults.
+
 Times are taken in history order (the harness appends in time order). One
 pass plus one sort of latencies per `f`: O(n log n).
 """
@@ -62,7 +69,8 @@ class _Window:
         self.bad_total = 0
 
 
-def check(history: Sequence[Op], *, threshold_s: float = 1.0, max_listed: int = 50) -> Result:
+def check(history: Sequence[Op], *, threshold_s: float = 1.0, max_listed: int = 50,
+          mostly_failed: float = 0.5) -> Result:
     """Counts, unavailability windows and latencies of a history."""
     threshold = int(threshold_s * 1e9)
     by_f: dict[str, dict[str, int]] = {}
@@ -162,8 +170,11 @@ def check(history: Sequence[Op], *, threshold_s: float = 1.0, max_listed: int = 
         valid, reason = "unknown", "the history has no client operation"
     else:
         valid = not anomalies
+    warnings = [f"{f!r} succeeded in {c['ok']:,} of {c['invoke']:,} invocations ({c['ok'] / c['invoke']:.0%}): "
+                f"most failed ({c['fail']:,} fail, {c['info']:,} info, {c['pending']:,} never completed)"
+                for f, c in by_f.items() if c["ok"] and c["ok"] < mostly_failed * c["invoke"]]
     details: dict[str, Any] = {
-        "by_f": by_f, "unavailable": windows, "latency_ms": latency,
+        "by_f": by_f, "unavailable": windows, "latency_ms": latency, "warnings": warnings,
         "threshold_s": threshold_s, "last_ok_s": None if last_ok is None else last_ok / 1e9,
     }
     return Result(checker=CHECKER, valid=valid, anomalies=anomalies, counts=counts,

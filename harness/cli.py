@@ -465,6 +465,8 @@ def run(ctx: click.Context, config_file: Path | None, set_options: tuple[str, ..
         click.echo(f"\n{e}", err=True)
         _exit(130)
     click.echo(results.operations_line(outcome.results, outcome.faults))
+    for line in results.warnings(outcome.results):
+        click.echo(f"warning: {line}")
     for line in results.promise_lines(outcome.promise, outcome.not_checked, prepared.system_name):
         click.echo(line)
     if outcome.report is not None:

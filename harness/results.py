@@ -66,6 +66,8 @@ def _anomaly_counts(r: Result) -> str:
 def _note(r: Result) -> str:
     if r.valid == "unknown" and r.reason:
         return r.reason
+    if r.checker == "stats" and isinstance(r.details, dict) and r.details.get("warnings"):
+        return "most failed: " + ", ".join(str(w).split(" succeeded")[0] for w in r.details["warnings"])
     not_checked = r.details.get("not_checked") if isinstance(r.details, dict) else None
     if not_checked:
         return "not checked: " + ", ".join(sorted(not_checked))
@@ -86,6 +88,12 @@ def operations_line(results: Sequence[Result], faults: dict[str, int]) -> str:
     started = {f: n for f, n in faults.items() if not f.startswith(("stop-", "restart", "resume", "reset-"))}
     shown = ", ".join(f"{n} {f}" for f, n in sorted(started.items())) or "none"
     return f"{ops}; faults: {shown}"
+
+
+def warnings(results: Sequence[Result]) -> list[str]:
+    """What the verdict does not judge but a reader must know: the kinds of
+    operation that mostly failed (the stats checker's warnings)."""
+    return [str(w) for r in results if isinstance(r.details, dict) for w in r.details.get("warnings") or ()]
 
 
 def first_explanations(results: Sequence[Result], limit: int = 3) -> list[str]:

@@ -154,13 +154,17 @@ class RunConfig:
         if self.deletes is not None and (isinstance(self.deletes, bool) or not isinstance(self.deletes, int | float)
                                          or not 0 <= self.deletes < 1):
             raise ConfigError(f"--deletes {self.deletes!r}: a share of the operations, at least 0 and below 1")
+        try:
+            store.check_name(self.test_name)
+        except ValueError as e:
+            raise ConfigError(f"--name: {e}") from None
 
     @property
     def test_name(self) -> str:
         if self.name:
             return self.name
         faults = "+".join(self.nemesis) or "none"
-        return f"{self.system.split(':')[-1]}-{self.workload}-{faults}"
+        return f"{self.system.split(':')[-1]}-{self.workload}-{faults}".replace("/", "_").lstrip(".")
 
     def backend_options(self) -> BackendOptions:
         return BackendOptions(seed=self.seed, subnet=self.subnet, image=self.image, base_image=self.base_image,

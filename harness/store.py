@@ -13,9 +13,24 @@ from pathlib import Path
 from typing import Any
 
 
+def check_name(name: str) -> str:
+    """`name` if it can name a test in the store: one path component of its
+    own (no separator, not `.`, `..`, a hidden name or `latest`, the link to
+    the newest run), so that a run is written inside the store and nowhere
+    else; else ValueError saying why."""
+    if not name or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"test name {name!r}: must be a non-empty name without '/', '\\' or NUL")
+    if name.startswith(".") or name == "latest":
+        raise ValueError(f"test name {name!r}: may not start with '.' or be 'latest' (the store's link to the newest run)")
+    return name
+
+
 def new_run(store: Path, name: str) -> Path:
     """Create the run directory (a suffix keeps two runs in one second apart)."""
-    base = store.resolve() / name
+    root = store.resolve()
+    base = root / check_name(name)
+    if base.resolve().parent != root:  # a symlink planted in the store
+        raise ValueError(f"test name {name!r}: {base} leads outside the store {root}")
     base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     run = base / stamp

@@ -77,7 +77,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.backends import binaries, commands
+from harness.backends import binaries, commands, owner
 from harness.backends.base import (
     DEFAULT_PORTS,
     BackendCapabilities,
@@ -249,7 +249,7 @@ class DockerBackend:
             built = await asyncio.to_thread(build_image, base_image=self.base_image, progress=log.info,
                                             client=self.client)
             image = built.tag
-        labels = {LABEL: "1", RUN_LABEL: str(self.run_id), OWNER_LABEL: _owner()}
+        labels = {LABEL: "1", RUN_LABEL: str(self.run_id), OWNER_LABEL: owner.token()}
         self._creating = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="hx-create")
         creating = self._creating
         hosts = list(self.subnet.hosts())
@@ -716,14 +716,14 @@ def clean() -> list[str]:
     except OSError:
         return []
     lines: list[str] = []
-    runs: dict[str, str] = {}  # run id -> owner
+    runs: dict[str, str] = {}  # run id -> owner token
     for thing in [*client.containers.list(all=True, filters={"label": f"{LABEL}=1"}),
                   *client.networks.list(filters={"label": f"{LABEL}=1"})]:
         labels = (thing.attrs.get("Config", {}) or {}).get("Labels") or thing.attrs.get("Labels") or {}
         runs.setdefault(str(labels.get(RUN_LABEL, "")), str(labels.get(OWNER_LABEL, "")))
-    for run, owner in sorted(runs.items()):
-        if _alive(owner):
-            lines.append(f"left run {run} alone: its harness (pid {owner.split(':')[0]}) is still running")
+    for run, run_owner in sorted(runs.items()):
+        if owner.alive(run_owner):
+            lines.append(f"left run {run} alone: its harness (pid {run_owner.split(':')[0]}) is still running")
             continue
         label = f"{RUN_LABEL}={run}" if run else f"{LABEL}=1"
         errors = _remove_labelled(client, label, lines.append)
@@ -731,20 +731,3 @@ def clean() -> list[str]:
     return lines
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _owner() -> str:
-    import os
-
-    return f"{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _alive(owner: str) -> bool:
-    """Is the harness process `owner` ("pid:start time") still running?"""
-    pid, _, started = owner.partition(":")
-    return pid.isdigit() and started != "None" and _start_time(int(pid)) == started

@@ -81,7 +81,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.backends import binaries
+from harness.backends import binaries, owner
 from harness.backends.base import (
     DEFAULT_PORTS,
     BackendCapabilities,
@@ -325,7 +325,7 @@ class LocalBackend:
             await _past_the_guard(proc.pid, self._guard[0])
         clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
         self._note(node, f"start pid={proc.pid}{clock}: {shlex.join(argv)}")
-        _pid_file(place).write_text(f"{proc.pid}\n")
+        _pid_file(place).write_text(f"{proc.pid}\n{owner.token()}\n")
 
     async def kill(self, node: str) -> None:
         """SIGKILL the node's process group and reap it; no-op if not running."""
@@ -497,7 +497,8 @@ class LocalBackend:
 
 
 def _pid_file(place: NodePlace) -> Path:
-    """`nodes/<node>/pid`: the running node's pid, for `clean` after a crash."""
+    """`nodes/<node>/pid`: the running node's pid, then the owning harness's
+    `owner.token`, for `clean` after a crash."""
     return Path(place.data_dir).parent / "pid"
 
 
@@ -505,21 +506,35 @@ def clean(store: Path) -> list[str]:
     """Kill node processes that crashed runs in `store` left behind: those
     named by a `nodes/<node>/pid` file whose process still runs *with that
     node's data directory on its command line* (so a reused pid is never
-    touched). Removes the pid files; returns a line per thing done."""
+    touched), unless the harness that started it still runs (a live run is
+    left alone, pid file and all). Removes the pid files of the runs it
+    cleaned; returns a line per thing done."""
     done: list[str] = []
+    spared: set[Path] = set()
     for pid_file in sorted(Path(store).glob("*/*/nodes/*/pid")):
+        run = pid_file.parents[2]
         data_dir = os.path.realpath(pid_file.parent / "data")
         try:
-            pid = int(pid_file.read_text().strip())
+            lines = pid_file.read_text().split()
+            pid = int(lines[0])
+        except (OSError, ValueError, IndexError):
+            pid_file.unlink(missing_ok=True)
+            continue
+        if len(lines) > 1 and owner.alive(lines[1]):
+            if run not in spared:
+                spared.add(run)
+                done.append(f"left run {run} alone: its harness (pid {lines[1].split(':')[0]}) is still running")
+            continue
+        try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except (OSError, ValueError):
+        except OSError:
             cwd, cmdline = "/", []
         if any(os.path.realpath(os.path.join(cwd, arg)) == data_dir for arg in cmdline if arg):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGCONT)
                 os.killpg(pid, signal.SIGKILL)
-            done.append(f"killed pid {pid} ({pid_file.parent.name} of {pid_file.parents[2]})")
+            done.append(f"killed pid {pid} ({pid_file.parent.name} of {run})")
         pid_file.unlink(missing_ok=True)
     return done
 

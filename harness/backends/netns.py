@@ -84,7 +84,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.backends import binaries, commands
+from harness.backends import binaries, commands, owner
 from harness.backends.base import (
     DEFAULT_PORTS,
     BackendCapabilities,
@@ -209,24 +209,6 @@ def _our_forward_rule_id(rule: Sequence[str]) -> str | None:
 # -- processes ----------------------------------------------------------------
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks after boot), which tells it from
-    a later process given the same pid; None if there is no such process or
-    it is a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])  # field 22 of proc(5); fields here start at field 3
-
-
-def _same_process(pid: Any, start: Any) -> bool:
-    return isinstance(pid, int) and pid > 0 and isinstance(start, int) and _start_time(pid) == start
-
-
 def _kill_and_wait(pids: Sequence[int], groups: frozenset[int] = frozenset(), timeout: float = 10.0) -> list[int]:
     """SIGCONT and SIGKILL each process (the whole group for those in
     `groups`, node processes that lead their own); wait until they are gone
@@ -239,10 +221,10 @@ def _kill_and_wait(pids: Sequence[int], groups: frozenset[int] = frozenset(), ti
                 else:
                     os.kill(pid, sig)
     deadline = time.monotonic() + timeout
-    left = [p for p in pids if _start_time(p) is not None]
+    left = [p for p in pids if owner.start_time(p) is not None]
     while left and time.monotonic() < deadline:
         time.sleep(0.02)
-        left = [p for p in left if _start_time(p) is not None]
+        left = [p for p in left if owner.start_time(p) is not None]
     return left
 
 
@@ -378,7 +360,7 @@ class NetnsBackend:
         # Recorded before anything exists, so that a crash at any later point
         # leaves a state file naming everything `clean()` must look for.
         self._state = {
-            "id": self.run_id, "owner": {"pid": os.getpid(), "start": _start_time(os.getpid())},
+            "id": self.run_id, "owner": {"pid": os.getpid(), "start": owner.start_time(os.getpid())},
             "subnet": str(self.network), "run_dir": str(run_dir), "bridge": self.bridge,
             "namespaces": dict(self._ns), "veths": dict(self._veth), "pids": {},
         }
@@ -545,7 +527,7 @@ class NetnsBackend:
         argv = [str(a) for a in argv]
         environ = node_environ(env, self._clocks.get(node), self._faketime)
         proc = self._procs.start(node, _in_ns(self._ns[node], argv), environ, place.log_dir)
-        self._state["pids"][node] = {"pid": proc.pid, "start": _start_time(proc.pid)}
+        self._state["pids"][node] = {"pid": proc.pid, "start": owner.start_time(proc.pid)}
         self._save_state()
         clock = f" clock={self._clocks[node].offset:+g}s" if node in self._clocks else " (no libfaketime)"
         self._note(node, f"start pid={proc.pid} in {self._ns[node]}{clock}: {shlex.join(argv)}")
@@ -803,15 +785,15 @@ def clean(state_dir: Path | str = STATE_DIR) -> list[str]:
                 state = json.loads(path.read_text())
             except (OSError, ValueError):
                 state = {}
-            owner = state.get("owner", {}) if isinstance(state, dict) else {}
-            if _same_process(owner.get("pid"), owner.get("start")):
+            made_by = state.get("owner", {}) if isinstance(state, dict) else {}
+            if owner.same_process(made_by.get("pid"), made_by.get("start")):
                 live.add(match.group(1))
                 continue
             dead_states.append(path)
             if not isinstance(state, dict):
                 continue
             for entry in dict(state.get("pids") or {}).values():
-                if isinstance(entry, dict) and _same_process(entry.get("pid"), entry.get("start")):
+                if isinstance(entry, dict) and owner.same_process(entry.get("pid"), entry.get("start")):
                     recorded.append(entry["pid"])
             if state.get("run_dir"):
                 clock_files += [Path(state["run_dir"]) / "nodes" / str(node) / "clock.faketime"

@@ -107,7 +107,7 @@ from typing import Any
 
 import paramiko
 
-from harness.backends import binaries, commands, wheels
+from harness.backends import binaries, commands, owner, wheels
 from harness.backends.base import (
     DEFAULT_PORTS,
     BackendCapabilities,
@@ -130,6 +130,7 @@ CONNECT_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 60.0
 INSTALL_TIMEOUT_S = 900.0  # pip on a slow VM
 MARKER = ".harness-wheelhouse"
+OWNER_FILE = "owner"  # in the node directory: the `owner.host_token` of the harness running there
 SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("~/.ssh/known_hosts").expanduser())
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The libfaketime the PyPI package vendors, relative to its package directory.
@@ -572,6 +573,7 @@ class SshBackend:
             self._note(h, f"killed pid {left['pid']}, a node a previous run left running")
         conn.check(["rm", "-rf", conn.node_dir])
         conn.check(["mkdir", "-p", f"{conn.node_dir}/data", f"{conn.node_dir}/log"])
+        conn.put_bytes((owner.host_token() + "\n").encode(), f"{conn.node_dir}/{OWNER_FILE}")
         # The marker names the wheelhouse and the Python the venv was made with.
         wanted = f"{digest} {h.spec.python}"
         installed = (conn.read_text(f"{conn.venv}/{MARKER}") or "").strip()
@@ -919,6 +921,12 @@ def clean(nodes_file: Path, *, insecure_accept_host_keys: bool = False) -> list[
             done.append(f"could not clean {spec.name}: {e}")
             continue
         try:
+            recorded = (conn.read_text(f"{conn.node_dir}/{OWNER_FILE}") or "").strip()
+            live = owner.host_alive(recorded) if recorded else False
+            if live is not False:
+                done.append(f"{conn.label}: left alone: its run's harness ({recorded}) "
+                            + ("is still running" if live else "is on another host: run clean there"))
+                continue
             if conn.run(["test", "-d", conn.node_dir]).ok:
                 conn.put_bytes(NODECTL.read_bytes(), conn.nodectl)
                 killed = conn.nodectl_call("signal", conn.node_dir, "KILL").get("pid")

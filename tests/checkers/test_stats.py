@@ -108,6 +108,24 @@ def test_never_succeeding_and_empty() -> None:
     assert e.valid == "unknown" and e.reason
 
 
+def test_a_kind_that_mostly_failed_is_a_warning_not_a_verdict() -> None:
+    h = H()
+    t = 0
+    for outcome in ["ok", "fail", "info", "fail", "ok", "fail"]:  # reads: 2 of 6
+        h.add(t, 0, "invoke", "read")
+        h.add(t + 1, 0, outcome, "read")  # type: ignore[arg-type]
+        t += 2
+    for outcome in ["ok", "ok", "fail"]:  # writes: 2 of 3
+        h.add(t, 1, "invoke", "write")
+        h.add(t + 1, 1, outcome, "write")  # type: ignore[arg-type]
+        t += 2
+    r = check(h.ops)
+    assert r.valid is True
+    assert r.details["warnings"] == ["'read' succeeded in 2 of 6 invocations (33%): most failed "
+                                     "(3 fail, 1 info, 0 never completed)"]
+    assert check(h.ops, mostly_failed=0.7).details["warnings"][1].startswith("'write' succeeded in 2 of 3")
+
+
 def test_malformed() -> None:
     with pytest.raises(HistoryError):
         check([Op(index=0, time=0, process=0, type="ok", f="read")])

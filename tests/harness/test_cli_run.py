@@ -47,6 +47,8 @@ def harness(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
      "lonely-kv only has a client for the register workload"),
     (["--system", "examples.lonely_kv:LonelyKV", "--set", "n=3"], "lonely-kv has no option 'n' (its options: none)"),
     (["--time-limit", "-1"], "--time-limit"),
+    (["--name", "../.."], "--name: test name '../..'"),
+    (["--name", "latest"], "--name: test name 'latest'"),
 ])
 def test_a_wrong_flag_is_one_clear_line_and_exit_254(tmp_path: Path, args: list[str], message: str) -> None:
     got = harness("run", "--store", str(tmp_path / "store"), *args, cwd=ROOT)

@@ -329,6 +329,34 @@ def test_clean_kills_only_the_nodes_a_crashed_run_left_behind(tmp_path: Path) ->
                 p.wait()
 
 
+def test_clean_leaves_a_run_whose_harness_still_runs_alone(tmp_path: Path) -> None:
+    from harness.backends import owner
+    from harness.backends.local import clean
+
+    run = tmp_path / "store" / "t" / "20260101T000000"
+    node_dir = run / "nodes" / "n1"
+    (node_dir / "data").mkdir(parents=True)
+    harness = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--data", str(node_dir / "data")],
+                            start_new_session=True)
+    try:
+        (node_dir / "pid").write_text(f"{node.pid}\n{owner.token(harness.pid)}\n")
+        done = clean(tmp_path / "store")
+        assert node.poll() is None, "clean killed a node of a run whose harness is alive"
+        assert done == [f"left run {run} alone: its harness (pid {harness.pid}) is still running"]
+        assert (node_dir / "pid").exists()
+        harness.kill()
+        harness.wait()
+        done = clean(tmp_path / "store")  # its harness died: now the node is a leftover
+        assert node.wait(timeout=10) == -signal.SIGKILL
+        assert len(done) == 1 and f"killed pid {node.pid}" in done[0]
+    finally:
+        for p in (harness, node):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 # -- what a system other than kvnode needs ------------------------------------------------
 
 
