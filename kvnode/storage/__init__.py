@@ -6,6 +6,9 @@
     db.write_batch([("put", b"a", b"1"), ("delete", b"b", None)])
     for key, value in db.scan(b"a", b"z"): ...
     db.flush(); db.compact(); db.stats(); db.close()
+    db.scan(damaged=errors)   # skip damaged blocks, hiding their key ranges
+    db.verify(); db.salvage() # every damaged block; rebuild tables without them
+    Engine.open(path, read_only=True)  # creates and changes nothing
 
 A write-ahead log (`wal`), a sorted memtable (`memtable`), immutable SSTables
 with bloom filters (`sstable`, `bloom`), a manifest of live tables
@@ -16,8 +19,14 @@ code lives here.
 """
 
 from .background import Background, InlineBackground, ThreadBackground
-from .engine import Engine, Options
-from .errors import BackgroundError, CorruptionError, EngineClosedError
+from .engine import Engine, LostRange, Options
+from .errors import (
+    BackgroundError,
+    CorruptionError,
+    EngineClosedError,
+    NotADataDirectory,
+    ReadOnlyError,
+)
 from .fs import FileSystem, LockHeldError, OSFileSystem
 
 __all__ = [
@@ -29,7 +38,10 @@ __all__ = [
     "FileSystem",
     "InlineBackground",
     "LockHeldError",
+    "LostRange",
+    "NotADataDirectory",
     "OSFileSystem",
     "Options",
+    "ReadOnlyError",
     "ThreadBackground",
 ]

@@ -64,16 +64,23 @@ class _Missing:
 def merge_newest(sources: Iterable[Iterator[Entry]]) -> Iterator[Entry]:
     """Merge sorted sources given newest first, yielding each key once with
     its newest value (tombstones included)."""
+    for key, _rank, value in merge_newest_ranked(sources):
+        yield key, value
+
+
+def merge_newest_ranked(sources: Iterable[Iterator[Entry]]) -> Iterator[tuple[bytes, int, bytes | None]]:
+    """`merge_newest`, with the rank (position in `sources`) of the source
+    each newest value came from."""
 
     def tag(rank: int, source: Iterator[Entry]) -> Iterator[tuple[bytes, int, bytes | None]]:
         for key, value in source:
             yield key, rank, value
 
     last: bytes | _Missing = _Missing()
-    for key, _rank, value in heapq.merge(*(tag(r, s) for r, s in enumerate(sources))):
+    for key, rank, value in heapq.merge(*(tag(r, s) for r, s in enumerate(sources))):
         if key != last:
             last = key
-            yield key, value
+            yield key, rank, value
 
 
 def drop_dead_tombstones(entries: Iterator[Entry], may_exist_below: Callable[[bytes], bool]) -> Iterator[Entry]:

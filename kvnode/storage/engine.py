@@ -46,8 +46,14 @@ from typing import Any, Literal
 from . import manifest as manifest_mod
 from .background import Background, Periodic, ThreadBackground
 from .bloom import KeyHash, key_hash
-from .compaction import drop_dead_tombstones, merge_newest, pick_window
-from .errors import BackgroundError, CorruptionError, EngineClosedError
+from .compaction import drop_dead_tombstones, merge_newest, merge_newest_ranked, pick_window
+from .errors import (
+    BackgroundError,
+    CorruptionError,
+    EngineClosedError,
+    NotADataDirectory,
+    ReadOnlyError,
+)
 from .fs import FileLock, FileSystem, OSFileSystem
 from .memtable import Memtable
 from .sstable import BlockCache, TableMeta, TableReader, build_table
@@ -71,7 +77,7 @@ class Options:
     block_size: int = 4096
     bloom_bits_per_key: float = 10.0
     bloom: bool = True  # consult bloom filters on reads (off only to measure them)
-    block_cache_blocks: int = 4096  # decoded data blocks kept in memory
+    block_cache_bytes: int = 64 << 20  # decoded data blocks kept in memory; 0: none
     compaction_min_width: int = 4
     compaction_max_width: int = 32
     max_tables: int = 24
@@ -89,6 +95,8 @@ class Options:
             raise ValueError("compaction_min_width must be at least 2")
         if self.bloom_bits_per_key <= 0:
             raise ValueError("bloom_bits_per_key must be positive")
+        if self.block_cache_bytes < 0:
+            raise ValueError(f"block_cache_bytes must be 0 or more, not {self.block_cache_bytes}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,20 @@ class _Counters:
     wal_bytes_dropped: int = 0
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LostRange:
+    """A damaged block that `Engine.salvage` dropped: the keys of table
+    `table` with after < key <= last (after None: from its first key) are
+    gone from it. `older_keys` of that range are still held by older tables,
+    whose (older) versions now read in their place."""
+
+    table: int
+    block: int
+    after: bytes | None
+    last: bytes
+    older_keys: int
+
+
 def _file_name(number: int, kind: str) -> str:
     return f"{number:06d}.{kind}"
 
@@ -131,10 +153,13 @@ def _file_name(number: int, kind: str) -> str:
 class Engine:
     """A crash-safe ordered key-value store. Thread-safe."""
 
-    def __init__(self, path: str, options: Options, fs: FileSystem, background: Background) -> None:
+    def __init__(
+        self, path: str, options: Options, fs: FileSystem, background: Background, *, read_only: bool = False
+    ) -> None:
         # Use Engine.open: this only sets fields.
         self.path = path
         self.options = options
+        self.read_only = read_only
         self._fs = fs
         self._bg = background
         self._mutex = threading.Lock()
@@ -142,7 +167,10 @@ class Engine:
         self._wal_lock = threading.Lock()
         self._compaction_lock = threading.Lock()
         self._writers: deque[_Writer] = deque()
-        self._cache = BlockCache(options.block_cache_blocks)
+        self._cache = BlockCache(options.block_cache_bytes)
+        # Tables found with a damaged block: compaction leaves them (and
+        # everything older) alone until `salvage` rebuilds them.
+        self._damaged_tables: set[int] = set()
         self._stats = _Counters()
         self._closed = False
         self._closing = False
@@ -152,7 +180,7 @@ class Engine:
         self._next_file = 1
         self._lock: FileLock | None = None
         self._periodic: Periodic | None = None
-        self._wal: WalWriter
+        self._wal: WalWriter | None = None
         self._mem: Memtable
         self._imms: list[Memtable] = []
         self._tables: list[TableReader] = []
@@ -167,6 +195,7 @@ class Engine:
         *,
         fs: FileSystem | None = None,
         background: Background | None = None,
+        read_only: bool = False,
         **options: Any,
     ) -> Engine:
         """Open the engine in directory `path`, creating it or recovering it.
@@ -174,13 +203,24 @@ class Engine:
         Raises `LockHeldError` if another engine has the directory open, and
         `CorruptionError` if the manifest or a live table is damaged (a torn
         WAL tail is not an error: it is cut off and logged).
+
+        `read_only=True` creates, removes and changes nothing (no directory,
+        LOCK, MANIFEST or WAL, no cleanup of orphans, no cut of a torn WAL
+        tail: the WAL is replayed in memory); a directory without a MANIFEST
+        raises `NotADataDirectory`, and writes raise `ReadOnlyError`.
         """
         known = {f.name for f in fields(Options)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown engine option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        engine = cls(os.fspath(path), Options(**options), fs or OSFileSystem(), background or ThreadBackground())
-        engine._recover()
+        engine = cls(
+            os.fspath(path), Options(**options), fs or OSFileSystem(), background or ThreadBackground(),
+            read_only=read_only,
+        )
+        if read_only:
+            engine._recover_read_only()
+        else:
+            engine._recover()
         return engine
 
     def _join(self, name: str) -> str:
@@ -195,6 +235,44 @@ class Engine:
         except BaseException:
             self._lock.release()
             self._lock = None
+            raise
+
+    def _recover_read_only(self) -> None:
+        fs = self._fs
+        if not fs.exists(self._join(manifest_mod.NAME)):
+            raise NotADataDirectory(
+                f"{self.path}: not a kvnode data directory (no {manifest_mod.NAME}); "
+                "a read-only command creates nothing"
+            )
+        if fs.exists(self._join("LOCK")):
+            # Still refuse a directory a node has open: its files change under us.
+            self._lock = fs.lock(self._join("LOCK"))
+        try:
+            man = manifest_mod.load(fs, self.path)
+            self._next_file = man.next_file
+            for meta in man.tables:
+                p = self._join(_file_name(meta.number, "sst"))
+                if not fs.exists(p):
+                    raise CorruptionError(f"{p}: listed in the manifest but missing")
+                self._tables.append(self._open_table(meta.number))
+            mem = Memtable(0)
+            for name in fs.listdir(self.path):
+                m = _FILE_RE.match(name)
+                if m and m.group(2) == "wal" and int(m.group(1)) >= man.log_number:
+                    seg = read_segment(fs.read_all(self._join(name)))
+                    for batch in seg.batches:
+                        mem.apply(batch)
+                    self._stats.wal_records_recovered += len(seg.batches)
+                    if seg.reason is not None:
+                        self._stats.wal_bytes_dropped += seg.total_bytes - seg.good_bytes
+            self._mem = mem
+            self._publish()
+        except BaseException:
+            for t in self._tables:
+                t.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
             raise
 
     def _recover_locked(self) -> None:
@@ -340,6 +418,8 @@ class Engine:
 
     def _write(self, batch: list[Mutation] | None) -> None:
         self._check_open()
+        if self.read_only:
+            raise ReadOnlyError(f"engine at {self.path} was opened read-only")
         w = _Writer(batch, encode_batch(batch) if batch is not None else b"")
         with self._cv:
             self._writers.append(w)
@@ -377,6 +457,7 @@ class Engine:
             self._schedule()
         if batch is None:
             return
+        assert wal is not None  # only a read-only engine has none, and it never gets here
         error: BaseException | None = None
         try:
             wal.append(b"".join(g.record for g in group) if len(group) > 1 else w.record)
@@ -435,6 +516,7 @@ class Engine:
         with self._wal_lock:
             # The frozen segment must be whole on disk before a newer one
             # can hold writes, whatever the sync policy.
+            assert self._wal is not None
             self._wal.sync()
             self._wal.close()
             self._wal = new_wal
@@ -445,7 +527,8 @@ class Engine:
 
     def _interval_sync(self) -> None:
         with self._wal_lock, contextlib.suppress(ValueError, OSError):
-            self._wal.sync()
+            if self._wal is not None:
+                self._wal.sync()
 
     # ------------------------------------------------------------- reads
 
@@ -478,9 +561,23 @@ class Engine:
             stats.bloom_false_positives += 1
         return None
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        damaged: list[CorruptionError] | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Live (key, value) pairs with start <= key < end, in key order, as of
-        the call (later writes are not seen); tombstones are hidden."""
+        the call (later writes are not seen); tombstones are hidden.
+
+        A damaged block raises CorruptionError; with a `damaged` list the scan
+        goes on instead, appending the block's error (table, block and key
+        range) to the list, and hides every key of that range whose newest
+        version it finds in that table or an older one: the lost block may
+        have held a newer version, so what an older table says is no answer.
+        Versions newer than the damaged table (a key written again since)
+        are yielded as usual."""
         self._check_open()
         if start is not None:
             self._check_key(start)
@@ -491,10 +588,52 @@ class Engine:
             mem_items = view.mem.snapshot(start, end)
         sources: list[Iterator[tuple[bytes, bytes | None]]] = [iter(mem_items)]
         sources += [imm.iterate(start, end) for imm in view.imms]
-        sources += [t.iterate(start, end) for t in view.tables]
-        return (
-            (key, value) for key, value in merge_newest(sources) if value is not None
-        )
+        if damaged is None:
+            sources += [t.iterate(start, end) for t in view.tables]
+            return (
+                (key, value) for key, value in merge_newest(sources) if value is not None
+            )
+        # The merge pulls a table's next entry only after yielding its
+        # previous one, so a damaged block is reported before any key of its
+        # range comes out of the merge (see TableReader.iterate).
+        lost: list[tuple[int, CorruptionError]] = []  # (rank of the damaged table, its error)
+        first_table = len(sources)
+        for rank, table in enumerate(view.tables, start=first_table):
+            def note(e: CorruptionError, rank: int = rank) -> None:
+                lost.append((rank, e))
+                damaged.append(e)
+                self._note_damage(e)
+
+            sources.append(table.iterate(start, end, on_corrupt=note))
+
+        def live() -> Iterator[tuple[bytes, bytes]]:
+            for key, rank, value in merge_newest_ranked(sources):
+                if value is None:
+                    continue
+                if any(rank >= r and e.covers(key) for r, e in lost):
+                    continue
+                yield key, value
+
+        return live()
+
+    def _note_damage(self, e: CorruptionError) -> None:
+        if e.table is not None and e.table not in self._damaged_tables:
+            self._damaged_tables.add(e.table)
+            log.error("%s; compaction leaves this table and older ones alone until `kvnode db salvage`", e)
+
+    def verify(self) -> list[CorruptionError]:
+        """Read every data block of every live table past the cache,
+        checking its checksum; the damaged ones (every one, not the first)."""
+        self._check_open()
+        found: list[CorruptionError] = []
+        for table in self._view.tables:
+            for i in range(table.blocks):
+                try:
+                    table.read_block(i)
+                except CorruptionError as e:
+                    found.append(e)
+                    self._note_damage(e)
+        return found
 
     # -------------------------------------------------------- background
 
@@ -518,8 +657,12 @@ class Engine:
 
     def _pick(self) -> tuple[int, int] | None:
         o = self.options
+        # Never merge a damaged table or across one: what it lost would take
+        # older versions of its keys along as if they were current.
+        usable = next((i for i, t in enumerate(self._tables) if t.number in self._damaged_tables),
+                      len(self._tables))
         return pick_window(
-            [t.size for t in self._tables],
+            [t.size for t in self._tables[:usable]],
             min_width=o.compaction_min_width,
             max_width=o.compaction_max_width,
             small_bytes=o.memtable_bytes // 2,
@@ -572,7 +715,13 @@ class Engine:
                             return
                         inputs = self._tables[window[0] : window[1]]
                         older = self._tables[window[1] :]
-                    self._compact(inputs, older)
+                    try:
+                        self._compact(inputs, older)
+                    except CorruptionError as e:
+                        # A damaged block is a loss of those keys on this
+                        # copy, not a reason to stop taking writes: leave the
+                        # table as it is (reads of its range say corrupt).
+                        self._note_damage(e)
         except BaseException as e:
             with self._mutex:
                 self._compaction_running = False
@@ -633,6 +782,60 @@ class Engine:
             if len(inputs) > 1 or (inputs and inputs[0].tombstones):
                 self._compact(inputs, [])
 
+    def salvage(self) -> list[LostRange]:
+        """Rebuild every table that has damaged data blocks without them, and
+        say which key ranges were lost. Flushes first; blocks until done.
+
+        Within a lost range, an older table may still hold an older version
+        of a key: it reads again in place of the lost one (`older_keys`
+        counts them). On a kvnode replica that is an older state, which the
+        other replicas' newer ones supersede when anti-entropy or a read
+        repair comes by."""
+        if self.read_only:
+            raise ReadOnlyError(f"engine at {self.path} was opened read-only")
+        self.flush()
+        lost: list[LostRange] = []
+        with self._compaction_lock:
+            with self._mutex:
+                tables = list(self._tables)
+            for position, table in enumerate(tables):
+                bad: list[CorruptionError] = []
+
+                def intact(table: TableReader = table, bad: list[CorruptionError] = bad) -> Iterator[tuple[bytes, bytes | None]]:
+                    for i in range(table.blocks):
+                        try:
+                            yield from table.read_block(i)
+                        except CorruptionError as damage:
+                            bad.append(damage)
+
+                with self._mutex:
+                    number = self._new_file_number()
+                meta = self._build(number, intact())
+                if not bad:
+                    self._fs.remove(self._join(_file_name(number, "sst")))
+                    continue
+                reader = self._open_table(number) if meta is not None else None
+                with self._cv:
+                    i = self._tables.index(table)
+                    self._tables[i : i + 1] = [reader] if reader is not None else []
+                    oldest = self._imms[-1] if self._imms else self._mem
+                    self._save_manifest(log_number=oldest.wal_number)
+                    self._publish()
+                    self._damaged_tables.discard(table.number)
+                    self._cv.notify_all()
+                self._fs.remove(table.path)
+                for e in bad:
+                    assert e.block is not None and e.last is not None
+                    older = 0
+                    for t in tables[position + 1 :]:
+                        within = t.iterate(e.after, e.last + b"\x00", on_corrupt=lambda _: None)
+                        older += sum(1 for k, _ in within if e.covers(k))
+                    lost.append(LostRange(table=table.number, block=e.block, after=e.after, last=e.last,
+                                          older_keys=older))
+                    log.warning("salvage: dropped %s", e)
+        self._schedule()
+        return lost
+
     def close(self) -> None:
         """Wait for writes in flight and background work, sync the WAL and
         release the directory. The memtable is not flushed: the WAL has it."""
@@ -650,9 +853,10 @@ class Engine:
                 self._cv.wait(0.05)
             self._closed = True
         with self._wal_lock:
-            with contextlib.suppress(OSError):
-                self._wal.sync()
-            self._wal.close()
+            if self._wal is not None:
+                with contextlib.suppress(OSError):
+                    self._wal.sync()
+                self._wal.close()
         for t in self._tables:
             t.close()
         if self._lock is not None:
@@ -688,7 +892,9 @@ class Engine:
             "memtable_bytes": view.mem.nbytes,
             "memtable_entries": len(view.mem),
             "immutable_memtables": len(view.imms),
-            "wal_bytes": self._wal.size(),
+            "wal_bytes": self._wal.size() if self._wal is not None else 0,
+            "damaged_tables": len(self._damaged_tables),
+            "block_cache_bytes": self._cache.nbytes,
             "bloom": {
                 "negatives": s.bloom_negatives,
                 "false_positives": s.bloom_false_positives,

@@ -26,7 +26,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -42,6 +42,7 @@ CRC = struct.Struct(">I")
 FOOTER_SIZE = FOOTER.size + CRC.size
 
 Entry = tuple[bytes, bytes | None]
+Block = tuple[list[bytes], list[bytes | None]]  # a decoded data block: its keys and values
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,29 +149,43 @@ def build_table(
 
 
 class BlockCache:
-    """A shared LRU of decoded data blocks, keyed by (table number, block)."""
+    """A shared LRU of decoded data blocks, keyed by (table number, block),
+    bounded in bytes (a block's encoded size plus a per-entry allowance for
+    the objects it decodes to), not in blocks: a table of 15 MiB values has
+    blocks of 15 MiB. A block larger than the whole budget is not kept."""
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._blocks: OrderedDict[tuple[int, int], tuple[list[bytes], list[bytes | None]]] = (
-            OrderedDict()
-        )
+    ENTRY_OVERHEAD = 96  # two list slots and two bytes objects per entry, roughly
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity = capacity_bytes
+        self.nbytes = 0
+        self._blocks: OrderedDict[tuple[int, int], tuple[Block, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int]) -> tuple[list[bytes], list[bytes | None]] | None:
+    def get(self, key: tuple[int, int]) -> Block | None:
         with self._lock:
-            block = self._blocks.get(key)
-            if block is not None:
-                self._blocks.move_to_end(key)
-            return block
+            found = self._blocks.get(key)
+            if found is None:
+                return None
+            self._blocks.move_to_end(key)
+            return found[0]
 
-    def put(self, key: tuple[int, int], block: tuple[list[bytes], list[bytes | None]]) -> None:
-        if self._capacity <= 0:
+    def put(self, key: tuple[int, int], block: Block, encoded_size: int) -> None:
+        cost = encoded_size + self.ENTRY_OVERHEAD * len(block[0])
+        if cost > self.capacity:
             return
         with self._lock:
-            self._blocks[key] = block
-            if len(self._blocks) > self._capacity:
-                self._blocks.popitem(last=False)
+            old = self._blocks.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[1]
+            self._blocks[key] = (block, cost)
+            self.nbytes += cost
+            while self.nbytes > self.capacity:
+                _, (_, evicted) = self._blocks.popitem(last=False)
+                self.nbytes -= evicted
+
+    def __len__(self) -> int:
+        return len(self._blocks)
 
 
 class TableReader:
@@ -257,22 +272,56 @@ class TableReader:
         """The bloom verdict alone, for a key already known to be in range."""
         return self.use_bloom and not self._bloom.may_contain_hash(h)
 
-    def _block(self, i: int) -> tuple[list[bytes], list[bytes | None]]:
+    @property
+    def blocks(self) -> int:
+        """The number of data blocks."""
+        return len(self._last_keys)
+
+    def block_range(self, i: int) -> tuple[bytes | None, bytes]:
+        """(after, last): block `i` holds keys with after < key <= last (after
+        None for the first block). From the index, which has a checksum of
+        its own, so known even when the block itself is damaged."""
+        return (self._last_keys[i - 1] if i else None), self._last_keys[i]
+
+    def _corrupt(self, i: int, what: str) -> CorruptionError:
+        after, last = self.block_range(i)
+        return CorruptionError(
+            f"{self.path}: block {i} at offset {self._offsets[i]}: {what} "
+            f"(keys {'' if after is None else repr(after)[:40]}..{repr(last)[:40]} lost here)",
+            path=self.path, table=self.number, block=i, after=after, last=last,
+        )
+
+    def _block(self, i: int, *, cache: bool = True) -> Block:
+        """Data block `i`, decoded (from the cache when it is there); raises
+        CorruptionError naming the table, the block and its key range."""
         cache_key = (self.number, i)
-        if self._cache is not None:
+        if cache and self._cache is not None:
             cached = self._cache.get(cache_key)
             if cached is not None:
                 return cached
-        off = self._offsets[i]
-        payload = self._check(self._file.pread(off, self._lengths[i]), f"block {i}", off)
+        off, length = self._offsets[i], self._lengths[i]
+        sealed = self._file.pread(off, length)
+        if len(sealed) < max(length, CRC.size):
+            raise self._corrupt(i, "truncated")
+        payload = sealed[: -CRC.size]
+        if CRC.unpack(sealed[-CRC.size :])[0] != zlib.crc32(payload):
+            raise self._corrupt(i, "checksum mismatch")
         try:
             flat = msgpack.unpackb(payload, raw=False)
+            if not isinstance(flat, list) or len(flat) % 2:
+                raise ValueError("not a list of key, value pairs")
         except (ValueError, msgpack.ExtraData) as e:
-            raise CorruptionError(f"{self.path}: block {i} at offset {off} does not parse: {e}") from None
-        decoded = (flat[0::2], flat[1::2])
-        if self._cache is not None:
-            self._cache.put(cache_key, decoded)
+            raise self._corrupt(i, f"does not parse: {e}") from None
+        decoded: Block = (flat[0::2], flat[1::2])
+        if cache and self._cache is not None:
+            self._cache.put(cache_key, decoded, length)
         return decoded
+
+    def read_block(self, i: int) -> list[Entry]:
+        """The entries of data block `i` (CorruptionError if it is damaged);
+        read past the cache, for checking and salvage."""
+        keys, values = self._block(i, cache=False)
+        return list(zip(keys, values, strict=True))
 
     def lookup(self, key: bytes) -> tuple[bool, bytes | None]:
         """(found, value): found with value None is a tombstone. Does not
@@ -286,12 +335,32 @@ class TableReader:
             return True, values[j]
         return False, None
 
-    def iterate(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
-        """Entries with start <= key < end, in order, tombstones included."""
+    def iterate(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        on_corrupt: Callable[[CorruptionError], None] | None = None,
+    ) -> Iterator[Entry]:
+        """Entries with start <= key < end, in order, tombstones included.
+
+        A damaged block raises CorruptionError, or with `on_corrupt` is
+        passed to it and skipped: the iteration goes on with the next block.
+        The callback runs before any entry after the damaged block's range is
+        yielded, which lets a merge of several tables hide the range."""
         i = 0 if start is None else bisect.bisect_left(self._last_keys, start)
         first = True
         while i < len(self._last_keys):
-            keys, values = self._block(i)
+            try:
+                keys, values = self._block(i)
+            except CorruptionError as e:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(e)
+                if end is not None and self._last_keys[i] >= end:
+                    return
+                first = False
+                i += 1
+                continue
             j = bisect.bisect_left(keys, start) if first and start is not None else 0
             first = False
             for n in range(j, len(keys)):
@@ -299,6 +368,8 @@ class TableReader:
                 if end is not None and k >= end:
                     return
                 yield k, values[n]
+            if end is not None and self._last_keys[i] >= end:
+                return
             i += 1
 
     def close(self) -> None:
