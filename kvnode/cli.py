@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config as config_mod
-from .storage import CorruptionError, Engine, LockHeldError
+from .storage import CorruptionError, Engine, LockHeldError, NotADataDirectory
 from .versions import RESOLUTIONS
 
 console = Console()
@@ -41,17 +41,22 @@ def _show(data: bytes, as_hex: bool) -> str:
 
 
 @contextmanager
-def _opened(path: str) -> Iterator[Engine]:
+def _opened(path: str, *, read_only: bool = False) -> Iterator[Engine]:
+    """The engine of a data directory; read-only for the commands that only
+    look (they create and change nothing, and refuse a directory that is not
+    a data directory)."""
     try:
-        db = Engine.open(path)
-    except LockHeldError as e:
+        db = Engine.open(path, read_only=read_only)
+    except (LockHeldError, NotADataDirectory) as e:
         raise click.ClickException(str(e)) from None
     except CorruptionError as e:
         raise click.ClickException(f"corrupt data directory: {e}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot open {path}: {e}") from None
     try:
         yield db
     except CorruptionError as e:
-        raise click.ClickException(f"corruption: {e}") from None
+        raise click.ClickException(f"corruption: {e} (`kvnode db salvage {path}` drops damaged blocks)") from None
     finally:
         db.close()
 
@@ -317,8 +322,9 @@ DIR = click.argument("directory", type=click.Path(file_okay=False))
 @HEX
 def db_get(directory: str, key: str, as_hex: bool) -> None:
     """Print the value stored under KEY (exit 1 if absent)."""
-    with _opened(directory) as engine:
-        value = engine.get(_encode(key, as_hex))
+    k = _encode(key, as_hex)  # a bad key is a usage error before the directory is looked at
+    with _opened(directory, read_only=True) as engine:
+        value = engine.get(k)
     if value is None:
         click.echo("(absent)", err=True)
         sys.exit(1)
@@ -354,9 +360,9 @@ def db_delete(directory: str, key: str, as_hex: bool) -> None:
 @HEX
 def db_scan(directory: str, start: str | None, end: str | None, limit: int, as_hex: bool) -> None:
     """Print keys and values in order, one pair per line, tab-separated."""
-    with _opened(directory) as engine:
-        lo = None if start is None else _encode(start, as_hex)
-        hi = None if end is None else _encode(end, as_hex)
+    lo = None if start is None else _encode(start, as_hex)
+    hi = None if end is None else _encode(end, as_hex)
+    with _opened(directory, read_only=True) as engine:
         for n, (k, v) in enumerate(engine.scan(lo, hi)):
             if limit and n >= limit:
                 click.echo(f"(stopped after {limit}; use --limit 0 for all)", err=True)
@@ -369,7 +375,7 @@ def db_scan(directory: str, start: str | None, end: str | None, limit: int, as_h
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def db_stats(directory: str, as_json: bool) -> None:
     """Tables per tier, bytes, what recovery replayed or dropped."""
-    with _opened(directory) as engine:
+    with _opened(directory, read_only=True) as engine:
         stats = engine.stats()
     if as_json:
         click.echo(json.dumps(stats, indent=2))
@@ -390,13 +396,43 @@ def db_stats(directory: str, as_json: bool) -> None:
     console.print(table)
 
 
+def _range(after: bytes | None, last: bytes) -> str:
+    return f"keys {'(first)' if after is None else '> ' + after.hex()} .. <= {last.hex()} (hex)"
+
+
 @db.command("check")
 @DIR
 def db_check(directory: str) -> None:
-    """Read every live entry, verifying every block checksum (exit 1 on damage)."""
-    with _opened(directory) as engine:
-        count = sum(1 for _ in engine.scan())
+    """Verify every block checksum and read every live entry; name each
+    damaged block and the key range it held (exit 1 on damage)."""
+    with _opened(directory, read_only=True) as engine:
+        damaged = engine.verify()
+        count = sum(1 for _ in engine.scan(damaged=[]))
+    if damaged:
+        for e in damaged:
+            assert e.last is not None
+            click.echo(f"damaged: {e.path} block {e.block}: {_range(e.after, e.last)}", err=True)
+        click.echo(f"{len(damaged)} damaged block(s), {count:,} live keys readable; "
+                   f"`kvnode db salvage {directory}` rebuilds the tables without them", err=True)
+        sys.exit(1)
     click.echo(f"ok: {count:,} live keys, every block checksum verified")
+
+
+@db.command("salvage")
+@DIR
+def db_salvage(directory: str) -> None:
+    """Rebuild every table that has damaged blocks without them, and list the
+    key ranges lost (a replica gets them back from the others through
+    anti-entropy)."""
+    with _opened(directory) as engine:
+        lost = engine.salvage()
+    if not lost:
+        click.echo("nothing to salvage: every block checksum verified")
+        return
+    for r in lost:
+        older = f"; {r.older_keys:,} of them read an older version from an older table" if r.older_keys else ""
+        click.echo(f"lost: table {r.table:06d} block {r.block}: {_range(r.after, r.last)}{older}")
+    click.echo(f"salvaged: {len(lost)} damaged block(s) dropped")
 
 
 @db.command("compact")
