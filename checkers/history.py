@@ -3,8 +3,9 @@ history"), and helpers to pair invocations with their completions.
 
 An `Op` is one line of a history: an invocation (`type="invoke"`) or its
 completion (`ok`: it happened; `fail`: it certainly did not; `info`: unknown).
-Checkers never read files: `harness.history` turns files (this project's
-JSON Lines, Jepsen EDN, Porcupine logs) into lists of `Op`.
+Checkers never read files: `harness.history` and `harness.foreign` turn
+files (this project's JSON Lines, Jepsen EDN, Porcupine logs) into lists of
+`Op`.
 """
 
 from __future__ import annotations

@@ -74,12 +74,17 @@ already known, plus one per (class, state) the crashed candidates are
 sorted out for.
 
 Limits: `time_limit` (seconds, checked on a monotonic clock every 1000 model
-steps) and `memory_limit` (bytes). Memory is estimated, not measured: the
-memo dominates, and each entry is costed at 150 bytes plus the bitsets
-(n/4 bytes) plus the size of a model state, sampled with `sys.getsizeof`
-once per part. Past either limit the verdict is "unknown", with a reason that
-names the limit and how far the search got; so is any exception a model or
-the history raises.
+steps) and `memory_limit` (bytes), both for the whole check: the search of
+every part and the drawing of a counterexample. Memory is checked every 1000
+model steps in two ways, and the first over the limit counts: an estimate of
+the memo (each entry costed at 150 bytes plus the bitsets (n/4 bytes) plus
+the size of a model state, sampled with `sys.getsizeof` once per part), and,
+where /proc tells it, the growth of the process's resident memory since the
+check began (the estimate misses the transition tables and large states).
+Past either limit the verdict is "unknown", with a reason that names the
+limit and how far the search got; so is any exception a model or the history
+raises. With `all_keys=False` a part found invalid ends the search of the
+others unless time is left (see `check`).
 
 Counterexamples (`details` of the "nonlinearizable" anomaly): the search
 remembers its deepest point (most `ok` operations linearized) and which
@@ -90,6 +95,7 @@ model states reached at that depth with the same `ok` operations linearized
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from bisect import bisect_left
@@ -106,6 +112,9 @@ __all__ = ["check"]
 
 CHECKER = "linearizable"
 _CHECK_EVERY = 1000
+# How long the search may draw a counterexample for a part the
+# unique-register path already found invalid (within the caller's limits).
+_DETAIL_SECONDS = 5.0
 
 UniqueChecker = Callable[[list[Operation], Any], "Result | None"]
 
@@ -142,6 +151,37 @@ class _Budget:
     time_limit: float | None
     memory_limit: int | None
     steps: int = 0
+    rss_base: int | None = None  # the process's resident memory when the check began
+
+    def over_memory(self, entries: int, entry_bytes: int) -> str | None:
+        """None while within `memory_limit`, else what is over it: the
+        estimate of the memo, or the growth of the process's resident
+        memory since the check began (what the estimate misses: tables,
+        states, frames, and memory a part before this one left behind)."""
+        if self.memory_limit is None:
+            return None
+        estimate = entries * entry_bytes
+        if estimate > self.memory_limit:
+            return f"about {entries} memoized configurations of ~{entry_bytes} bytes"
+        if self.rss_base is not None:
+            rss = _rss()
+            if rss is not None and rss - self.rss_base > self.memory_limit:
+                return (f"the process grew by {(rss - self.rss_base) / 2**20:.0f} MiB "
+                        f"with {entries} memoized configurations")
+        return None
+
+
+def _rss() -> int | None:
+    """The process's resident memory in bytes, where /proc tells it (Linux);
+    a few microseconds, read once per _CHECK_EVERY model steps."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass
@@ -160,18 +200,27 @@ def check(
     initial: Any = None,
     time_limit: float | None = None,
     memory_limit: int | None = None,
+    all_keys: bool = True,
 ) -> Result:
     """Is `history` linearizable with respect to `model` (a name, with its
     `initial` value; or a model instance, which has its own)? A pure
     function of the history (it only reads a monotonic clock to honour
-    `time_limit`). Never raises for what the history holds, except
-    KeyboardInterrupt: a crash is an "unknown" verdict."""
+    `time_limit`, and its own resident memory to honour `memory_limit`).
+    Never raises for what the history holds, except KeyboardInterrupt: a
+    crash is an "unknown" verdict.
+
+    `time_limit` (seconds) and `memory_limit` (bytes the check may add to
+    the process) bound the whole check, counterexamples included.
+    `all_keys=False`: once a part (a key) is found not linearizable, the
+    verdict is False whatever the others hold, so the remaining parts are
+    searched only while `time_limit` leaves time (not at all without one),
+    and those left are named in `details["not_checked"]` and the reason."""
     if initial is not None and not isinstance(model, str):
         raise ValueError("initial= goes with a model given by name; give a model instance its initial value "
                          "when you construct it")
     try:
         m = model_by_name(model, initial) if isinstance(model, str) else model
-        return _check(history, m, time_limit, memory_limit)
+        return _check(history, m, time_limit, memory_limit, all_keys)
     except Exception as e:
         return Result(checker=CHECKER, valid="unknown", reason=f"checker error: {type(e).__name__}: {e}")
 
@@ -181,6 +230,7 @@ def _check(
     m: Model,
     time_limit: float | None,
     memory_limit: int | None,
+    all_keys: bool = True,
 ) -> Result:
     # A replica read observes one replica, outside the model: not an operation to linearize.
     operations = [o for o in complete(pair(history)) if o.f != REPLICA_READ]
@@ -191,27 +241,48 @@ def _check(
         deadline=None if time_limit is None else time.monotonic() + time_limit,
         time_limit=time_limit,
         memory_limit=memory_limit,
+        rss_base=None if memory_limit is None else _rss(),
     )
     verdicts: list[Any] = []
     anomalies: list[Anomaly] = []
     reasons: list[str] = []
     summary: dict[str, dict[str, Any]] = {}
+    invalid = False
+    invalid_key: Hashable = None
+    not_checked: list[str] = []
     for key, ops in sorted(parts.items(), key=lambda kv: len(kv[1])):
+        if invalid and not all_keys and budget.deadline is None:
+            not_checked.append(repr(key))  # no time limit: nothing would end the search of the others
+            continue
         before = budget.steps
         res = _check_part(key, ops, m, budget)
+        if res.valid == "unknown" and invalid and not all_keys:
+            not_checked.append(repr(key))  # out of time or memory after the verdict was known
+            continue
+        if res.valid is False and not invalid:
+            invalid, invalid_key = True, key
         verdicts.append(res.valid)
         anomalies.extend(res.anomalies)
         if res.reason:
             reasons.append(res.reason if len(parts) == 1 else f"key {key!r}: {res.reason}")
         summary[repr(key)] = {"valid": res.valid, "steps": budget.steps - before, "operations": len(ops)}
+    if not_checked:
+        why = "the time limit was reached" if budget.deadline is not None else "there was no time limit"
+        reasons.append(f"key {invalid_key!r} is not linearizable; {len(not_checked)} other key(s) not checked, "
+                       f"as {why} (all keys: all_keys=True, or harness check --all-keys): {', '.join(not_checked)}")
     valid = worst(verdicts)
+    counts = {"operations": len(operations), "partitions": len(parts), "steps": budget.steps}
+    details: dict[str, Any] = {"partitions": summary}
+    if not_checked:
+        counts["not_checked"] = len(not_checked)
+        details["not_checked"] = not_checked
     return Result(
         checker=CHECKER,
         valid=valid,
         anomalies=tuple(anomalies),
-        counts={"operations": len(operations), "partitions": len(parts), "steps": budget.steps},
+        counts=counts,
         reason="; ".join(reasons) if reasons and valid != True else None,  # noqa: E712
-        details={"partitions": summary},
+        details=details,
     )
 
 
@@ -257,10 +328,16 @@ def _check_part(key: Hashable, ops: list[Operation], m: Model, budget: _Budget) 
             # Invalid: the search, bounded, draws the counterexample (the
             # longest linearizable prefix and the states before the failing
             # op), which the fast path does not compute.
-            detail = _Budget(deadline=time.monotonic() + 5.0, time_limit=5.0, memory_limit=budget.memory_limit)
+            # At most 5 s of it, and never past the caller's limits.
+            until = time.monotonic() + _DETAIL_SECONDS
+            if budget.deadline is not None:
+                until = min(until, budget.deadline)
+            detail = _Budget(deadline=until, time_limit=round(until - time.monotonic(), 3),
+                             memory_limit=budget.memory_limit, rss_base=budget.rss_base)
             try:
                 out = _search_part(ops, m, detail)
             except _LimitReached:
+                budget.steps += detail.steps
                 return res
             budget.steps += detail.steps
             if out.valid:  # cannot happen if both are right; trust neither silently
@@ -478,7 +555,6 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
 
     # Memory estimate per memoized configuration.
     entry_bytes = 150 + n // 4 + sys.getsizeof(state0)
-    max_entries = None if budget.memory_limit is None else max(1, budget.memory_limit // entry_bytes)
 
     # Lowe's memo, with covering: (kset, s) -> the sets cset seen with it,
     # where kset is the bitset of completed ops linearized, s the state, cset
@@ -742,12 +818,12 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 raise _LimitReached(
                     f"time limit of {budget.time_limit} s reached after {budget.steps} model steps; "
                     f"deepest point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
-            if max_entries is not None and entries > max_entries:
+            over = None if budget.memory_limit is None else budget.over_memory(entries, entry_bytes)
+            if over is not None:
                 budget.steps += steps
                 raise _LimitReached(
-                    f"memory limit of {budget.memory_limit} bytes reached (about {entries} memoized "
-                    f"configurations of ~{entry_bytes} bytes) after {budget.steps} model steps; deepest "
-                    f"point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
+                    f"memory limit of {budget.memory_limit} bytes reached ({over}) after {budget.steps} "
+                    f"model steps; deepest point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
 
 
 def _search_plain(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
@@ -801,7 +877,6 @@ def _search_plain(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
 
     # Memory estimate per cache entry.
     entry_bytes = 150 + n // 8 + sys.getsizeof(state)
-    max_entries = None if budget.memory_limit is None else max(1, budget.memory_limit // entry_bytes)
 
     # Model transitions, memoized per (op, state): trans[i][state] is the
     # tuple of (next state, its memo key part) pairs. States are interned
@@ -937,12 +1012,12 @@ def _search_plain(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 raise _LimitReached(
                     f"time limit of {budget.time_limit} s reached after {budget.steps} model steps; "
                     f"deepest point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
-            if max_entries is not None and len(cache) > max_entries:
+            over = None if budget.memory_limit is None else budget.over_memory(len(cache), entry_bytes)
+            if over is not None:
                 budget.steps += steps
                 raise _LimitReached(
-                    f"memory limit of {budget.memory_limit} bytes reached (about {len(cache)} memoized "
-                    f"configurations of ~{entry_bytes} bytes) after {budget.steps} model steps; deepest "
-                    f"point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
+                    f"memory limit of {budget.memory_limit} bytes reached ({over}) after {budget.steps} "
+                    f"model steps; deepest point: {max(best_depth, 0)} of {n_ok} completed operations linearized")
 
 
 def _anomaly(key: Hashable, ops: list[Operation], m: Model, out: _Outcome) -> Anomaly:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import os
 import sys
 import time
 import tomllib
@@ -221,8 +222,142 @@ def _beside_run(path: Path) -> Path | None:
     return None
 
 
+@dataclasses.dataclass(kw_only=True)
+class _FileCheck:
+    """One history file's check by `harness check`: its result, or why it
+    was not checked (`error`, with the exit code that says so)."""
+
+    path: Path
+    fmt: str = "-"
+    model: str = "-"
+    history: list[Op] = dataclasses.field(default_factory=list)
+    result: Any = None
+    error: str | None = None
+    code: int = EXIT_VALID
+    elapsed: float = 0.0  # reading and checking
+
+
+# Exit codes from best to worst, for many files: the command's is the worst.
+_SEVERITY = (EXIT_VALID, EXIT_UNKNOWN, EXIT_INVALID, EXIT_BAD_ARGS, EXIT_INTERNAL)
+
+
+def _result_code(result: Any) -> int:
+    valid = result.valid
+    if isinstance(valid, bool):
+        return EXIT_VALID if valid else EXIT_INVALID
+    return EXIT_UNKNOWN if valid == "unknown" else EXIT_INTERNAL
+
+
+def _rss() -> int | None:
+    """This process's resident memory in bytes, where /proc tells it."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _check_file(path: Path, fmt: str, model: str | None, initial: Any, *, deadline: float | None,
+                memory_limit: int | None, all_keys: bool) -> _FileCheck:
+    """Read and check one history file within the command's limits. A file
+    that cannot be read comes back with its error, not as an exception, so
+    that the other files are still checked."""
+    from checkers import linearizable
+    from checkers.result import Result
+
+    started = time.monotonic()
+    out = _FileCheck(path=path)
+    try:
+        file = out.path = resolve_history_path(path)
+        out.fmt = detect_format(file) if fmt == "auto" else fmt
+        out.model = model or DEFAULT_MODEL.get(out.fmt, "register")
+        model_class = registry.load("models", out.model)
+        out.history = read_history(file, out.fmt)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, HistoryFormatError, HistoryError,
+            registry.PluginError) as e:
+        out.error, out.code = str(e), EXIT_BAD_ARGS
+        out.elapsed = time.monotonic() - started
+        return out
+    time_left = None if deadline is None else deadline - time.monotonic()
+    # The limit is on the whole process: the search may add what reading left.
+    rss = _rss() if memory_limit is not None else None
+    memory_left = None if memory_limit is None else memory_limit - (rss or 0)
+    if time_left is not None and time_left <= 0:
+        out.result = Result(checker="linearizable", valid="unknown",
+                            reason="the time limit was reached before this history was checked")
+    elif memory_left is not None and memory_left <= 0:
+        out.result = Result(checker="linearizable", valid="unknown",
+                            reason=f"the memory limit was reached before this history was checked (the process "
+                                   f"holds {(rss or 0) / 2**20:.0f} MiB)")
+    else:
+        out.result = linearizable.check(out.history, model_class(initial), time_limit=time_left,
+                                        memory_limit=memory_left, all_keys=all_keys)
+    out.code = _result_code(out.result)
+    out.elapsed = time.monotonic() - started
+    return out
+
+
+def _not_checked_row(result: Any) -> list[tuple[str, str]]:
+    keys = (getattr(result, "details", None) or {}).get("not_checked")
+    if not keys:
+        return []
+    return [("not checked", f"{len(keys)} key(s) after an invalid one (--all-keys checks them): "
+                            f"{', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}")]
+
+
+def _echo_one(c: _FileCheck, as_json: bool, html_out: Path | None) -> None:
+    rows = _verdict_rows(c.result, c.history, path=c.path, fmt=c.fmt, model=c.model, elapsed=c.elapsed)
+    rows += _not_checked_row(c.result)
+    text = tabulate(rows, tablefmt="plain")
+    if c.result.valid is False:
+        text += "\n\n" + "\n".join(_anomaly_lines(c.result, c.history))
+    click.echo(text, err=as_json)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(c.result), default=_json_default, indent=2))
+    if html_out is not None:
+        title = f"{c.path.name}: {c.model}"
+        if c.result.valid is False:
+            from harness.report import linearizability as report
+
+            page = report.render_counterexample(c.result, c.history, title=title)
+        else:
+            page = _simple_page(title, c.result)
+        html_out.write_text(page, encoding="utf-8")
+        click.echo(f"wrote {html_out}", err=True)
+
+
+def _echo_many(checks: list[_FileCheck], as_json: bool) -> None:
+    rows = []
+    for c in checks:
+        if c.error is not None:
+            verdict, ops, note = "ERROR", "-", c.error
+        else:
+            valid = c.result.valid
+            verdict = {True: "valid", False: "INVALID"}.get(valid, "unknown") if isinstance(valid, bool) \
+                else str(valid)
+            ops = str((c.result.counts or {}).get("operations", "-"))
+            note = ""
+            if valid is False and c.result.anomalies:
+                note = c.result.anomalies[0].explanation
+            elif valid is not True and c.result.reason:
+                note = str(c.result.reason)
+            if len(note) > 100:  # the error of a bad file is kept whole: it names FILE:LINE
+                note = note[:97] + "..."
+        rows.append([str(c.path), c.fmt, c.model, verdict, ops, f"{c.elapsed:.3f}", note])
+    counts = {v: sum(1 for r in rows if r[3] == v) for v in ("valid", "INVALID", "unknown", "ERROR")}
+    summary = ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n)
+    click.echo(tabulate(rows, headers=["history", "format", "model", "verdict", "ops", "s", "note"]),
+               err=as_json)
+    click.echo(f"{len(checks)} histories: {summary}", err=as_json)
+    if as_json:
+        docs = [{"path": str(c.path), "format": c.fmt, "model": c.model, "exit_code": c.code,
+                 "seconds": round(c.elapsed, 6), "error": c.error,
+                 "result": None if c.result is None else dataclasses.asdict(c.result)} for c in checks]
+        click.echo(json.dumps(docs, default=_json_default, indent=2))
+
+
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--format", "fmt", type=click.Choice(("auto", *FORMATS)), default="auto", show_default=True,
     help="History format; auto detects it from the content.",
@@ -235,35 +370,54 @@ def _beside_run(path: Path) -> Path | None:
 @click.option("--initial", metavar="VALUE", default=None,
               help="The model's initial value: JSON if it parses, else a string.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="S",
-              default=None, help="Give up (verdict unknown) after S seconds.")
+              default=None, help="Give up (verdict unknown) after S seconds for the whole command, reading "
+                                 "and counterexamples included.")
 @click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB", default=None,
-              help="Give up (verdict unknown) past MB mebibytes of search state.")
+              help="Give up (verdict unknown) before the process's resident memory passes MB mebibytes.")
+@click.option("--all-keys", is_flag=True,
+              help="Search every key even after one is found invalid (by default the others are searched "
+                   "only while --time-limit leaves time, and named as not checked).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="OUT.html", help="Write the counterexample (or the verdict) as HTML.")
+              metavar="OUT.html", help="Write the counterexample (or the verdict) as HTML (one PATH only).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as JSON on stdout (the table goes to stderr).")
 @click.pass_context
 def check(
     ctx: click.Context,
-    path: Path,
+    paths: tuple[Path, ...],
     fmt: str,
     model: str | None,
     initial: str | None,
     time_limit: float | None,
     memory_limit: int | None,
+    all_keys: bool,
     html_out: Path | None,
     as_json: bool,
 ) -> None:
-    """Check the history at PATH for linearizability.
+    """Check the histories at PATH... for linearizability.
 
     PATH is a history file (this project's history.jsonl, a Jepsen EDN
     history, a Porcupine etcd or kv log) or a run directory of the store. A
-    run directory (or the history.jsonl in one) is checked as the run was:
-    with its workload's checkers, for its system's promise; --html then
-    writes its whole report. Exits 0 valid, 1 invalid, 2 unknown, 254 bad
-    arguments.
+    single run directory (or the history.jsonl in one) is checked as the run
+    was: with its workload's checkers, for its system's promise; --html then
+    writes its whole report. Several PATHs are checked one after another in
+    this process, each as a history file against the model, with a table of
+    verdicts; a file that cannot be read is an ERROR row and the others are
+    still checked. Exits 0 valid, 1 invalid, 2 unknown, 254 bad arguments
+    or a history that cannot be read (FILE:LINE: what was expected); with
+    several PATHs, the worst of these (valid < unknown < invalid < 254).
     """
-    run_dir = _beside_run(path) if model is None and fmt in ("auto", "jsonl") else None
+    started = time.monotonic()
+    deadline = None if time_limit is None else started + time_limit
+    if model is not None:
+        try:
+            registry.load("models", model)
+        except registry.PluginError as e:
+            raise click.BadParameter(str(e), param_hint="--model") from None
+    if len(paths) > 1 and html_out is not None:
+        raise click.BadParameter("one PATH only: the page shows one history", param_hint="--html")
+    path = paths[0]
+    run_dir = _beside_run(path) if len(paths) == 1 and model is None and fmt in ("auto", "jsonl") else None
     if run_dir is not None:
         if initial is not None:
             raise click.BadParameter("a run is checked with its workload's models, which start empty; give "
@@ -271,49 +425,18 @@ def check(
                                      param_hint="--initial")
         ctx.exit(_check_run(run_dir, as_json, time_limit=time_limit, memory_limit=memory_limit,
                             html_out=html_out))
-    file = resolve_history_path(path)
-    if fmt == "auto":
-        fmt = detect_format(file)
-    model_name = model or DEFAULT_MODEL.get(fmt, "register")
-    try:
-        model_class = registry.load("models", model_name)
-    except registry.PluginError as e:
-        raise click.BadParameter(str(e), param_hint="--model") from None
-    history = read_history(file, fmt)
-
-    from checkers import linearizable
-
-    started = time.perf_counter()
-    result = linearizable.check(
-        history,
-        model_class(_parse_initial(initial)),
-        time_limit=time_limit,
-        memory_limit=None if memory_limit is None else memory_limit * 1024 * 1024,
-    )
-    elapsed = time.perf_counter() - started
-
-    rows = _verdict_rows(result, history, path=file, fmt=fmt, model=model_name, elapsed=elapsed)
-    text = tabulate(rows, tablefmt="plain")
-    if result.valid is False:
-        text += "\n\n" + "\n".join(_anomaly_lines(result, history))
-    click.echo(text, err=as_json)
-    if as_json:
-        click.echo(json.dumps(dataclasses.asdict(result), default=_json_default, indent=2))
-
-    if html_out is not None:
-        title = f"{file.name}: {model_name}"
-        if result.valid is False:
-            from harness.report import linearizability as report
-
-            page = report.render_counterexample(result, history, title=title)
-        else:
-            page = _simple_page(title, result)
-        html_out.write_text(page, encoding="utf-8")
-        click.echo(f"wrote {html_out}", err=True)
-
-    ctx.exit({True: EXIT_VALID, False: EXIT_INVALID}.get(result.valid, EXIT_UNKNOWN)
-             if isinstance(result.valid, bool) else
-             (EXIT_UNKNOWN if result.valid == "unknown" else EXIT_INTERNAL))
+    limit = None if memory_limit is None else memory_limit * 1024 * 1024
+    init = _parse_initial(initial)
+    if len(paths) == 1:
+        one = _check_file(path, fmt, model, init, deadline=deadline, memory_limit=limit, all_keys=all_keys)
+        if one.error is not None:
+            raise BadInput(one.error)
+        _echo_one(one, as_json, html_out)
+        ctx.exit(one.code)
+    checks = [_check_file(p, fmt, model, init, deadline=deadline, memory_limit=limit, all_keys=all_keys)
+              for p in paths]
+    _echo_many(checks, as_json)
+    ctx.exit(max((c.code for c in checks), key=_SEVERITY.index))
 
 
 def _shorthand_flags(f: Any) -> Any:

@@ -830,3 +830,77 @@ def test_unique_writes_with_deletes_take_the_search() -> None:
     bad = [*h[:8], Op(index=8, time=0, process=4, type="invoke", f="read"),
            Op(index=9, time=0, process=4, type="ok", f="read", value="a")]
     assert check(bad, "register").valid is False
+
+
+# --- limits for the whole check (issue 16) -----------------------------------
+
+
+def _invalid_key_then_hard_key(n: int = 18) -> list[Op]:
+    """Key "a": one impossible read (found at once); key "b": `hard_history`
+    on its own key, whose search visits some 2^n configurations."""
+    bad = [(0, "invoke", "write", 1, "a"), (0, "ok", "write", 1, "a"),
+           (1, "invoke", "read", None, "a"), (1, "ok", "read", 2, "a")]
+    hard = [(e.process + 10 if isinstance(e.process, int) else e.process, e.type, e.f, e.value, "b")
+            for e in hard_history(n)]
+    return H(*bad, *hard)
+
+
+def test_an_invalid_key_ends_the_check_without_a_time_limit() -> None:
+    h = _invalid_key_then_hard_key()
+    searched: list[int] = []
+    real = lin._search_part
+
+    def spy(ops: list[Any], m: Any, budget: Any) -> Any:
+        searched.append(len(ops))
+        return real(ops, m, budget)
+
+    with mock.patch.object(lin, "_search_part", spy):
+        res = check(h, "register", initial=0, all_keys=False)
+    assert res.valid is False and searched == [2]  # key "b" (20 operations) never searched
+    assert res.details["not_checked"] == ["'b'"] and res.counts["not_checked"] == 1
+    assert res.reason is not None and "not checked" in res.reason and "'b'" in res.reason
+    assert check(H(*[(o.process, o.type, o.f, o.value, o.key) for o in h[:4]]), "register", initial=0,
+                 all_keys=False).details.get("not_checked") is None
+
+
+def test_after_an_invalid_key_the_others_are_searched_while_time_is_left() -> None:
+    res = check(_invalid_key_then_hard_key(), "register", initial=0, all_keys=False, time_limit=0.3)
+    assert res.valid is False  # not unknown: the verdict was known before time ran out
+    assert res.details["not_checked"] == ["'b'"]
+    small = check(_invalid_key_then_hard_key(4), "register", initial=0, all_keys=False, time_limit=30)
+    assert small.valid is False and "not_checked" not in small.details  # time enough for "b"
+    assert small.details["partitions"]["'b'"]["valid"] is False
+
+
+def test_all_keys_is_the_default_of_the_library() -> None:
+    res = check(_invalid_key_then_hard_key(4), "register", initial=0)
+    assert set(res.details["partitions"]) == {"'a'", "'b'"} and "not_checked" not in res.details
+
+
+def test_the_counterexample_search_after_the_fast_path_keeps_to_the_time_limit() -> None:
+    # Unique writes: the O(n log n) path finds it invalid; the search that
+    # draws the counterexample must not take its own 5 s past a 0.2 s limit.
+    h = H((0, "invoke", "write", 1), (0, "ok", "write", 1), (1, "invoke", "read", None), (1, "ok", "read", 2))
+    deadlines: list[float | None] = []
+
+    def spy(ops: list[Any], m: Any, budget: Any) -> Any:
+        deadlines.append(budget.deadline)
+        raise lin._LimitReached("stopped by the test")
+
+    import time as time_module
+
+    start = time_module.monotonic()
+    with mock.patch.object(lin, "_search_part", spy):
+        res = check(h, "register", initial=0, time_limit=0.2)
+    assert res.valid is False and len(deadlines) == 1
+    assert deadlines[0] is not None and deadlines[0] <= start + 0.2 + 0.05
+
+
+def test_memory_limit_counts_what_the_process_grows_by() -> None:
+    # The memo estimate stays far under the limit; the process's resident
+    # memory (here made to grow 1 MiB a reading) is what passes it.
+    grown = iter(range(0, 10**9, 2**20))
+    with mock.patch.object(lin, "_rss", lambda: next(grown)):
+        res = check(hard_history(), "register", initial=0, memory_limit=20 * 2**20)
+    assert res.valid == "unknown"
+    assert res.reason is not None and "memory limit" in res.reason and "process grew by" in res.reason

@@ -30,13 +30,13 @@ class FakeChecker:
 
     def __call__(
         self, history: Sequence[Op], model: Any, *, initial: Any = None,
-        time_limit: float | None = None, memory_limit: int | None = None,
+        time_limit: float | None = None, memory_limit: int | None = None, all_keys: bool = True,
     ) -> Result:
         # The command line builds the model (a registered plug-in) with its
         # initial value, and passes the instance.
         self.calls.append(dict(history=list(history), model=model.name, instance=model,
                                initial=getattr(model, "initial", initial),
-                               time_limit=time_limit, memory_limit=memory_limit))
+                               time_limit=time_limit, memory_limit=memory_limit, all_keys=all_keys))
         if isinstance(self.result, Exception):
             raise self.result
         return self.result
@@ -88,11 +88,13 @@ def test_invalid_exits_1_and_explains(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _install(monkeypatch, UNKNOWN)
     r = run("check", str(DATA / "register-valid.edn"), "--time-limit", "0.5",
-            "--memory-limit", "64")
+            "--memory-limit", "4096")
     assert r.exit_code == 2, r.output
     assert "time limit" in r.output
-    assert fake.calls[0]["time_limit"] == 0.5
-    assert fake.calls[0]["memory_limit"] == 64 * 1024 * 1024
+    # The limits are the whole command's: the checker gets what reading left of them.
+    assert 0 < fake.calls[0]["time_limit"] <= 0.5
+    assert 0 < fake.calls[0]["memory_limit"] < 4096 * 1024 * 1024
+    assert fake.calls[0]["all_keys"] is False
 
 
 @pytest.mark.parametrize(
@@ -234,3 +236,128 @@ def _real_checker_available() -> bool:
 def test_real_checker(name: str, code: int) -> None:
     r = run("check", str(DATA / name), "--model", "register")
     assert r.exit_code == code, r.output
+
+
+# -- bad input, limits and many files (issue 16) -------------------------------
+
+_PAIR = ('{"process":0,"type":"invoke","f":"write","value":1}\n'
+         '{"process":0,"type":"ok","f":"write","value":1}\n')
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where", "what"),
+    [
+        ("h.jsonl", _PAIR.encode().replace(b'"ok"', b'"\xffok"'), "h.jsonl:2:", "not UTF-8"),
+        ("h.edn", b"{:process 0 :type :invoke :f :read}\n{:process 0 :type :ok :f :read :value \xe9}\n",
+         "h.edn:2:", "not UTF-8"),
+        ("h.jsonl", b'{"process":0,"type":"ok","f":"read","value":1}\n', "h.jsonl:1:", "completes nothing"),
+        ("h.jsonl", _PAIR.encode().replace(b'"ok"', b'"invoke"'), "h.jsonl:2:", "in flight"),
+        ("h.jsonl", b"", "h.jsonl:", "no client operations"),
+        ("h.json", json.dumps([json.loads(x) for x in _PAIR.splitlines()]).encode(), "h.json:1:",
+         "a JSON array; expected JSON Lines"),
+        ("h.jsonl", b'{"process":0,"type":"invoke","f":"read","time":"soon"}\n', "h.jsonl:1:", "time must be"),
+    ],
+)
+def test_unreadable_histories_exit_254_with_file_and_line(tmp_path: Path, name: str, content: bytes, where: str,
+                                                          what: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    r = run("check", str(path))
+    assert r.exit_code == 254, r.output
+    assert f"{tmp_path}/{where}" in r.output and what in r.output
+    assert "Traceback" not in r.output and "Internal error" not in r.output
+
+
+def test_garbage_read_as_porcupine_etcd_is_not_valid(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.log"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n not a log at all\n")
+    r = run("check", "--format", "porcupine-etcd", str(path))
+    assert r.exit_code == 254 and "no client operations" in r.output
+
+
+def _jsonl(path: Path, events: list[tuple[Any, ...]]) -> Path:
+    """(process, type, f, value, key) tuples as a history.jsonl."""
+    path.write_text("".join(json.dumps({"index": i, "time": i, "process": p, "type": t, "f": f, "value": v,
+                                        "key": k}) + "\n" for i, (p, t, f, v, k) in enumerate(events)))
+    return path
+
+
+def _invalid_then_hard(path: Path, n: int = 18) -> Path:
+    """Key "a" cannot be linearized (found at once); key "b" is n concurrent
+    writes of distinct values then a read of one never written and a write
+    that repeats a value (so the search must visit ~2^n configurations)."""
+    events: list[tuple[Any, ...]] = [(0, "invoke", "write", 1, "a"), (0, "ok", "write", 1, "a"),
+                                     (1, "invoke", "read", None, "a"), (1, "ok", "read", 2, "a")]
+    events += [(10 + p, "invoke", "write", p, "b") for p in range(n)]
+    events += [(10 + p, "ok", "write", p, "b") for p in range(n)]
+    events += [(99, "invoke", "read", None, "b"), (99, "ok", "read", 99, "b"),
+               (99, "invoke", "write", 0, "b"), (99, "ok", "write", 0, "b")]
+    return _jsonl(path, events)
+
+
+@pytest.mark.skipif(not _real_checker_available(), reason="checkers.linearizable not written yet")
+def test_an_invalid_key_ends_the_command_and_names_the_keys_not_checked(tmp_path: Path) -> None:
+    path = _invalid_then_hard(tmp_path / "h.jsonl")
+    r = run("check", str(path), "--model", "register", "--initial", "0")
+    assert r.exit_code == 1, r.output
+    assert "not checked" in r.output and "'b'" in r.output and "--all-keys" in r.output
+
+
+@pytest.mark.skipif(not _real_checker_available(), reason="checkers.linearizable not written yet")
+def test_all_keys_searches_the_others_within_the_time_limit(tmp_path: Path) -> None:
+    path = _invalid_then_hard(tmp_path / "h.jsonl")
+    r = run("check", str(path), "--model", "register", "--initial", "0", "--all-keys", "--time-limit", "0.3",
+            "--json")
+    assert r.exit_code == 1, r.output  # invalid beats the unknown of key "b"
+    doc = json.loads(r.stdout)
+    assert doc["details"]["partitions"]["'b'"]["valid"] == "unknown"
+    assert "time limit" in doc["reason"]
+
+
+def test_many_files_in_one_call_a_table_and_the_worst_exit_code(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    fake = _install(monkeypatch, VALID)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"process":0,"type":"ok","f":"read","value":1}\n')
+    files = [str(DATA / "register-valid.edn"), str(bad), str(DATA / "etcd-valid.log")]
+    r = run("check", *files)
+    assert r.exit_code == 254, r.output  # the worst: a file that cannot be read
+    assert len(fake.calls) == 2  # the bad file did not stop the third
+    assert [c["model"] for c in fake.calls] == ["register", "cas-register"]
+    for f in files:
+        assert f in r.output
+    assert "ERROR" in r.output and "bad.jsonl:1: ok read by process 0 completes nothing" in r.output
+    assert "3 histories: 2 valid, 1 error" in r.output
+
+    fake = _install(monkeypatch, INVALID)
+    r = run("check", str(DATA / "register-valid.edn"), str(DATA / "register-invalid.edn"), "--json")
+    assert r.exit_code == 1
+    docs = json.loads(r.stdout)
+    assert [d["exit_code"] for d in docs] == [1, 1] and docs[0]["result"]["valid"] is False
+
+
+def test_many_files_share_one_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _install(monkeypatch, VALID)
+    clock = iter(range(0, 1000, 3))  # 3 s pass at every reading of the clock
+    monkeypatch.setattr("harness.cli.time.monotonic", lambda: float(next(clock)))
+    files = [str(DATA / "register-valid.edn")] * 3
+    r = run("check", *files, "--time-limit", "10")
+    assert r.exit_code == 2, r.output
+    assert len(fake.calls) == 1 and fake.calls[0]["time_limit"] is not None and fake.calls[0]["time_limit"] <= 7
+    assert "the time limit was reached before this history was checked" in r.output
+
+
+def test_many_files_refuse_html(tmp_path: Path) -> None:
+    r = run("check", str(DATA / "register-valid.edn"), str(DATA / "register-valid.edn"),
+            "--html", str(tmp_path / "x.html"))
+    assert r.exit_code == 254 and "one PATH only" in r.output
+
+
+def test_memory_limit_is_the_whole_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _install(monkeypatch, VALID)
+    monkeypatch.setattr("harness.cli._rss", lambda: 100 * 2**20)
+    r = run("check", str(DATA / "register-valid.edn"), "--memory-limit", "60")
+    assert r.exit_code == 2 and not fake.calls
+    assert "memory limit was reached before this history was checked" in r.output
+    run("check", str(DATA / "register-valid.edn"), "--memory-limit", "160")
+    assert fake.calls[0]["memory_limit"] == 60 * 2**20

@@ -1,5 +1,5 @@
-"""`harness.history`: the JSON Lines writer and reader, and the readers of
-Jepsen EDN and Porcupine etcd/kv histories, on hand-written fixtures in
+"""`harness.history` (the JSON Lines writer and reader, `read_history`) and
+`harness.foreign` (the readers of Jepsen EDN and Porcupine etcd/kv histories), on hand-written fixtures in
 `tests/data/histories/`."""
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import harness.history as hh
+import harness.foreign as hh
 from checkers.history import Op, pair
+from harness.foreign import fill_invocations, read_edn, read_porcupine_etcd, read_porcupine_kv
 from harness.history import (
     HistoryFormatError,
     HistoryWriter,
     detect_format,
-    fill_invocations,
-    read_edn,
     read_history,
     read_jsonl,
-    read_porcupine_etcd,
-    read_porcupine_kv,
     resolve_history_path,
 )
 
@@ -441,3 +438,162 @@ def test_edn_fast_path_is_taken_for_one_map_per_line(tmp_path: Path) -> None:
         ops = read_porcupine_kv(path)
     assert len(ops) == 50 and ops[7].key == "1" and ops[7].value == "x 7 y" and ops[7].process == 0
     assert ops == _read_slow(path)[1]
+
+
+# -- what is not a history (issue 16) -----------------------------------------
+
+_PAIR = ('{"index":0,"time":0,"process":0,"type":"invoke","f":"write","value":1}\n'
+         '{"index":1,"time":1,"process":0,"type":"ok","f":"write","value":1}\n')
+
+
+def test_non_utf8_bytes_name_the_line(tmp_path: Path) -> None:
+    for name, text in [("h.jsonl", _PAIR.encode()), ("h.edn", (DATA / "register-valid.edn").read_bytes())]:
+        path = tmp_path / name
+        lines = text.split(b"\n")
+        lines[1] = lines[1][:5] + b"\xff\xfe" + lines[1][5:]
+        path.write_bytes(b"\n".join(lines))
+        with pytest.raises(HistoryFormatError, match=rf"{name}:2: not UTF-8: byte 0xff at column 6") as e:
+            read_history(path)
+        assert e.value.line == 2
+
+
+def test_a_json_array_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps([json.loads(line) for line in _PAIR.splitlines()], indent=1))
+    assert detect_format(path) == "jsonl"  # not read as EDN
+    for fmt in ("auto", "jsonl"):
+        with pytest.raises(HistoryFormatError, match=r"h\.json:1: a JSON array; expected JSON Lines.*jq"):
+            read_history(path, fmt)
+    path.write_text(json.dumps([json.loads(line) for line in _PAIR.splitlines()]))  # on one line
+    with pytest.raises(HistoryFormatError, match=r"h\.json:1: a JSON array"):
+        read_history(path)
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "match"),
+    [
+        (['{"process":0,"type":"ok","f":"read","value":1}'], 1,
+         r"ok read by process 0 completes nothing \(expected an invoke by process 0 before it\)"),
+        (['{"process":0,"type":"invoke","f":"read"}', '{"process":1,"type":"invoke","f":"read"}',
+          '{"process":0,"type":"invoke","f":"write","value":2}'], 3,
+         r"process 0 invokes write while its operation invoked on line 1 is in flight"),
+        (['{"process":0,"type":"invoke","f":"read"}', '{"process":0,"type":"ok","f":"read","value":1}',
+          '{"process":0,"type":"fail","f":"read"}'], 3, r"fail read by process 0 completes nothing"),
+        (['{"process":true,"type":"invoke","f":"read"}'], 1, r"process must be an integer or a name, not True"),
+        (['{"process":0,"type":"invoke","f":["read"]}'], 1, r"f must be a name"),
+        (['{"process":0,"type":"invoke","f":"read","time":1e999}'], 1, r"time must be a number"),
+        (['{"process":0,"type":"invoke","f":"read"}', '[1, 2]'], 2, r"expected a JSON object \(an op\), not an array"),
+        (['{"process":0,"type":"invoke","f":"read"', ''], 1, r"not JSON: .* \(expected one JSON object per line\)"),
+    ],
+)
+def test_what_no_checker_can_judge_names_file_and_line(tmp_path: Path, lines: list[str], line: int,
+                                                       match: str) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HistoryFormatError, match=rf"h\.jsonl:{line}: {match}"):
+        read_history(path)
+
+
+def test_unpaired_ops_in_edn_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "h.edn"
+    path.write_text("{:process 0 :type :invoke :f :read}\n; note\n{:process 1 :type :ok :f :read :value 1}\n")
+    with pytest.raises(HistoryFormatError, match=r"h\.edn:3: ok read by process 1 completes nothing"):
+        read_history(path)
+
+
+def test_a_file_with_no_client_operations_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(HistoryFormatError, match=r"empty\.jsonl: no client operations"):
+        read_history(empty)
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_bytes(b"\x00\x01 hello\nworld\xff\n")
+    with pytest.raises(HistoryFormatError, match=r"garbage\.txt: no client operations"):
+        read_history(garbage, "porcupine-etcd")
+    nemesis_only = tmp_path / "n.jsonl"
+    nemesis_only.write_text('{"process":"nemesis","type":"info","f":"start-partition"}\n')
+    with pytest.raises(HistoryFormatError, match="no client operations"):
+        read_history(nemesis_only)
+
+
+def test_etcd_values_are_read_without_building_an_edn_parser_per_line(tmp_path: Path) -> None:
+    # edn_format builds a parser on every loads() (0.6-0.9 ms a line): the
+    # values of op lines go through the simple reader, edn_format only for
+    # what it cannot read.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hh.edn_format, "loads", None)  # would raise if reached
+        ops = read_porcupine_etcd(DATA / "etcd-valid.log")
+    assert ops == read_porcupine_etcd(DATA / "etcd-valid.log")
+    assert len(ops) == 14
+
+
+# -- fuzzing the readers: a history, or the clean error with a line -----------
+
+# Whole-file verdicts, which have no line to name.
+_WHOLE_FILE = ("no client operations", "cannot tell the history format")
+
+
+def _read_or_clean_error(path: Path, fmt: str) -> None:
+    try:
+        ops = read_history(path, fmt)
+    except HistoryFormatError as e:
+        assert e.line is not None or any(w in str(e) for w in _WHOLE_FILE), str(e)
+        assert str(e).startswith(str(path)), str(e)
+    else:
+        assert ops and [o.index for o in ops] == list(range(len(ops)))
+        pair(ops)  # what read_history lets through pairs
+
+
+_SAMPLES = [DATA / n for n in ("register.jsonl", "register-valid.edn", "multi-register.edn", "etcd-valid.log",
+                               "kv-c01.txt", "mutex.edn")]
+_FORMATS = ["auto", "jsonl", "edn", "porcupine-etcd", "porcupine-kv"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400), fmt=st.sampled_from(_FORMATS))
+def test_fuzz_random_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes, fmt: str) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "h.dat"
+    path.write_bytes(data)
+    _read_or_clean_error(path, fmt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sample=st.sampled_from(_SAMPLES), cut=st.floats(0, 1), fmt=st.sampled_from(_FORMATS),
+       encoding=st.sampled_from(["utf-8", "utf-16", "latin-1", "utf-8-sig", "cp1252"]),
+       flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=3))
+def test_fuzz_truncated_reencoded_and_flipped_histories(
+    tmp_path_factory: pytest.TempPathFactory, sample: Path, cut: float, fmt: str, encoding: str,
+    flips: list[tuple[float, int]],
+) -> None:
+    text = sample.read_text(encoding="utf-8") + '{"process":0,"type":"ok","f":"read","value":"é"}\n'
+    data = bytearray(text.encode(encoding, errors="replace")[: int(len(text) * cut) + 1])
+    for where, byte in flips:
+        data[min(int(where * len(data)), len(data) - 1)] = byte
+    path = tmp_path_factory.mktemp("fuzz") / sample.name
+    path.write_bytes(bytes(data))
+    _read_or_clean_error(path, fmt)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8)
+_op_objects = st.fixed_dictionaries(
+    {"process": st.sampled_from([0, 1, "nemesis"]) | _json_values,
+     "type": st.sampled_from(["invoke", "ok", "fail", "info"]) | _json_values,
+     "f": st.sampled_from(["read", "write"]) | _json_values},
+    optional={"value": _json_values, "time": _json_values, "key": _json_values, "index": _json_values})
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(_op_objects, max_size=8), layout=st.sampled_from(["lines", "array", "array-indented"]),
+       fmt=st.sampled_from(["auto", "jsonl", "edn"]))
+def test_fuzz_json_ops_and_arrays(tmp_path_factory: pytest.TempPathFactory, ops: list[dict[str, Any]],
+                                  layout: str, fmt: str) -> None:
+    if layout == "lines":
+        text = "".join(json.dumps(o) + "\n" for o in ops)
+    else:
+        text = json.dumps(ops, indent=1 if layout == "array-indented" else None)
+    path = tmp_path_factory.mktemp("fuzz") / "h.json"
+    path.write_text(text, encoding="utf-8")
+    _read_or_clean_error(path, fmt)
