@@ -48,6 +48,22 @@ nodes does not serve for another. The fields are length-prefixed, so no two
 different transcripts MAC the same bytes. S reveals its proof only after C
 proved itself, so S is no oracle for strangers.
 
+Who may send what (the roles `grant` gives a connection; `protocol.ACCESS`
+says which requests each role may send):
+
+- client: the client token was presented (anyone, on a node without one);
+  naming a node in `hello` never stands in for it.
+- peer: with a secret, only the proof of step 3. Without a secret nothing
+  can tell a peer from a program that names one, so a node with neither a
+  secret nor any token trusts its network (a test cluster on loopback) and
+  takes a connection that names a node for a peer. A node that has a client
+  or admin token but no secret, and has peers, refuses to start
+  (`check_config`): its tokens would protect nothing, since peer requests
+  read, write and reshape the ring.
+- admin (join, leave, anti-entropy rounds): the admin token (a file, or
+  `KVNODE_ADMIN_TOKEN`), or the proved secret. A node with neither has no
+  way to tell an operator from anyone else and lets its clients in.
+
 What it does not do: it authenticates the handshake, not the bytes after it
 (there is no encryption and no per-message MAC). An active man in the middle
 can relay a handshake and then tamper with the stream; against that, run the
@@ -72,9 +88,12 @@ __all__ = [
     "NONCE_SIZE",
     "SCHEMA",
     "AuthConfigError",
+    "Credentials",
     "Role",
     "Transcript",
+    "check_config",
     "check_token",
+    "grant",
     "load_secret",
     "make_challenge",
     "prove",
@@ -209,3 +228,48 @@ def check_token(expected: bytes | None, presented: object) -> bool:
     if not isinstance(presented, bytes):
         return False
     return hmac.compare_digest(expected, presented)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Credentials:
+    """What a node requires: the cluster secret, the client token and the
+    admin token (each None when not configured)."""
+
+    secret: bytes | None = None
+    client_token: bytes | None = None
+    admin_token: bytes | None = None
+
+    @property
+    def open(self) -> bool:
+        """Nothing configured: the node trusts its network."""
+        return self.secret is None and self.client_token is None and self.admin_token is None
+
+
+def check_config(credentials: Credentials, *, has_peers: bool) -> None:
+    """Raises AuthConfigError for tokens that would protect nothing: a
+    client or admin token without a secret on a node that has peers (any
+    connection naming a peer could then send peer requests)."""
+    if has_peers and credentials.secret is None and not credentials.open:
+        which = "client token" if credentials.client_token is not None else "admin token"
+        raise AuthConfigError(
+            f"a {which} without a cluster secret protects nothing on a node with peers "
+            "(a connection that names a peer could send peer requests): set --secret-file too")
+
+
+def grant(credentials: Credentials, *, node: str | None, proved: bool, token: object) -> frozenset[str]:
+    """The roles ("client", "peer", "admin") of a connection whose `hello`
+    named `node` (None: a client) and presented `token`; `proved`: it gave
+    the secret proof of the handshake. Empty: refuse the connection."""
+    c = credentials
+    roles: set[str] = set()
+    if check_token(c.client_token, token):
+        roles.add("client")
+    if proved and c.secret is not None:
+        roles |= {"peer", "admin"}
+    elif node is not None and c.open:
+        roles.add("peer")
+    if c.admin_token is not None and check_token(c.admin_token, token):
+        roles.add("admin")
+    if c.secret is None and c.admin_token is None and "client" in roles:
+        roles.add("admin")
+    return frozenset(roles)

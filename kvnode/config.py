@@ -95,6 +95,28 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """What one node lets its connections hold: the bounds that keep a
+    hostile or broken client from stalling the node or filling its memory.
+    Per node (not cluster-wide): each node may set its own."""
+
+    max_inflight: int = _setting(64, "requests in flight per connection; past it the node stops reading "
+                                 "that connection until answers drain (backpressure)")
+    frame_deadline: float = _setting(10.0, "seconds a frame, once begun, may take to arrive in full; "
+                                     "past it the connection is closed")
+    max_buffered: int = _setting(64 << 20, "bytes of partial frames the node holds across connections; "
+                                 "past it, senders of large frames wait")
+    max_connections: int = _setting(1024, "connections at once; past it the longest-idle one is closed")
+
+    def __post_init__(self) -> None:
+        for name in ("max_inflight", "max_buffered", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.frame_deadline <= 0:
+            raise ConfigError(f"frame_deadline must be positive, not {self.frame_deadline}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NodeConfig:
     id: str
     listen: tuple[str, int] = ("127.0.0.1", 7000)
@@ -105,6 +127,9 @@ class NodeConfig:
     log: str | None = None  # a file for the structured log; None: stderr
     secret_file: str | None = None  # the cluster's shared secret (else $KVNODE_SECRET); None: no peer auth
     token_file: str | None = None  # a token clients must present (else $KVNODE_CLIENT_TOKEN); None: none
+    # A token for admin requests (else $KVNODE_ADMIN_TOKEN); None: the secret, or (no secret) any client.
+    admin_token_file: str | None = None
+    limits: Limits = field(default_factory=Limits)
     seed: int | None = None  # the node's RNG seed (gossip peer choice); None: derived from its id
 
     def __post_init__(self) -> None:
@@ -120,13 +145,15 @@ class NodeConfig:
 
 
 _SETTING_NAMES = {f.name for f in fields(ClusterSettings)}
-_NODE_NAMES = {"id", "listen", "data", "peers", "sync", "log", "secret_file", "token_file", "seed"}
+_LIMIT_NAMES = {f.name for f in fields(Limits)}
+_NODE_NAMES = {"id", "listen", "data", "peers", "sync", "log", "secret_file", "token_file", "admin_token_file",
+               "seed"}
 
 
 def build(values: dict[str, Any]) -> NodeConfig:
     """A NodeConfig from flat keys, as in a TOML file or the CLI flags
     (`listen` and `peers` in their text forms)."""
-    unknown = sorted(set(values) - _SETTING_NAMES - _NODE_NAMES)
+    unknown = sorted(set(values) - _SETTING_NAMES - _NODE_NAMES - _LIMIT_NAMES)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
     node: dict[str, Any] = {k: v for k, v in values.items() if k in _NODE_NAMES and v is not None}
@@ -137,10 +164,11 @@ def build(values: dict[str, Any]) -> NodeConfig:
     elif "peers" in node and isinstance(node["peers"], dict):
         node["peers"] = {k: parse_address(v) for k, v in node["peers"].items()}
     settings = {k: v for k, v in values.items() if k in _SETTING_NAMES and v is not None}
+    limits = {k: v for k, v in values.items() if k in _LIMIT_NAMES and v is not None}
     if not node.get("id"):
         raise ConfigError("a node needs an id (--id, or id = ... in the config file)")
     try:
-        return NodeConfig(**node, settings=ClusterSettings(**settings))
+        return NodeConfig(**node, settings=ClusterSettings(**settings), limits=Limits(**limits))
     except TypeError as e:
         raise ConfigError(str(e)) from None
 

@@ -45,15 +45,20 @@ certainly did not happen (`unavailable`, `bad_request`, `too_many_siblings`)
 or may have (`timeout`, `internal`): exactly what a history must record as
 `fail` versus `info`.
 
-Bad input: a frame over `MAX_FRAME` (16 MiB), bytes that are not msgpack, a
-map without a type or id, an unknown type or a field of the wrong type gets an
-error reply where an id can be found, and the connection is closed; the node
+Each request kind may be sent only by the roles `ACCESS` names (below); any
+other sender gets `unauthorized` for that request and keeps its connection.
+
+Bad input: a frame over `MAX_FRAME` (16 MiB), bytes that are not msgpack, or
+a map without an id gets an error reply (id 0) and the connection is closed;
+a whole frame with an id but an unknown type or a field of the wrong type
+gets a `bad_request` reply for that id and the connection goes on. The node
 goes on serving every other connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +80,9 @@ DEFINITE = {
     "unauthorized": True,
     "timeout": False,
     "internal": False,
+    # A replica's stored copy failed its checksum: nothing wrong was served,
+    # but whether a write that met it took effect is not known.
+    "corrupt": False,
 }
 
 _BYTES = (bytes,)
@@ -132,16 +140,36 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "error": {"code": (str,), "message": (str,), "definite": (bool,)},
 }
 
-REQUESTS = frozenset(
-    {"get", "put", "delete", "local_get", "preference_list", "status", "replica_get", "replica_put", "coordinate",
-     "ae_hashes", "ae_keys", "ae_push", "ae_round", "gossip", "ring_get", "ring_set", "join", "leave"}
-)
-# Only for nodes of the cluster: when peers share a secret, a connection must
-# have proved it holds the secret before it may send these.
-PEER_REQUESTS = frozenset(
-    {"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push", "gossip",
-     "ring_get", "ring_set"}
-)
+# Who may send each request: the one table the node dispatches by.
+#   client: a connection that presented the client token (anyone, when the
+#           node requires none);
+#   peer:   a node of the cluster: it proved the shared secret in the
+#           handshake, or, on a node that has neither a secret nor any token,
+#           named itself (such a node trusts its network; see kvnode.auth);
+#   admin:  the admin token, or the proved secret (on a node with neither,
+#           any client).
+CLIENT, PEER, ADMIN = "client", "peer", "admin"
+ROLES = (CLIENT, PEER, ADMIN)
+_C, _P, _A = frozenset({CLIENT}), frozenset({PEER}), frozenset({ADMIN})
+ACCESS: dict[str, frozenset[str]] = {
+    "get": _C, "put": _C, "delete": _C,
+    "local_get": _C,  # one replica's own copy, as a client may read it
+    "preference_list": _C,  # read-only placement
+    "status": _C | _A,  # read-only; an operator holding only the admin token may see it
+    "replica_get": _P, "replica_put": _P, "coordinate": _P,
+    "ae_hashes": _P, "ae_keys": _P, "ae_push": _P,
+    "gossip": _P, "ring_get": _P, "ring_set": _P,
+    "ae_round": _A, "join": _A, "leave": _A,  # change what the node holds or the ring
+}
+REQUESTS = frozenset(ACCESS)
+# Only for nodes of the cluster (replica traffic, membership, ring changes).
+PEER_REQUESTS = frozenset(k for k, who in ACCESS.items() if who == _P)
+ADMIN_REQUESTS = frozenset(k for k, who in ACCESS.items() if who == _A)
+
+
+def allowed(kind: str, roles: frozenset[str]) -> bool:
+    """Whether a connection holding `roles` may send a request of `kind`."""
+    return bool(ACCESS.get(kind, frozenset()) & roles)
 
 
 class ProtocolError(Exception):
@@ -216,17 +244,75 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return decode_body(body)
 
 
+class ByteBudget:
+    """Bytes of partial frames a node holds across all its connections, with
+    a cap: a connection that needs more than its free allowance waits for
+    room (its partial-frame deadline bounds the wait), so many slow senders
+    of large frames cannot make the node hold unbounded memory."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._room = asyncio.Condition()
+
+    async def acquire(self, n: int) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self.used + n <= self.capacity or self.used == 0)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.used -= n
+
+        async def notify() -> None:
+            async with self._room:
+                self._room.notify_all()
+
+        # Waiters are woken from a task of its own: release is called from
+        # synchronous code (a connection's cleanup) as well.
+        with contextlib.suppress(RuntimeError):  # no running loop: nobody waits
+            asyncio.get_running_loop().create_task(notify())
+
+
+class FrameTimeout(ProtocolError):
+    """A frame begun but not finished within the partial-frame deadline."""
+
+
 class FrameReader:
     """Frames from one stream, read in large chunks: under load one read
-    brings many pipelined frames, where `read_frame` awaits twice per frame."""
+    brings many pipelined frames, where `read_frame` awaits twice per frame.
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    A node's reader is bounded: `deadline` (seconds) for a frame begun to be
+    complete, and `budget` for the bytes of partial frames beyond the `free`
+    allowance each connection has (so small requests never wait for room)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        *,
+        deadline: float | None = None,
+        budget: ByteBudget | None = None,
+        free: int = 1 << 17,
+    ) -> None:
         self._reader = reader
         self._buffer = bytearray()
+        self._deadline = deadline
+        self._budget = budget
+        self._free = free
+        self._charged = 0  # bytes of the buffer counted against the budget
+        self._began: float | None = None  # loop time the current partial frame began
+
+    @property
+    def partial(self) -> bool:
+        """Whether a frame has begun and not finished."""
+        return bool(self._buffer)
 
     async def next(self) -> dict[str, Any] | None:
         """The next message, or None at a clean end of stream; raises
-        ProtocolError like `read_frame`."""
+        ProtocolError like `read_frame`, FrameTimeout past the deadline."""
         buffer = self._buffer
         while True:
             if len(buffer) >= LENGTH.size:
@@ -237,13 +323,47 @@ class FrameReader:
                 if len(buffer) >= end:
                     body = bytes(buffer[LENGTH.size : end])
                     del buffer[:end]
+                    self._began = asyncio.get_running_loop().time() if buffer else None
+                    self._settle()
                     return decode_body(body)
-            chunk = await self._reader.read(1 << 16)
+            chunk = await self._read()
             if not chunk:
                 if buffer:
                     raise ProtocolError("connection closed inside a frame")
                 return None
+            if not buffer:
+                self._began = asyncio.get_running_loop().time()
             buffer += chunk
+            if self._budget is not None:
+                more = max(0, len(buffer) - self._free) - self._charged
+                if more > 0:
+                    await self._within_deadline(self._budget.acquire(more))
+                    self._charged += more
+
+    async def _read(self) -> bytes:
+        if not self._buffer or self._deadline is None:
+            return await self._reader.read(self.CHUNK)
+        return await self._within_deadline(self._reader.read(self.CHUNK))
+
+    async def _within_deadline(self, work: Any) -> Any:
+        if self._deadline is None or self._began is None:
+            return await work
+        try:
+            async with asyncio.timeout_at(self._began + self._deadline):
+                return await work
+        except TimeoutError:
+            raise FrameTimeout(f"a frame begun {self._deadline:g}s ago is not complete") from None
+
+    def _settle(self) -> None:
+        if self._budget is not None:
+            keep = max(0, len(self._buffer) - self._free)
+            self._budget.release(self._charged - keep)
+            self._charged = keep
+
+    def close(self) -> None:
+        """Give back what this reader holds of the budget."""
+        self._buffer.clear()
+        self._settle()
 
 
 class Outbox:

@@ -2,11 +2,22 @@
 replica, and the start-up and shutdown around them.
 
 Each connection starts with the protocol handshake (wrong cluster or version:
-an error reply and the connection is closed). Then every request frame is
-handled in a task of its own, so a connection may pipeline requests and get
-replies out of order. A malformed frame gets an error reply (when its id can
-be read) and closes that connection only: the node keeps serving everyone
-else and nothing stored changes.
+an error reply and the connection is closed), which gives the connection its
+roles (`kvnode.auth.grant`); every request is then checked against
+`protocol.ACCESS` and answered through one table, `_HANDLERS`. A request
+runs in a task of its own, so a connection may pipeline requests and get
+replies out of order; whatever fails in one request (bad input, a corrupt
+block, a bug) is answered as an error for that request alone. A frame that
+cannot be parsed gets an error reply (when its id can be read) and closes
+that connection only: the node keeps serving everyone else and nothing
+stored changes.
+
+Bounds (`config.Limits`): requests in flight per connection (past the cap the
+node stops reading that connection until answers drain: backpressure, not
+an error), a deadline for a frame once begun, a node-wide budget for the
+bytes of partial frames, and a cap on connections (the longest idle is
+closed first). Refused connections and requests are logged at a bounded
+rate, each line with this node's id and the id the other side claimed.
 
 Shutdown on SIGTERM or SIGINT: stop accepting, let requests in flight finish
 (bounded), flush the storage engine and close it. After SIGKILL nothing
@@ -20,6 +31,8 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import auth, protocol, ring_state
@@ -37,9 +50,28 @@ from .rebalance import Rebalancer
 from .replica import Replica
 from .ring import Ring
 from .rng import make_rng
-from .storage import Engine
+from .storage import CorruptionError, Engine
 from .transport import TcpTransport, Transport
 from .versions import resolver
+
+# Refused connections and requests are logged at most LOG_BURST times per
+# LOG_WINDOW seconds for each kind of event.
+LOG_BURST = 10
+LOG_WINDOW = 10.0
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    """One accepted connection: who it is, what it has in flight, and when
+    it last did anything (the longest idle is closed first at the cap)."""
+
+    writer: asyncio.StreamWriter
+    peername: str
+    last_active: float
+    roles: frozenset[str] = frozenset()
+    inflight: int = 0
+    frames: protocol.FrameReader | None = None
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Node:
@@ -57,8 +89,13 @@ class Node:
         self.offload = offload or ThreadOffload()
         self.log = log or EventLog(config.id, self.clock)
         s = config.settings
-        self.secret = auth.load_secret(config.secret_file)
-        self.client_token = auth.load_secret(config.token_file, env="KVNODE_CLIENT_TOKEN")
+        self.credentials = auth.Credentials(
+            secret=auth.load_secret(config.secret_file),
+            client_token=auth.load_secret(config.token_file, env="KVNODE_CLIENT_TOKEN"),
+            admin_token=auth.load_secret(config.admin_token_file, env="KVNODE_ADMIN_TOKEN"),
+        )
+        auth.check_config(self.credentials, has_peers=bool(config.peers.keys() - {config.id}))
+        self.secret = self.credentials.secret
         self.engine = Engine.open(config.data, sync=config.sync)
         self.addresses = {k: f"{h}:{p}" for k, (h, p) in config.members.items()}
         # The static ring of the configured members is epoch 0; joins and
@@ -118,14 +155,20 @@ class Node:
         self._server: asyncio.Server | None = None
         self._requests: set[asyncio.Task[Any]] = set()
         self._connections: set[asyncio.StreamWriter] = set()
+        self._links: set[_Link] = set()
+        self._budget = protocol.ByteBudget(config.limits.max_buffered)
+        self._log_windows: dict[str, list[Any]] = {}  # event -> [window start, lines, suppressed]
         self._stopped = asyncio.Event()
-        self.counters: dict[str, int] = {"connections": 0, "requests": 0, "protocol_errors": 0}
+        self.counters: dict[str, int] = {"connections": 0, "requests": 0, "protocol_errors": 0,
+                                         "connections_evicted": 0}
 
     # ---------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         host, port = self.config.listen
-        self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.MAX_FRAME + 64)
+        # A small stream buffer: when a connection is not read (at its cap
+        # of requests in flight) its socket pauses soon, and its sender waits.
+        self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.FrameReader.CHUNK)
         s = self.config.settings
         self._tasks.append(asyncio.ensure_future(self.handoff.run()))
         self._tasks.append(asyncio.ensure_future(self.gossiper.run()))
@@ -296,56 +339,127 @@ class Node:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counters["connections"] += 1
+        link = _Link(writer=writer, peername=str(writer.get_extra_info("peername")),
+                     last_active=self.clock.monotonic())
+        self._make_room()
+        self._links.add(link)
         self._connections.add(writer)
-        peer = writer.get_extra_info("peername")
+        limits = self.config.limits
+        frames = protocol.FrameReader(reader, deadline=limits.frame_deadline, budget=self._budget)
+        link.frames = frames
         try:
-            is_peer = await self._handshake(reader, writer)
-            if is_peer is None:
+            roles = await self._handshake(reader, writer)
+            if roles is None:
                 return
+            link.roles = roles
             outbox = protocol.Outbox(writer)
-            frames = protocol.FrameReader(reader)
             while True:
+                if link.inflight >= limits.max_inflight:
+                    # Backpressure: read nothing more from this connection
+                    # (its socket buffers fill, its sender blocks) until
+                    # answers drain.
+                    link.drained.clear()
+                    await link.drained.wait()
+                    continue
                 try:
                     message = await frames.next()
                 except protocol.ProtocolError as e:
-                    self._protocol_error(writer, e, peer)
+                    if e.request_id is not None:
+                        # A whole frame whose id could be read (an unknown
+                        # type, a field of the wrong type): answer it, and
+                        # the stream is still in step, so keep serving.
+                        self.counters["protocol_errors"] += 1
+                        outbox.send(protocol.error(e.request_id, "bad_request", str(e)))
+                        continue
+                    self._protocol_error(writer, e, link.peername)
                     return
                 if message is None:
                     return
-                if message["type"] not in protocol.REQUESTS:
-                    self._protocol_error(
-                        writer, protocol.ProtocolError(f"{message['type']} is not a request", message["id"]), peer
-                    )
-                    return
-                if message["type"] in protocol.PEER_REQUESTS and not is_peer:
-                    self.log.event("refused_request", type=message["type"], reason="not an authenticated peer")
-                    outbox.send(protocol.error(
-                        message["id"], "unauthorized", f"{message['type']} is for authenticated peers only"))
-                    continue
-                if message["type"] == "replica_get" and "hint" not in message:
-                    # Answered at once from memory: no task for the most
-                    # frequent peer request.
-                    outbox.send({"type": "replica_get_ok", "id": message["id"],
-                                 "state": self.replica.engine.get(message["key"])})
-                    continue
-                task = asyncio.ensure_future(self._answer(message, outbox))
-                self._requests.add(task)
-                task.add_done_callback(self._requests.discard)
+                link.last_active = self.clock.monotonic()
+                self._accept(message, link, outbox)
         except (ConnectionError, OSError):
             return
         finally:
+            frames.close()
+            self._links.discard(link)
             self._connections.discard(writer)
             writer.close()
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool | None:
-        """Shake hands; None if refused, else whether the other side is an
-        authenticated peer (a node of this cluster) allowed peer requests."""
+    def _accept(self, message: dict[str, Any], link: _Link, outbox: protocol.Outbox) -> None:
+        """Answer one well-framed message: at once when it is refused or
+        cheap, else in a task of its own (counted in flight)."""
+        kind, rid = message["type"], message["id"]
+        if kind not in protocol.REQUESTS:
+            outbox.send(protocol.error(rid, "bad_request", f"{kind} is not a request"))
+            return
+        if not protocol.allowed(kind, link.roles):
+            self._throttled("refused_request", type=kind, roles=sorted(link.roles), peername=link.peername)
+            who = " or ".join(sorted(protocol.ACCESS[kind]))
+            outbox.send(protocol.error(rid, "unauthorized", f"{kind} is for {who} connections only"))
+            return
+        if kind == "replica_get" and "hint" not in message:
+            # Answered at once from memory: no task for the most frequent
+            # peer request.
+            self.counters["requests"] += 1
+            try:
+                self._check_key(message)
+                reply = {"type": "replica_get_ok", "id": rid, "state": self.replica.engine.get(message["key"])}
+            except Exception as e:
+                reply = self._error_reply(message, e)
+            outbox.send(reply)
+            return
+        link.inflight += 1
+        task = asyncio.ensure_future(self._answer(message, outbox))
+        self._requests.add(task)
+        task.add_done_callback(lambda t: self._finished(t, link))
+
+    def _finished(self, task: asyncio.Task[Any], link: _Link) -> None:
+        self._requests.discard(task)
+        link.inflight -= 1
+        link.last_active = self.clock.monotonic()
+        link.drained.set()
+        if not task.cancelled() and task.exception() is not None:  # retrieved: never "never retrieved"
+            self.log.event("internal_error", error=repr(task.exception()))
+
+    def _make_room(self) -> None:
+        """At the connection cap, close the connection idle longest (nothing
+        in flight, no frame begun) to make room for a new one."""
+        if len(self._links) < self.config.limits.max_connections:
+            return
+        idle = [k for k in self._links if k.inflight == 0 and not (k.frames and k.frames.partial)]
+        if not idle:
+            idle = list(self._links)
+        oldest = min(idle, key=lambda k: k.last_active)
+        self._links.discard(oldest)
+        self.counters["connections_evicted"] += 1
+        self._throttled("connection_evicted", peername=oldest.peername, roles=sorted(oldest.roles))
+        oldest.writer.close()
+
+    def _throttled(self, event: str, **fields: Any) -> None:
+        """Log `event`, at most LOG_BURST lines per LOG_WINDOW seconds of
+        each kind: a flood of refused connections must not flood the log.
+        The next line logged says how many were left out."""
+        now = self.clock.monotonic()
+        window = self._log_windows.get(event)
+        if window is None or now - window[0] >= LOG_WINDOW:
+            window = self._log_windows[event] = [now, 0, window[2] if window else 0]
+        if window[1] >= LOG_BURST:
+            window[2] += 1
+            return
+        window[1] += 1
+        suppressed, window[2] = window[2], 0
+        self.log.event(event, **fields, **({"suppressed": suppressed} if suppressed else {}))
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> frozenset[str] | None:
+        """Shake hands; None if refused, else the connection's roles
+        (`kvnode.auth.grant`)."""
         deadline = self.config.settings.request_timeout * 5
+        peername = str(writer.get_extra_info("peername"))
         try:
             hello = await asyncio.wait_for(protocol.read_frame(reader), deadline)
         except (protocol.ProtocolError, TimeoutError) as e:
             self._protocol_error(writer, e if isinstance(e, protocol.ProtocolError)
-                                 else protocol.ProtocolError("no handshake"), writer.get_extra_info("peername"))
+                                 else protocol.ProtocolError("no handshake"), peername)
             return None
         if hello is None:
             return None
@@ -361,44 +475,40 @@ class Node:
         if hello["version"] != protocol.VERSION:
             refuse("bad_request", f"protocol version {hello['version']} not spoken (this node: {protocol.VERSION})")
             return None
+        claimed = hello["node"]
         if hello["cluster"] != settings.cluster:
-            self.log.event("refused_peer", reason="wrong_cluster", cluster=hello["cluster"], node=hello["node"])
+            self._throttled("refused_peer", reason="wrong_cluster", cluster=hello["cluster"], claimed=claimed,
+                            peername=peername)
             refuse("wrong_cluster",
                    f"this node belongs to cluster {settings.cluster!r}, not {hello['cluster']!r}")
             return None
-        peer = hello["node"]
         proof: bytes | None = None
-        if peer is None:
-            # A client: it may need a token, and without a shared secret in
-            # force nothing distinguishes it from a peer.
-            if self.client_token is not None and not auth.check_token(self.client_token, hello["token"]):
-                self.log.event("refused_client", reason="bad_token", peername=str(writer.get_extra_info("peername")))
-                refuse("unauthorized", "a valid client token is required")
-                return None
-            is_peer = self.secret is None
-        elif self.secret is None:
-            is_peer = True
-        else:
+        if claimed is not None and self.credentials.secret is not None:
             proof = await self._authenticate(reader, writer, hello)
             if proof is None:
                 return None
-            is_peer = True
+        roles = auth.grant(self.credentials, node=claimed, proved=proof is not None, token=hello["token"])
+        if not roles:
+            self._throttled("refused_client", reason="bad_token", claimed=claimed, peername=peername)
+            refuse("unauthorized", "a valid client token is required")
+            return None
         writer.write(protocol.encode({"type": "hello_ok", "id": rid, "version": protocol.VERSION,
                                       "cluster": settings.cluster, "node": self.config.id, "proof": proof}))
-        return is_peer
+        return roles
 
     async def _authenticate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any]
     ) -> bytes | None:
         """Challenge a connecting node; its proof (our answer) if it holds the secret."""
-        assert self.secret is not None
-        rid, peer = hello["id"], hello["node"]
+        secret = self.credentials.secret
+        assert secret is not None
+        rid, claimed = hello["id"], hello["node"]
 
         def refuse(reason: str) -> None:
-            self.log.event("refused_peer", reason=reason, node=peer,
-                           peername=str(writer.get_extra_info("peername")))
+            self._throttled("refused_peer", reason=reason, claimed=claimed,
+                            peername=str(writer.get_extra_info("peername")))
             writer.write(protocol.encode(protocol.error(
-                rid, "unauthorized", f"node {peer!r} did not prove it holds the cluster secret ({reason})")))
+                rid, "unauthorized", f"node {claimed!r} did not prove it holds the cluster secret ({reason})")))
 
         if not auth.valid_nonce(hello["nonce"]):
             refuse("no_nonce")
@@ -412,108 +522,138 @@ class Node:
         if answer is None or answer["type"] != "auth":
             refuse("no_answer")
             return None
-        transcript = auth.Transcript(cluster=self.config.settings.cluster, client=peer, server=self.config.id,
+        transcript = auth.Transcript(cluster=self.config.settings.cluster, client=claimed, server=self.config.id,
                                      client_nonce=hello["nonce"], server_nonce=nonce)
-        if not auth.verify(self.secret, "client", transcript, answer["proof"]):
+        if not auth.verify(secret, "client", transcript, answer["proof"]):
             refuse("bad_proof")
             return None
-        return auth.prove(self.secret, "server", transcript)
+        return auth.prove(secret, "server", transcript)
 
     def _protocol_error(self, writer: asyncio.StreamWriter, error: protocol.ProtocolError, peer: object) -> None:
         self.counters["protocol_errors"] += 1
-        self.log.event("protocol_error", peer=str(peer), error=str(error))
+        self._throttled("protocol_error", peername=str(peer), error=str(error))
         with contextlib.suppress(Exception):
             writer.write(protocol.encode(protocol.error(error.request_id or 0, "bad_request", str(error))))
 
     # ----------------------------------------------------------- requests
 
     async def _answer(self, message: dict[str, Any], outbox: protocol.Outbox) -> None:
+        """Answer one request; whatever goes wrong in it is answered as an
+        error for this request alone, never raised."""
         self.counters["requests"] += 1
         rid = message["id"]
         try:
-            reply = await self._dispatch(message)
-        except CoordinatorError as e:
-            reply = protocol.error(rid, e.code, e.message)
-        except Exception as e:  # a bug: say so, indeterminately, and keep serving
-            self.log.event("internal_error", type=message["type"], error=repr(e))
-            reply = protocol.error(rid, "internal", f"{type(e).__name__}: {e}")
+            self._check_key(message)
+            reply = await _HANDLERS[message["type"]](self, message)
+        except Exception as e:
+            reply = self._error_reply(message, e)
         reply["id"] = rid
         try:
             outbox.send(reply)
         except protocol.ProtocolError as e:  # a reply too large for a frame
             outbox.send(protocol.error(rid, "internal", str(e)))
 
-    async def _dispatch(self, m: dict[str, Any]) -> dict[str, Any]:
-        kind = m["type"]
-        c = self.coordinator
-        if kind == "get":
-            result = await c.get(m["key"])
-            return {"type": "get_ok", "values": result.values, "context": result.context}
-        if kind == "put":
-            await c.put(m["key"], m["value"], m["context"])
-            return {"type": "put_ok"}
-        if kind == "delete":
-            await c.put(m["key"], None, m["context"])
-            return {"type": "delete_ok"}
-        if kind == "coordinate":
-            if m["op"] not in ("put", "delete") or (m["op"] == "put") != (m["value"] is not None):
-                raise CoordinatorError("bad_request", "coordinate: op must be put (with a value) or delete")
-            await c.put(m["key"], m["value"], m["context"])
-            return {"type": f"{m['op']}_ok"}
-        if kind == "local_get":
-            state = await self.replica.read(m["key"])
-            return {"type": "local_get_ok", "values": state.values(), "context": state.client_context()}
-        if kind == "preference_list":
-            return {"type": "preference_list_ok",
-                    "nodes": list(self.ring.preference_list(m["key"], self.config.settings.n))}
-        if kind == "replica_get":
-            hint = self._hint_target(m)
-            if hint is not None:
-                held = await self.hints.get(hint, m["key"])
-                return {"type": "replica_get_ok", "state": held.state if held else None}
-            return {"type": "replica_get_ok", "state": await self.replica.read_raw(m["key"])}
-        if kind == "replica_put":
-            try:
-                incoming = self.replica.decode(m["state"])
-            except ValueError as e:
-                raise CoordinatorError("bad_request", f"replica_put: {e}") from None
-            hint = self._hint_target(m)
-            if hint is not None:
-                # A fallback keeps the copy for the primary, durably, and hands
-                # it over later; it does not own the key, so it does not merge it.
-                await self.hints.add(hint, m["key"], m["state"])
-            else:
-                await self.replica.merge(m["key"], incoming)
-            return {"type": "replica_put_ok"}
-        if kind == "ring_get":
-            return {"type": "ring_get_ok", "epoch": self.ring_epoch, "ring": self._ring_dict(),
-                    "node": self.config.id}
-        if kind == "ring_set":
-            try:
-                self._adopt(m["epoch"], Ring.from_dict(m["ring"]))
-                self.addresses.update({str(k): str(v) for k, v in m["ring"].get("addresses", {}).items()})
-            except ValueError as e:
-                raise CoordinatorError("bad_request", f"ring_set: {e}") from None
-            return {"type": "ring_set_ok", "epoch": self.ring_epoch}
-        if kind == "join":
+    def _error_reply(self, message: dict[str, Any], e: Exception) -> dict[str, Any]:
+        rid = message["id"]
+        if isinstance(e, CoordinatorError):
+            return protocol.error(rid, e.code, e.message)
+        if isinstance(e, CorruptionError):
+            self._throttled("corrupt_read", type=message["type"], error=str(e))
+            return protocol.error(rid, "corrupt", str(e))
+        # A bug: say so, indeterminately, and keep serving.
+        self._throttled("internal_error", type=message["type"], error=repr(e))
+        return protocol.error(rid, "internal", f"{type(e).__name__}: {e}")
+
+    def _check_key(self, m: dict[str, Any]) -> None:
+        key = m.get("key")
+        if isinstance(key, bytes) and len(key) > self.engine.options.max_key_size:
+            raise CoordinatorError(
+                "bad_request", f"key of {len(key)} bytes exceeds the {self.engine.options.max_key_size}-byte limit")
+
+    async def _get(self, m: dict[str, Any]) -> dict[str, Any]:
+        result = await self.coordinator.get(m["key"])
+        return {"type": "get_ok", "values": result.values, "context": result.context}
+
+    async def _put(self, m: dict[str, Any]) -> dict[str, Any]:
+        await self.coordinator.put(m["key"], m["value"], m["context"])
+        return {"type": "put_ok"}
+
+    async def _delete(self, m: dict[str, Any]) -> dict[str, Any]:
+        await self.coordinator.put(m["key"], None, m["context"])
+        return {"type": "delete_ok"}
+
+    async def _coordinate(self, m: dict[str, Any]) -> dict[str, Any]:
+        if m["op"] not in ("put", "delete") or (m["op"] == "put") != (m["value"] is not None):
+            raise CoordinatorError("bad_request", "coordinate: op must be put (with a value) or delete")
+        await self.coordinator.put(m["key"], m["value"], m["context"])
+        return {"type": f"{m['op']}_ok"}
+
+    async def _local_get(self, m: dict[str, Any]) -> dict[str, Any]:
+        state = await self.replica.read(m["key"])
+        return {"type": "local_get_ok", "values": state.values(), "context": state.client_context()}
+
+    async def _preference_list(self, m: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "preference_list_ok",
+                "nodes": list(self.ring.preference_list(m["key"], self.config.settings.n))}
+
+    async def _replica_get(self, m: dict[str, Any]) -> dict[str, Any]:
+        hint = self._hint_target(m)
+        if hint is not None:
+            held = await self.hints.get(hint, m["key"])
+            return {"type": "replica_get_ok", "state": held.state if held else None}
+        return {"type": "replica_get_ok", "state": await self.replica.read_raw(m["key"])}
+
+    async def _replica_put(self, m: dict[str, Any]) -> dict[str, Any]:
+        try:
+            incoming = self.replica.decode(m["state"])
+        except ValueError as e:
+            raise CoordinatorError("bad_request", f"replica_put: {e}") from None
+        hint = self._hint_target(m)
+        if hint is not None:
+            # A fallback keeps the copy for the primary, durably, and hands
+            # it over later; it does not own the key, so it does not merge it.
+            await self.hints.add(hint, m["key"], m["state"])
+        else:
+            await self.replica.merge(m["key"], incoming)
+        return {"type": "replica_put_ok"}
+
+    async def _ring_get(self, m: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "ring_get_ok", "epoch": self.ring_epoch, "ring": self._ring_dict(), "node": self.config.id}
+
+    async def _ring_set(self, m: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self._adopt(m["epoch"], Ring.from_dict(m["ring"]))
+            self.addresses.update({str(k): str(v) for k, v in m["ring"].get("addresses", {}).items()})
+        except (ValueError, TypeError, AttributeError) as e:
+            raise CoordinatorError("bad_request", f"ring_set: {e}") from None
+        return {"type": "ring_set_ok", "epoch": self.ring_epoch}
+
+    async def _join_request(self, m: dict[str, Any]) -> dict[str, Any]:
+        try:
             return {"type": "join_ok", "epoch": await self._join(m["seed"])}
-        if kind == "leave":
-            return {"type": "leave_ok", "epoch": await self._leave()}
-        if kind == "gossip":
-            try:
-                return self.gossiper.handle(m)
-            except ValueError as e:
-                raise CoordinatorError("bad_request", f"gossip: {e}") from None
-        if kind in AE_REQUESTS:
-            return await self.antientropy.handle(m)
-        if kind == "ae_round":
-            return {"type": "ae_round_ok", "result": await self.antientropy.round()}
-        if kind == "status":
-            ranges = await self.antientropy.summary()
-            return {"type": "status_ok", **self.status(),
-                    "antientropy": {**self.antientropy.counters,
-                                    "ranges": {str(p): r for p, r in sorted(ranges.items())}}}
-        raise CoordinatorError("bad_request", f"unhandled request type {kind}")
+        except ValueError as e:  # a seed that is no HOST:PORT
+            raise CoordinatorError("bad_request", f"join: {e}") from None
+
+    async def _leave_request(self, m: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "leave_ok", "epoch": await self._leave()}
+
+    async def _gossip(self, m: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.gossiper.handle(m)
+        except ValueError as e:
+            raise CoordinatorError("bad_request", f"gossip: {e}") from None
+
+    async def _antientropy(self, m: dict[str, Any]) -> dict[str, Any]:
+        return await self.antientropy.handle(m)
+
+    async def _ae_round(self, m: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "ae_round_ok", "result": await self.antientropy.round()}
+
+    async def _status(self, m: dict[str, Any]) -> dict[str, Any]:
+        ranges = await self.antientropy.summary()
+        return {"type": "status_ok", **self.status(),
+                "antientropy": {**self.antientropy.counters,
+                                "ranges": {str(p): r for p, r in sorted(ranges.items())}}}
 
     def _hint_target(self, m: dict[str, Any]) -> str | None:
         """The primary a replica_put/replica_get stands in for, or None."""
@@ -542,6 +682,8 @@ class Node:
             "ring_epoch": self.ring_epoch,
             "ring_nodes": list(self.ring.nodes),
             "rebalance": self.rebalancer.stats(),
+            "connections_open": len(self._links),
+            "buffered_bytes": self._budget.used,
             "counters": {**self.counters, "gets": c.gets, "puts": c.puts, "deletes": c.deletes,
                          "forwarded": c.forwarded, "read_repairs": c.read_repairs,
                          **{f"errors.{k}": v for k, v in sorted(c.errors.items())}},
@@ -550,3 +692,17 @@ class Node:
             "generation": self.generation,
             "storage": {k: storage[k] for k in ("tables", "table_bytes", "memtable_bytes", "flushes", "compactions")},
         }
+
+
+_Handler = Callable[[Node, dict[str, Any]], Awaitable[dict[str, Any]]]
+# What answers each request; who may send it is `protocol.ACCESS`.
+_HANDLERS: dict[str, _Handler] = {
+    "get": Node._get, "put": Node._put, "delete": Node._delete, "local_get": Node._local_get,
+    "preference_list": Node._preference_list, "status": Node._status,
+    "replica_get": Node._replica_get, "replica_put": Node._replica_put, "coordinate": Node._coordinate,
+    **{kind: Node._antientropy for kind in AE_REQUESTS},
+    "gossip": Node._gossip, "ring_get": Node._ring_get, "ring_set": Node._ring_set,
+    "ae_round": Node._ae_round, "join": Node._join_request, "leave": Node._leave_request,
+}
+if set(_HANDLERS) != protocol.REQUESTS:  # the two tables must name the same requests
+    raise ImportError(f"requests without a handler or an access rule: {set(_HANDLERS) ^ protocol.REQUESTS}")
