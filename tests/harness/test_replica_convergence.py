@@ -17,9 +17,9 @@ from tests.harness.project_matrix import FAST
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path: Path, **options: object) -> Path:
+def _run(tmp_path: Path, nemesis: str = "partition", **options: object) -> Path:
     config = RunConfig(store=str(tmp_path / "store"), nodes=3, concurrency=6, rate=80.0, time_limit=8.0, seed=5,
-                       nemesis=("partition",), nemesis_interval=2.0, op_timeout=2.0, recovery_timeout=10.0,
+                       nemesis=(nemesis,), nemesis_interval=2.0, op_timeout=2.0, recovery_timeout=10.0,
                        system_options={**FAST, **options})
     return run(config, live=False, echo=lambda s: None).run_dir
 
@@ -43,9 +43,12 @@ def test_a_healthy_partitioned_run_reads_every_replica_and_they_agree(tmp_path: 
 
 
 def test_replicas_left_diverged_without_anti_entropy_or_repair_are_found(tmp_path: Path) -> None:
-    # Strict quorums (no hints), no read repair, no anti-entropy: a write the
-    # partition kept from one replica never reaches it.
-    run_dir = _run(tmp_path, quorum="strict", read_repair="off", ae_interval=0)
+    # Strict quorums (no hints), no read repair, no anti-entropy: the writes
+    # made while one replica was killed never reach it. (Not a partition:
+    # the local backend's proxies deliver what a partition held once it
+    # heals, so whether a replica misses a write hangs on the timing of the
+    # failure detector, which a loaded machine changes.)
+    run_dir = _run(tmp_path, nemesis="kill", quorum="strict", read_repair="off", ae_interval=0)
     results = json.loads((run_dir / "results.json").read_text())
     replicas = results["checkers"]["replicas"]
     assert replicas["valid"] is False, replicas
