@@ -49,6 +49,17 @@ reachable replica of its partitions. `run(interval)` repeats rounds until
 cancelled; an error with one peer (timeout, lost connection, error reply, a
 malformed answer) is counted and logged, and never stops the round or loop.
 
+**Damaged blocks.** A block of the engine that fails its checksum is a
+loss of this replica's copy of the keys in its range, not a failed round:
+the tree build skips it (`engine.scan(damaged=...)`, which hides every key
+of the range whose newest version the damaged table or an older one holds),
+logs `ae_corrupt_range` once per block and counts it (`corrupt_ranges` in a
+round's result). Those keys are then missing from this node's trees, so the
+exchanges fetch them from the other replicas like any key this node lacks,
+and the merge (`Replica.merge`, which takes a damaged state for absent)
+rewrites them here, newer than the damage. A damaged key read on its own
+(`engine.get`) counts as absent, for the same reason.
+
 Time is read only through the node's `Clock`; jitter only from the
 `random.Random` passed in; storage reads go through the `Offload` seam.
 """
@@ -68,7 +79,7 @@ from .offload import Offload
 from .protocol import RemoteError
 from .replica import Replica
 from .ring import Ring
-from .storage import Engine
+from .storage import CorruptionError, Engine
 from .transport import Transport
 
 __all__ = ["REQUESTS", "SCHEMA", "AntiEntropy"]
@@ -184,7 +195,10 @@ class AntiEntropy:
             "errors": 0,
             "unreachable": 0,
             "tree_builds": 0,
+            "corrupt_ranges": 0,
         }
+        # Damaged blocks (table, block) already reported.
+        self._reported: set[tuple[int | None, int | None]] = set()
 
     # -- trees -------------------------------------------------------------
 
@@ -199,10 +213,11 @@ class AntiEntropy:
     def _new_tree(self) -> MerkleTree:
         return MerkleTree(fanout=self.fanout, depth=self.depth)
 
-    def _scan_all(self, ring: Ring) -> dict[int, MerkleTree]:
-        """Runs on the offload thread: every partition's tree, in one scan."""
+    def _scan_all(self, ring: Ring, damaged: list[CorruptionError]) -> dict[int, MerkleTree]:
+        """Runs on the offload thread: every partition's tree, in one scan,
+        without the key ranges of damaged blocks (appended to `damaged`)."""
         trees: dict[int, MerkleTree] = {}
-        for key, state in self._engine.scan():
+        for key, state in self._engine.scan(damaged=damaged):
             if self._include is None or self._include(key):
                 p = ring.partition_of(key)
                 tree = trees.get(p)
@@ -226,12 +241,20 @@ class AntiEntropy:
                 self._trees = None
                 self._building = True
                 self._dirty = set()  # the scan sees these; later writes are noted again
+                damaged: list[CorruptionError] = []
                 try:
-                    trees = await self._offload.run(lambda: self._scan_all(ring))
+                    trees = await self._offload.run(lambda: self._scan_all(ring, damaged))
                 finally:
                     self._building = False
                 self._trees, self._trees_q = trees, ring.partitions
                 self.counters["tree_builds"] += 1
+                self.counters["corrupt_ranges"] = len(damaged)
+                for e in damaged:
+                    if (e.table, e.block) not in self._reported:
+                        self._reported.add((e.table, e.block))
+                        self._event("ae_corrupt_range", table=e.table, block=e.block,
+                                    after=None if e.after is None else e.after.hex(),
+                                    last=None if e.last is None else e.last.hex(), error=str(e))
             trees = self._trees
             if self._dirty:
                 keys = sorted(k for k in self._dirty if self._include is None or self._include(k))
@@ -250,8 +273,17 @@ class AntiEntropy:
         return trees.get(partition) or self._new_tree()
 
     async def _read(self, keys: list[bytes]) -> dict[bytes, bytes | None]:
+        """The stored states of `keys`; a damaged one reads as absent, so
+        that the exchange fetches it from a replica that has it."""
         engine = self._engine
-        return await self._offload.run(lambda: {k: engine.get(k) for k in keys})
+
+        def get(key: bytes) -> bytes | None:
+            try:
+                return engine.get(key)
+            except CorruptionError:
+                return None
+
+        return await self._offload.run(lambda: {k: get(k) for k in keys})
 
     async def summary(self) -> dict[int, dict[str, Any]]:
         """For status: per partition this node replicates, its Merkle root
@@ -312,7 +344,10 @@ class AntiEntropy:
                     raise _BadRequest(f"ae_push: key {key!r:.40} is not in partition {partition}")
             merged = 0
             for (key, raw), (_, state) in zip(items, decoded, strict=True):
-                before = await self.replica.read_raw(key)
+                try:
+                    before = await self.replica.read_raw(key)
+                except CorruptionError:
+                    before = None  # damaged here: the merge rewrites it
                 if before == raw:
                     continue
                 after = await self.replica.merge(key, state)
@@ -438,10 +473,13 @@ class AntiEntropy:
         """Exchange every partition this node replicates with its other
         reachable replicas (see the module docstring). Returns counts:
         partitions (compared with at least one peer), exchanges, keys_repaired,
-        unreachable (peer skipped as down), errors (exchanges that failed).
+        unreachable (peer skipped as down), errors (exchanges that failed),
+        corrupt_ranges (damaged blocks of the local engine that the last tree
+        build skipped; their keys are fetched from the peers).
         Never raises for a peer's failure."""
         ring = self._ring()
         result = dict.fromkeys(("partitions", "exchanges", "keys_repaired", "unreachable", "errors"), 0)
+        await self._current()  # (re)build the trees first, so that damage it finds is reported now
         reachable: dict[str, bool] = {}
         for p in self._replicated(ring):
             peers = [x for x in ring.walk(p)[: self.n] if x != self.node]
@@ -473,6 +511,7 @@ class AntiEntropy:
                 result["keys_repaired"] += outcome[0]
             if done:
                 result["partitions"] += 1
+        result["corrupt_ranges"] = self.counters["corrupt_ranges"]
         self.counters["rounds"] += 1
         self.counters["unreachable"] += result["unreachable"]
         self.counters["errors"] += result["errors"]

@@ -28,6 +28,14 @@ repair then brings stale replicas up to date: `async` sends the merged state
 after answering, `sync` writes it to W replicas before answering (ABD), `off`
 does neither. Fewer than R reachable replicas: `unavailable`.
 
+A damaged copy (the storage engine's `CorruptionError`, here or a peer's
+`corrupt` reply) is a failed replica, not a failed request: a get counts it
+as a missing reply and answers from R of the other replicas, and read repair
+(async or sync) then writes the merged state over the damaged copy; a put
+whose own copy is damaged has another primary make the version (as a put
+that reaches a node that is not a replica does), and its replica_put here
+rewrites the copy.
+
 Errors are raised as `CoordinatorError(code, message)`, where code is a
 protocol error code and so tells the client whether the outcome is definite.
 """
@@ -46,12 +54,18 @@ from .connection import ConnectionLost
 from .log import EventLog
 from .replica import Replica
 from .ring import Placement, Ring
+from .storage import CorruptionError
 from .transport import PeerUnreachable, Transport
 from .versions import TooManySiblings, Versioned
 
 # Where a copy goes: (node, None) for a primary's own replica, or
 # (fallback node, primary) for a hint the fallback keeps for that primary.
 Target = tuple[str, str | None]
+
+
+class DamagedReplica(ConnectionLost):
+    """A replica answered that its copy of the key is damaged (`corrupt`):
+    no reply for the quorum, a target for read repair."""
 
 
 class CoordinatorError(Exception):
@@ -68,6 +82,7 @@ class Counters:
     deletes: int = 0
     forwarded: int = 0
     read_repairs: int = 0
+    damaged_replicas: int = 0  # reads and puts that met a damaged copy, here or at a peer
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -247,6 +262,12 @@ class Coordinator:
 
         try:
             await self.replica.update(key, context=context, value=value, node=self.node, made=send)
+        except CorruptionError:
+            # Nothing was made or sent: another primary makes the version,
+            # and its copy to this node rewrites the damaged one.
+            self.counters.damaged_replicas += 1
+            await self._forward(tuple(p for p in primaries if p != self.node), key, value, context)
+            return
         except TooManySiblings as e:
             raise self._fail("too_many_siblings", str(e)) from None
         except ValueError as e:
@@ -291,6 +312,9 @@ class Coordinator:
             message["hint"] = hint
         reply = await self.transport.request(peer, message, self.settings.request_timeout)
         if reply.get("type") != "replica_get_ok":
+            if reply.get("code") == "corrupt":
+                self.counters.damaged_replicas += 1
+                raise DamagedReplica(f"{peer}: {reply.get('message')}")
             raise ConnectionLost(f"{peer}: {reply.get('message', reply.get('type'))}")
         return self.replica.decode(reply["state"])
 
@@ -302,8 +326,13 @@ class Coordinator:
             raise self._fail("unavailable", f"{len(targets)} of {s.n} replicas reachable ({s.quorum} quorum), r={s.r}")
         local: Target = (self.node, None)
         answers: dict[Target, Versioned] = {}
+        damaged: list[Target] = []  # replicas whose copy is damaged: to repair, not to count
         if local in targets:
-            answers[local] = await self.replica.read(key)  # no task: it never waits on I/O
+            try:
+                answers[local] = await self.replica.read(key)  # no task: it never waits on I/O
+            except CorruptionError:
+                self.counters.damaged_replicas += 1
+                damaged.append(local)
         tasks = {asyncio.ensure_future(self._fetch(t, key)): t for t in targets if t != local}
         have = len(answers)
         await self._until(tasks, lambda: have + sum(1 for t in tasks if self._ok(t)) >= s.r)
@@ -311,19 +340,25 @@ class Coordinator:
             if self._ok(t):
                 answers[target] = t.result()
         pending = {t for t in tasks if not t.done()}
+        damaged += [target for t, target in tasks.items() if self._damaged(t)]
         if len(answers) < s.r:
             for t in pending:
                 t.cancel()
-            raise self._fail("timeout", f"{len(answers)} of r={s.r} replicas answered in {s.request_timeout}s")
+            note = f" ({len(damaged)} with a damaged copy)" if damaged else ""
+            raise self._fail("timeout", f"{len(answers)} of r={s.r} replicas answered in {s.request_timeout}s{note}")
         merged = self._merge_all(list(answers.values()))
         if s.read_repair == "sync":
-            await self._repair_sync(key, merged, answers, tasks, pending)
+            await self._repair_sync(key, merged, answers, tasks, pending, damaged)
         elif s.read_repair == "async":
-            self._repair_later(key, merged, answers, tasks, pending)
+            self._repair_later(key, merged, answers, tasks, pending, damaged)
         else:
             for t in pending:
                 t.cancel()
         return ReadResult(values=merged.values(), context=merged.client_context())
+
+    @staticmethod
+    def _damaged(t: asyncio.Future[Any]) -> bool:
+        return t.done() and not t.cancelled() and isinstance(t.exception(), DamagedReplica)
 
     def _merge_all(self, states: list[Versioned]) -> Versioned:
         merged = states[0]
@@ -334,10 +369,12 @@ class Coordinator:
     def _repair_later(
         self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
         tasks: dict[asyncio.Task[Versioned], Target], pending: set[asyncio.Task[Versioned]],
+        damaged: list[Target],
     ) -> None:
         """Async read repair: once the replicas that had not answered do (or
-        time out), write the merged version to every stale one. Callbacks,
-        not a task per read: most reads find nothing to repair."""
+        time out), write the merged version to every stale one and every one
+        whose copy is damaged. Callbacks, not a task per read: most reads
+        find nothing to repair."""
         late = set(pending)  # the answers still to come
         waiting = set(pending)
 
@@ -347,8 +384,10 @@ class Coordinator:
                 if self._ok(t):
                     answers[tasks[t]] = t.result()
                     merged = self.replica.resolver.merge(merged, t.result())
+                elif self._damaged(t):
+                    damaged.append(tasks[t])
             encoded = self.replica.encode(merged)
-            stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded]
+            stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded] + damaged
             if stale:
                 self.counters.read_repairs += len(stale)
                 for target in stale:
@@ -378,16 +417,23 @@ class Coordinator:
     async def _repair_sync(
         self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
         tasks: dict[asyncio.Task[Versioned], Target], pending: set[asyncio.Task[Versioned]],
+        damaged: list[Target],
     ) -> None:
         """ABD's write-back: before answering, make sure W replicas hold the
-        merged state, so a later read cannot return anything older."""
+        merged state, so a later read cannot return anything older. A copy
+        found damaged is written too (after answering, when W hold it anyway)."""
         for t in pending:
             t.cancel()
         encoded = self.replica.encode(merged)
         holders = sum(1 for st in answers.values() if self.replica.encode(st) == encoded)
         if holders >= self.settings.w:
+            if damaged:
+                self.counters.read_repairs += len(damaged)
+                for target in damaged:
+                    self._spawn(self._store(target, key, merged))
             return
         stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded]
+        stale += [t for t in damaged if t[1] is not None]  # hints; damaged primaries are unasked
         unasked = [(p, None) for p in self.placement(key).primaries if (p, None) not in answers]
         self.counters.read_repairs += len(stale) + len(unasked)
         writes = [asyncio.ensure_future(self._store(p, key, merged)) for p in stale + unasked]

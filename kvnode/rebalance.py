@@ -13,6 +13,13 @@ somewhere: old owners let go only after the new ones hold it, and reads and
 writes go on throughout (a quorum of the new replicas merges what it has; a
 write that reaches an old owner late is moved again on the next pass). A pass
 that cannot reach every new replica keeps the key and tries again later.
+
+A damaged block of the local engine does not stop a pass: the scan skips it
+(hiding the keys of its range, whose state here is lost), the pass moves
+everything else, and the block is logged once (`rebalance_corrupt_range`),
+not at every pass. Its keys are not kept for a retry: this node has nothing
+left of them to send, and their new owners get them from the other replicas
+through anti-entropy.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from .log import EventLog
 from .offload import Offload
 from .replica import Replica
 from .ring import Ring
+from .storage import CorruptionError
 from .transport import PeerUnreachable, Transport
 
 
@@ -51,7 +59,8 @@ class Rebalancer:
         self._log = log
         self._timeout = timeout
         self._lock = asyncio.Lock()
-        self.counters: dict[str, int] = {"passes": 0, "moved": 0, "kept": 0, "misplaced": 0}
+        self.counters: dict[str, int] = {"passes": 0, "moved": 0, "kept": 0, "misplaced": 0, "corrupt_ranges": 0}
+        self._reported: set[tuple[int | None, int | None]] = set()  # damaged blocks logged
 
     async def _send(self, peer: str, key: bytes, state: bytes) -> bool:
         try:
@@ -62,11 +71,11 @@ class Rebalancer:
             return False
         return reply.get("type") == "replica_put_ok"
 
-    def _misplaced(self) -> list[tuple[bytes, bytes]]:
+    def _misplaced(self, damaged: list[CorruptionError]) -> list[tuple[bytes, bytes]]:
         ring = self._ring()
         engine = self._replica.engine
         return [
-            (key, state) for key, state in engine.scan()
+            (key, state) for key, state in engine.scan(damaged=damaged)
             if self.node not in ring.preference_list(key, self._n)
         ]
 
@@ -75,7 +84,13 @@ class Rebalancer:
         many were moved and how many had to stay for now."""
         async with self._lock:
             ring = self._ring()
-            misplaced = await self._offload.run(self._misplaced)
+            damaged: list[CorruptionError] = []
+            misplaced = await self._offload.run(lambda: self._misplaced(damaged))
+            self.counters["corrupt_ranges"] = len(damaged)
+            for e in damaged:
+                if (e.table, e.block) not in self._reported:
+                    self._reported.add((e.table, e.block))
+                    self._log.event("rebalance_corrupt_range", table=e.table, block=e.block, error=str(e))
             moved = kept = 0
             for key, state in misplaced:
                 targets = ring.preference_list(key, self._n)
@@ -94,7 +109,10 @@ class Rebalancer:
 
     async def _drop_if_unchanged(self, key: bytes, state: bytes) -> bool:
         async with self._replica.locked(key):
-            current = await self._replica.read_raw(key)
+            try:
+                current = await self._replica.read_raw(key)
+            except CorruptionError:
+                return False  # damaged since the scan: not ours to judge now
             if current != state:
                 return False  # a write landed meanwhile: move it on the next pass
             await self._offload.run(lambda: self._replica.engine.delete(key))

@@ -12,6 +12,18 @@ durable go together, as one engine batch in one trip to the I/O thread (one
 fsync), so a busy node pays for the hop and the fsync once per group, not
 once per write. A key is in at most one pending write (its lock is held
 until the write is durable), so grouping never reorders a key's writes.
+
+A damaged stored state (the engine's `CorruptionError`: a block failed its
+checksum) makes this copy of the key a failed replica, never a wrong answer:
+`read` and `read_raw` raise CorruptionError, and `update` does too, so that
+the coordinator has another replica make the version. `merge` takes the
+damaged state for absent and stores what it was sent: that can only lose,
+here, versions the other replicas still hold (anti-entropy and read repair
+bring them back). The key is then recorded as damaged until the node
+restarts: its stored state may lack dots this node issued before the
+damage, and a version made here on top of it could reuse one, so `update`
+keeps refusing it; a restart raises the node's generation, which puts new
+dots above every old one.
 """
 
 from __future__ import annotations
@@ -24,10 +36,12 @@ from contextlib import AbstractAsyncContextManager
 
 from .keylocks import KeyLocks
 from .offload import Offload
-from .storage import Engine
+from .storage import CorruptionError, Engine
 from .versions import Resolver, Versioned
 
-_CODEC_CACHE = 4096
+_CODEC_CACHE = 4096  # states remembered, at most
+_CODEC_BYTES = 8 << 20  # ... and their bytes, at most: a node's memory is bounded in bytes
+_CODEC_LARGEST = 256 << 10  # a larger state is not remembered: decoding it costs little next to moving it
 
 
 class Replica:
@@ -45,18 +59,28 @@ class Replica:
         # answer): remember decodings, and the bytes of states we have.
         self._decoded: OrderedDict[bytes, Versioned] = OrderedDict()
         self._encoded: OrderedDict[int, tuple[Versioned, bytes]] = OrderedDict()
+        self._decoded_bytes = self._encoded_bytes = 0
         self._writing = False
         self._writer: asyncio.Future[None] | None = None
+        # Keys whose damaged state a merge replaced (see the module docstring).
+        self.damaged: set[bytes] = set()
+        self.counters: dict[str, int] = {"corrupt_reads": 0, "corrupt_rewrites": 0}
 
     def locked(self, key: bytes) -> AbstractAsyncContextManager[None]:
         """Hold `key`'s lock: no other update or merge of it runs meanwhile."""
         return self._locks.hold(key)
 
     async def read_raw(self, key: bytes) -> bytes | None:
+        """The stored state's bytes (None: absent); CorruptionError if they
+        are damaged."""
         # On the loop's thread: a read never waits for a disk write (the
         # engine serves it from memory or the page cache), and a thread hop
         # costs more than the read itself.
-        return self.engine.get(key)
+        try:
+            return self.engine.get(key)
+        except CorruptionError:
+            self.counters["corrupt_reads"] += 1
+            raise
 
     async def read(self, key: bytes) -> Versioned:
         return self.decode(await self.read_raw(key))
@@ -81,12 +105,20 @@ class Replica:
         return raw
 
     def _remember(self, raw: bytes, state: Versioned) -> None:
+        if len(raw) > _CODEC_LARGEST:
+            return
+        if raw not in self._decoded:
+            self._decoded_bytes += len(raw)
         self._decoded[raw] = state
+        old = self._encoded.get(id(state))
+        if old is not None:
+            self._encoded_bytes -= len(old[1])
         self._encoded[id(state)] = (state, raw)
-        if len(self._decoded) > _CODEC_CACHE:
-            self._decoded.popitem(last=False)
-        if len(self._encoded) > _CODEC_CACHE:
-            self._encoded.popitem(last=False)
+        self._encoded_bytes += len(raw)
+        while len(self._decoded) > _CODEC_CACHE or self._decoded_bytes > _CODEC_BYTES:
+            self._decoded_bytes -= len(self._decoded.popitem(last=False)[0])
+        while len(self._encoded) > _CODEC_CACHE or self._encoded_bytes > _CODEC_BYTES:
+            self._encoded_bytes -= len(self._encoded.popitem(last=False)[1][1])
 
     async def update(
         self,
@@ -98,11 +130,16 @@ class Replica:
         made: Callable[[Versioned], None] | None = None,
     ) -> Versioned:
         """Apply a client's put (value None: delete) coordinated by `node`
-        (this node). Raises ValueError (bad context) or TooManySiblings before
-        writing anything. `made` is called with the new state as soon as it
+        (this node). Raises ValueError (bad context), TooManySiblings or
+        CorruptionError (this copy is damaged) before writing anything. `made` is called with the new state as soon as it
         is made, before it is durable here, so that the coordinator can send
         it to the other replicas while this one fsyncs."""
         async with self.locked(key):
+            if key in self.damaged:
+                raise CorruptionError(
+                    f"key {key!r:.60} was damaged on this replica and rewritten from another: "
+                    "it may lack versions made here, so another replica must make the next one"
+                )
             current = await self.read(key)
             new = self.resolver.update(current, context=context, value=value, node=node)
             encoded = self.encode(new)
@@ -113,9 +150,16 @@ class Replica:
             return new
 
     async def merge(self, key: bytes, incoming: Versioned) -> Versioned:
-        """Fold a state sent by another node into ours; writes only if it changes."""
+        """Fold a state sent by another node into ours; writes only if it
+        changes. A damaged stored state counts as absent (and the key as
+        damaged): the merge rewrites the key with what was sent."""
         async with self.locked(key):
-            raw = await self.read_raw(key)
+            try:
+                raw = await self.read_raw(key)
+            except CorruptionError:
+                self.damaged.add(key)
+                self.counters["corrupt_rewrites"] += 1
+                raw = None
             current = self.decode(raw)
             merged = self.resolver.merge(current, incoming)
             encoded = self.encode(merged)
