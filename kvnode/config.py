@@ -100,8 +100,13 @@ class Limits:
     hostile or broken client from stalling the node or filling its memory.
     Per node (not cluster-wide): each node may set its own."""
 
-    max_inflight: int = _setting(64, "requests in flight per connection; past it the node stops reading "
-                                 "that connection until answers drain (backpressure)")
+    max_inflight: int = _setting(8, "requests in flight per client connection; past it the node stops "
+                                 "reading that connection until answers drain (backpressure)")
+    max_rate: float = _setting(2000.0, "requests per second per client connection, on average (bursts of "
+                               "max_inflight); past it the node reads that connection more slowly")
+    # A node multiplexes all its replica traffic to a peer over one
+    # connection, so peers need far more at once than any one client.
+    max_inflight_peer: int = _setting(512, "requests in flight per peer connection")
     frame_deadline: float = _setting(10.0, "seconds a frame, once begun, may take to arrive in full; "
                                      "past it the connection is closed")
     max_buffered: int = _setting(64 << 20, "bytes of partial frames the node holds across connections; "
@@ -109,9 +114,11 @@ class Limits:
     max_connections: int = _setting(1024, "connections at once; past it the longest-idle one is closed")
 
     def __post_init__(self) -> None:
-        for name in ("max_inflight", "max_buffered", "max_connections"):
+        for name in ("max_inflight", "max_inflight_peer", "max_buffered", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_rate <= 0:
+            raise ConfigError(f"max_rate must be positive, not {self.max_rate}")
         if self.frame_deadline <= 0:
             raise ConfigError(f"frame_deadline must be positive, not {self.frame_deadline}")
 

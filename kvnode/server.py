@@ -58,6 +58,8 @@ from .versions import resolver
 # LOG_WINDOW seconds for each kind of event.
 LOG_BURST = 10
 LOG_WINDOW = 10.0
+# How old the anti-entropy summary in a status reply may be, in seconds.
+STATUS_REUSE = 0.5
 
 
 @dataclass(eq=False, slots=True)
@@ -157,10 +159,11 @@ class Node:
         self._connections: set[asyncio.StreamWriter] = set()
         self._links: set[_Link] = set()
         self._budget = protocol.ByteBudget(config.limits.max_buffered)
-        self._log_windows: dict[str, list[Any]] = {}  # event -> [window start, lines, suppressed]
+        self._log_windows: dict[str, list[Any]] = {}
+        self._summary: tuple[float, int, dict[int, dict[str, Any]]] | None = None  # (when, ring epoch, summary)  # event -> [window start, lines, suppressed]
         self._stopped = asyncio.Event()
         self.counters: dict[str, int] = {"connections": 0, "requests": 0, "protocol_errors": 0,
-                                         "connections_evicted": 0}
+                                         "connections_evicted": 0, "inflight_peak": 0}
 
     # ---------------------------------------------------------- lifecycle
 
@@ -352,15 +355,31 @@ class Node:
             if roles is None:
                 return
             link.roles = roles
+            peer = protocol.PEER in roles
+            cap = limits.max_inflight_peer if peer else limits.max_inflight
+            # A token bucket for a client connection: on a node with few
+            # cores a flood from one connection, even within its cap, would
+            # keep the node busy and slow every other client.
+            tokens, burst, filled = float(cap), float(cap), self.clock.monotonic()
             outbox = protocol.Outbox(writer)
             while True:
-                if link.inflight >= limits.max_inflight:
+                if not peer:
+                    now = self.clock.monotonic()
+                    tokens, filled = min(burst, tokens + (now - filled) * limits.max_rate), now
+                    if tokens < 1:
+                        await asyncio.sleep((1 - tokens) / limits.max_rate)
+                        continue
+                if link.inflight >= cap:
                     # Backpressure: read nothing more from this connection
                     # (its socket buffers fill, its sender blocks) until
                     # answers drain.
                     link.drained.clear()
                     await link.drained.wait()
                     continue
+                # Nor while its answers pile up unread in our send buffer: a
+                # client that sends without reading must not make us hold
+                # its replies without bound.
+                await writer.drain()
                 try:
                     message = await frames.next()
                 except protocol.ProtocolError as e:
@@ -376,6 +395,7 @@ class Node:
                 if message is None:
                     return
                 link.last_active = self.clock.monotonic()
+                tokens -= 1
                 self._accept(message, link, outbox)
         except (ConnectionError, OSError):
             return
@@ -409,6 +429,8 @@ class Node:
             outbox.send(reply)
             return
         link.inflight += 1
+        if link.inflight > self.counters["inflight_peak"]:
+            self.counters["inflight_peak"] = link.inflight  # (the most on one connection; tests read it)
         task = asyncio.ensure_future(self._answer(message, outbox))
         self._requests.add(task)
         task.add_done_callback(lambda t: self._finished(t, link))
@@ -650,7 +672,15 @@ class Node:
         return {"type": "ae_round_ok", "result": await self.antientropy.round()}
 
     async def _status(self, m: dict[str, Any]) -> dict[str, Any]:
-        ranges = await self.antientropy.summary()
+        # The Merkle summary is the costly part of a status (milliseconds):
+        # computed at most once per STATUS_REUSE seconds and ring, so a flood
+        # of status requests cannot keep the node busy with it.
+        now, cached = self.clock.monotonic(), self._summary
+        if cached is not None and cached[1] == self.ring_epoch and now - cached[0] < STATUS_REUSE:
+            ranges = cached[2]
+        else:
+            ranges = await self.antientropy.summary()
+            self._summary = (now, self.ring_epoch, ranges)
         return {"type": "status_ok", **self.status(),
                 "antientropy": {**self.antientropy.counters,
                                 "ranges": {str(p): r for p, r in sorted(ranges.items())}}}

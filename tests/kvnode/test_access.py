@@ -14,11 +14,9 @@ import asyncio
 import dataclasses
 import itertools
 import json
-import socket
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,11 @@ from hypothesis import strategies as st
 
 from kvnode import auth, protocol
 from kvnode.clock import SystemClock
-from kvnode.config import ClusterSettings, Limits, NodeConfig
 from kvnode.connection import Connection
 from kvnode.log import EventLog
 from kvnode.server import Node
 
-SECRET, TOKEN, ADMIN_TOKEN = b"the cluster secret", b"client token", b"admin token"
-CLUSTER = "acl"
+from .inprocess import ADMIN_TOKEN, CLUSTER, NODE_CONFIGS, SECRET, TOKEN, node_config, running
 
 # The test's own view of the requests (independent of protocol.ACCESS).
 DATA = {"get", "put", "delete", "local_get", "preference_list"}
@@ -43,14 +39,6 @@ STATUS = {"status"}
 PEER_ONLY = {"replica_get", "replica_put", "coordinate", "ae_hashes", "ae_keys", "ae_push", "gossip",
              "ring_get", "ring_set"}
 ADMIN = {"ae_round", "join", "leave"}
-
-# How a node is configured: (secret, client token, admin token).
-NODE_CONFIGS = {
-    "open": (None, None, None),
-    "secret": (SECRET, None, None),
-    "secret+tokens": (SECRET, TOKEN, ADMIN_TOKEN),
-    "secret+client-token": (SECRET, TOKEN, None),
-}
 
 # Who connects: (node named in hello, secret it proves with, token presented).
 IDENTITIES: dict[str, tuple[str | None, bytes | None, bytes | None]] = {
@@ -92,49 +80,6 @@ def expected(node_config: str, identity: str, kind: str) -> bool:
 
 def test_the_test_has_an_expectation_for_every_request_kind() -> None:
     assert set(protocol.REQUESTS) == DATA | STATUS | PEER_ONLY | ADMIN
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _write(path: Path, data: bytes | None) -> str | None:
-    if data is None:
-        return None
-    path.write_bytes(data)
-    return str(path)
-
-
-def node_config(tmp: Path, name: str, limits: Limits | None = None, size: int = 3) -> NodeConfig:
-    secret, token, admin_token = NODE_CONFIGS.get(name, (None, None, None))
-    tmp.mkdir(parents=True, exist_ok=True)
-    ports = {f"n{i + 1}": _free_port() for i in range(size)}  # n2.. are never started: nothing listens there
-    return NodeConfig(
-        id="n1", listen=("127.0.0.1", ports["n1"]), data=str(tmp / "data"),
-        peers={n: ("127.0.0.1", p) for n, p in ports.items()},
-        settings=ClusterSettings(cluster=CLUSTER, n=1, w=1, r=1, request_timeout=0.5, connect_timeout=0.1,
-                                 ae_interval=0, gossip_interval=3600.0),
-        sync="never", log=None,
-        secret_file=_write(tmp / "secret", secret), token_file=_write(tmp / "token", token),
-        admin_token_file=_write(tmp / "admin", admin_token), limits=limits or Limits(),
-    )
-
-
-@asynccontextmanager
-async def running(config: NodeConfig, log_path: Path | None = None) -> AsyncIterator[Node]:
-    stream = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
-    node = Node(config, log=EventLog(config.id, SystemClock(), stream)
-                if stream else None)
-    await node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
-        await node.shutdown()
-        if stream:
-            stream.close()
 
 
 def sample(kind: str) -> dict[str, Any]:
@@ -254,7 +199,7 @@ FIELD_VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=True),
     st.binary(max_size=70_000).filter(lambda b: len(b) < 40 or len(b) > 65_000),
     st.text(max_size=20), st.lists(st.one_of(st.integers(-3, 300), st.binary(max_size=4)), max_size=5),
-    st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5)), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=5)), max_size=3),
 )
 
 
