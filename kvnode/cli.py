@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -67,6 +68,12 @@ def cli() -> None:
     """A reference Dynamo-style key-value node."""
 
 
+def _limit_help(name: str) -> str:
+    """A `config.Limits` field's help and default, from its one definition."""
+    f = next(f for f in dataclasses.fields(config_mod.Limits) if f.name == name)
+    return f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]}.  [default: {f.default}]"
+
+
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="A TOML file with any of the settings below (flags override it).")
@@ -105,6 +112,15 @@ def cli() -> None:
               help="The cluster's shared secret: peers must prove they hold it (else $KVNODE_SECRET).")
 @click.option("--token-file", "token_file", type=click.Path(dir_okay=False),
               help="A token clients must present (else $KVNODE_CLIENT_TOKEN).")
+@click.option("--admin-token-file", "admin_token_file", type=click.Path(dir_okay=False),
+              help="A token for admin requests: join, leave, anti-entropy (else $KVNODE_ADMIN_TOKEN; "
+                   "without it: the cluster secret, or any client on a node without a secret).")
+@click.option("--max-inflight", "max_inflight", type=int, help=_limit_help("max_inflight"))
+@click.option("--max-inflight-peer", "max_inflight_peer", type=int, help=_limit_help("max_inflight_peer"))
+@click.option("--max-rate", "max_rate", type=float, help=_limit_help("max_rate"))
+@click.option("--frame-deadline", "frame_deadline", type=float, help=_limit_help("frame_deadline"))
+@click.option("--max-buffered", "max_buffered", type=int, help=_limit_help("max_buffered"))
+@click.option("--max-connections", "max_connections", type=int, help=_limit_help("max_connections"))
 @click.option("--seed", type=int, help="Seed for the node's random choices (gossip peers).")
 def serve(config_file: str | None, node_id: str | None, log_file: str | None, **flags: object) -> None:
     """Run a node until SIGTERM (which flushes and exits cleanly)."""
@@ -150,14 +166,18 @@ TIMEOUT = click.option("--timeout", default=5.0, show_default=True, type=float, 
 
 
 @contextmanager
-def _client(addr: str, cluster: str, timeout: float) -> Iterator[Any]:
+def _client(addr: str, cluster: str, timeout: float, *, admin: bool = False) -> Iterator[Any]:
     import os
 
     from .client import Client, KvError
 
-    token = os.environ.get("KVNODE_CLIENT_TOKEN")
+    # Admin requests present $KVNODE_ADMIN_TOKEN when set, or prove $KVNODE_SECRET.
+    admin_token = os.environ.get("KVNODE_ADMIN_TOKEN") if admin else None
+    token = admin_token or os.environ.get("KVNODE_CLIENT_TOKEN")
+    secret = os.environ.get("KVNODE_SECRET") if admin and not admin_token else None
     try:
-        client = Client(addr, cluster=cluster, timeout=timeout, token=token.encode() if token else None)
+        client = Client(addr, cluster=cluster, timeout=timeout, token=token.encode() if token else None,
+                        secret=secret.strip().encode() if secret and secret.strip() else None)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--addr") from None
     try:
@@ -278,7 +298,7 @@ def admin() -> None:
 def admin_anti_entropy(addr: str, cluster: str, timeout: float) -> None:
     """Run an anti-entropy round on the node now: compare Merkle trees with the
     other replicas of every range it holds and exchange what differs."""
-    with _client(addr, cluster, timeout) as client:
+    with _client(addr, cluster, timeout, admin=True) as client:
         result = client.admin("ae_round")["result"]
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
 
@@ -291,7 +311,7 @@ def admin_anti_entropy(addr: str, cluster: str, timeout: float) -> None:
 def admin_join(addr: str, cluster: str, seed: str, timeout: float) -> None:
     """Make the (running, empty) node at --addr join the cluster --seed is in.
     It takes partitions from the most loaded nodes; keys move in the background."""
-    with _client(addr, cluster, timeout) as client:
+    with _client(addr, cluster, timeout, admin=True) as client:
         epoch = client.admin("join", seed=seed)["epoch"]
     click.echo(f"joined: ring epoch {epoch}")
 
@@ -303,7 +323,7 @@ def admin_join(addr: str, cluster: str, seed: str, timeout: float) -> None:
 def admin_leave(addr: str, cluster: str, timeout: float) -> None:
     """Make the node at --addr hand its partitions to the others and leave;
     `kvnode status` shows it as left once every key has moved."""
-    with _client(addr, cluster, timeout) as client:
+    with _client(addr, cluster, timeout, admin=True) as client:
         epoch = client.admin("leave")["epoch"]
     click.echo(f"leaving: ring epoch {epoch}")
 

@@ -79,6 +79,9 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+# The id an operator's client names when it proves the cluster secret.
+ADMIN_NODE = "kvnode-admin"
+
 _Data = bytes | bytearray | memoryview | str
 
 
@@ -242,8 +245,13 @@ class AsyncClient:
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
         token: bytes | None = None,
+        secret: bytes | None = None,
     ) -> None:
-        """`token`: presented to nodes that require a client token."""
+        """`token`: presented to nodes that require a client token (or the
+        admin token, for admin requests). `secret`: the cluster secret, for
+        an operator's tools: the client proves it in the handshake (under the
+        id `ADMIN_NODE`) and may then send admin requests to a node that
+        has no admin token of its own."""
         if not isinstance(cluster, str) or not cluster:
             raise ValueError("cluster must be a non-empty str")
         if not timeout > 0 or not connect_timeout > 0:
@@ -253,6 +261,7 @@ class AsyncClient:
         self._timeout = float(timeout)
         self._connect_timeout = float(connect_timeout)
         self._token = token
+        self._secret = secret
         self._conn: _Connection | None = None
         self._node: str | None = None
         self._lock: asyncio.Lock | None = None
@@ -414,7 +423,8 @@ class AsyncClient:
             where = _show(host, port)
             try:
                 conn = await _Connection.open(
-                    host, port, cluster=self._cluster, timeout=self._connect_timeout, token=self._token
+                    host, port, cluster=self._cluster, timeout=self._connect_timeout, token=self._token,
+                    node=ADMIN_NODE if self._secret is not None else None, secret=self._secret,
                 )
             except protocol.RemoteError as e:
                 if e.code == "wrong_cluster":
@@ -499,9 +509,11 @@ class Client:
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
         token: bytes | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self._async = AsyncClient(
-            addresses, cluster=cluster, timeout=timeout, connect_timeout=connect_timeout, token=token
+            addresses, cluster=cluster, timeout=timeout, connect_timeout=connect_timeout, token=token,
+            secret=secret,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -282,3 +282,49 @@ def test_non_requests_get_an_error_and_keep_the_connection(tmp_path: Path) -> No
             writer.close()
 
     asyncio.run(main())
+
+
+# ------------------------------------------------ the command line (slow)
+
+
+@pytest.mark.slow
+def test_kvnode_admin_needs_the_admin_token_or_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from kvnode.cli import cli
+
+    from .cluster import LocalCluster
+
+    (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "admin").write_bytes(ADMIN_TOKEN)
+    settings = {"secret_file": str(tmp_path / "secret"), "admin_token_file": str(tmp_path / "admin"),
+                "ae_interval": 0}
+    with LocalCluster(tmp_path, 3, settings=settings) as c:
+        base = ["admin", "anti-entropy", "--addr", c.addr("n1"), "--cluster", c.cluster, "--timeout", "20"]
+        for name in ("KVNODE_ADMIN_TOKEN", "KVNODE_SECRET", "KVNODE_CLIENT_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        refused = CliRunner().invoke(cli, base)
+        assert refused.exit_code == 1 and "unauthorized" in refused.output, refused.output
+        monkeypatch.setenv("KVNODE_ADMIN_TOKEN", ADMIN_TOKEN.decode())
+        ok = CliRunner().invoke(cli, base)
+        assert ok.exit_code == 0 and "partitions=" in ok.output, ok.output
+        monkeypatch.delenv("KVNODE_ADMIN_TOKEN")
+        monkeypatch.setenv("KVNODE_SECRET", SECRET.decode())
+        ok = CliRunner().invoke(cli, base)
+        assert ok.exit_code == 0 and "partitions=" in ok.output, ok.output
+        leave = CliRunner().invoke(cli, ["admin", "leave", "--addr", c.addr("n2"), "--cluster", c.cluster])
+        monkeypatch.delenv("KVNODE_SECRET")
+        assert leave.exit_code == 0, leave.output
+
+
+def test_kvnode_serve_refuses_a_token_without_a_secret_on_a_node_with_peers(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kvnode.cli import cli
+
+    (tmp_path / "token").write_bytes(TOKEN)
+    result = CliRunner().invoke(cli, ["serve", "--id", "n1", "--listen", "127.0.0.1:1", "--data",
+                                      str(tmp_path / "d"), "--peers", "n1=127.0.0.1:1,n2=127.0.0.1:2",
+                                      "--token-file", str(tmp_path / "token")])
+    assert result.exit_code == 1
+    assert "without a cluster secret protects nothing" in result.output
