@@ -3,31 +3,13 @@ the peers' view (figures are never asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .loading import load_bench
 
-
-def _load() -> ModuleType:
-    # Loaded by path, as the other bench smoke tests do: `bench` is not an
-    # installed package.
-    name = "_bench_flood_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "flood.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-flood = _load()
+flood = load_bench("flood")
 
 
 @pytest.mark.slow
