@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
 import threading
@@ -20,6 +21,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kvnode import protocol
 from kvnode.client import Client
@@ -241,6 +244,74 @@ def test_a_bug_in_one_request_is_internal_for_it_alone(tmp_path: Path, monkeypat
             assert errors == []
 
     asyncio.run(main())
+
+
+def test_fuzz_of_frames_split_at_random_points_with_random_pauses(tmp_path: Path) -> None:
+    """Requests cut into random pieces sent with random pauses (some longer
+    than the partial-frame deadline): a stream that finishes each frame in
+    time gets every reply; one that pauses too long inside a frame is
+    closed, and the node holds no budget afterwards."""
+    deadline = 0.15
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    stack = contextlib.AsyncExitStack()
+
+    async def setup() -> Node:
+        limits = Limits(frame_deadline=deadline, max_rate=1e9, max_buffered=1 << 20)
+        return await stack.enter_async_context(running(node_config(tmp_path, "open", limits)))
+
+    node = asyncio.run_coroutine_threadsafe(setup(), loop).result(30)
+
+    async def one(sizes: list[int], cuts: list[int], pauses: list[float]) -> None:
+        # Values up to 300 KB: beyond a connection's free allowance, so the byte budget is used.
+        messages = [{"type": "put", "id": i + 1, "key": b"k%d" % i, "value": b"v" * n, "context": None}
+                    for i, n in enumerate(sizes)]
+        stream = b"".join(_frame(m) for m in messages)
+        points = sorted({c % len(stream) for c in cuts} | {0, len(stream)})
+        pieces = [stream[a:b] for a, b in itertools.pairwise(points)]
+        reader, writer, frames = await _raw(node)
+        ends = set(itertools.accumulate(len(_frame(m)) for m in messages))
+        sent, late = 0, False
+        for piece, pause in zip(pieces, itertools.cycle(pauses or [0.0]), strict=False):
+            writer.write(piece)
+            sent += len(piece)
+            if sent not in ends and pause > deadline * 2:
+                late = True  # a pause inside a frame, well past the deadline
+                await asyncio.sleep(pause)
+                break
+            await asyncio.sleep(min(pause, deadline / 4))
+        if late:
+            assert await _closed_by_node(reader)
+        else:
+            replies = [await frames.next() or {} for _ in messages]
+            assert sorted(r.get("id") for r in replies) == [m["id"] for m in messages]
+            assert not [r for r in replies if r.get("code") in ("internal", "bad_request")], replies
+        writer.close()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(sizes=st.lists(st.integers(0, 300_000), min_size=1, max_size=4),
+           cuts=st.lists(st.integers(0, 10**6), max_size=8),
+           pauses=st.lists(st.sampled_from([0.0, 0.001, 0.01, 0.4]), max_size=4))
+    def check(sizes: list[int], cuts: list[int], pauses: list[float]) -> None:
+        asyncio.run_coroutine_threadsafe(one(sizes, cuts, pauses), loop).result(60)
+
+    try:
+        check()
+
+        async def budget_drained() -> int:
+            for _ in range(200):
+                if node.status()["buffered_bytes"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            return int(node.status()["buffered_bytes"])
+
+        assert asyncio.run_coroutine_threadsafe(budget_drained(), loop).result(30) == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(stack.aclose(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 # ------------------------------------------------------ real processes (slow)
