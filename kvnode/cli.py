@@ -122,6 +122,9 @@ def _limit_help(name: str) -> str:
 @click.option("--max-buffered", "max_buffered", type=int, help=_limit_help("max_buffered"))
 @click.option("--max-connections", "max_connections", type=int, help=_limit_help("max_connections"))
 @click.option("--seed", type=int, help="Seed for the node's random choices (gossip peers).")
+@click.option("--block-cache-bytes", "block_cache_bytes", type=click.IntRange(min=0),
+              help="Bytes of decoded table blocks kept in memory; a larger block is not kept; 0: none.  "
+                   "[default: 67108864 (64 MiB)]")
 def serve(config_file: str | None, node_id: str | None, log_file: str | None, **flags: object) -> None:
     """Run a node until SIGTERM (which flushes and exits cleanly)."""
     import asyncio
@@ -130,8 +133,10 @@ def serve(config_file: str | None, node_id: str | None, log_file: str | None, **
     from .clock import SystemClock
     from .log import EventLog
     from .membership import GenerationError
+    from .memory import return_large_blocks
     from .server import Node
 
+    return_large_blocks()  # large values go back to the system when freed (see kvnode.memory)
     values = {"id": node_id, "log": log_file, **flags}
     try:
         if config_file:
@@ -145,6 +150,7 @@ def serve(config_file: str | None, node_id: str | None, log_file: str | None, **
     log = EventLog(node_config.id, clock, stream)
     try:
         node = Node(node_config, clock=clock, log=log)
+        node.engine.set_block_cache_bytes(node_config.block_cache_bytes)
     except (LockHeldError, AuthConfigError, GenerationError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except CorruptionError as e:

@@ -138,12 +138,18 @@ class NodeConfig:
     admin_token_file: str | None = None
     limits: Limits = field(default_factory=Limits)
     seed: int | None = None  # the node's RNG seed (gossip peer choice); None: derived from its id
+    # Bytes of decoded table blocks the storage engine keeps in memory (a
+    # block larger than this is not kept); 0: no cache.
+    block_cache_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ConfigError("a node needs an id")
         if self.peers and self.id not in self.peers:
             raise ConfigError(f"this node's id {self.id!r} is not among the peers ({', '.join(self.peers)})")
+        if not isinstance(self.block_cache_bytes, int) or self.block_cache_bytes < 0:
+            raise ConfigError(f"block_cache_bytes must be a whole number of bytes, 0 or more, "
+                              f"not {self.block_cache_bytes!r}")
 
     @property
     def members(self) -> dict[str, tuple[str, int]]:
@@ -154,7 +160,7 @@ class NodeConfig:
 _SETTING_NAMES = {f.name for f in fields(ClusterSettings)}
 _LIMIT_NAMES = {f.name for f in fields(Limits)}
 _NODE_NAMES = {"id", "listen", "data", "peers", "sync", "log", "secret_file", "token_file", "admin_token_file",
-               "seed"}
+               "seed", "block_cache_bytes"}
 
 
 def build(values: dict[str, Any]) -> NodeConfig:

@@ -375,44 +375,11 @@ class Coordinator:
         time out), write the merged version to every stale one and every one
         whose copy is damaged. Callbacks, not a task per read: most reads
         find nothing to repair."""
-        late = set(pending)  # the answers still to come
-        waiting = set(pending)
-
-        def settle() -> None:
-            nonlocal merged
-            for t in late:
-                if self._ok(t):
-                    answers[tasks[t]] = t.result()
-                    merged = self.replica.resolver.merge(merged, t.result())
-                elif self._damaged(t):
-                    damaged.append(tasks[t])
-            encoded = self.replica.encode(merged)
-            stale = [p for p, st in answers.items() if self.replica.encode(st) != encoded] + damaged
-            if stale:
-                self.counters.read_repairs += len(stale)
-                for target in stale:
-                    self._spawn(self._store(target, key, merged))
-
-        if not waiting:
-            settle()
+        repair = _LateRepair(self, key, merged, answers, tasks, pending, damaged)
+        if not pending:
+            repair.settle()
             return
-        timer = asyncio.get_running_loop().call_later(self.settings.request_timeout, lambda: finish(None))
-
-        def finish(t: asyncio.Future[Any] | None) -> None:
-            if t is not None:
-                waiting.discard(t)
-                if waiting:
-                    return
-            elif not waiting:
-                return
-            timer.cancel()
-            for other in list(waiting):
-                other.remove_done_callback(finish)
-            waiting.clear()
-            settle()
-
-        for t in list(waiting):
-            t.add_done_callback(finish)
+        repair.wait(self.settings.request_timeout)
 
     async def _repair_sync(
         self, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
@@ -450,3 +417,66 @@ class Coordinator:
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task
+
+
+class _LateRepair:
+    """One get's async read repair, waiting for the answers still to come.
+
+    An object, not closures: a closure that refers to itself (to remove
+    itself as a callback) is a reference cycle, which only the cyclic
+    garbage collector frees, and an idle node hardly ever runs it: every
+    get's answers (values of any size) stayed in memory. Here the timer is
+    cancelled and every reference dropped once settled, so nothing is left
+    for the collector."""
+
+    def __init__(
+        self, coordinator: Coordinator, key: bytes, merged: Versioned, answers: dict[Target, Versioned],
+        tasks: dict[asyncio.Task[Versioned], Target], pending: set[asyncio.Task[Versioned]],
+        damaged: list[Target],
+    ) -> None:
+        self.coordinator = coordinator
+        self.key = key
+        self.merged = merged
+        self.answers = answers
+        self.tasks = tasks
+        self.late = set(pending)  # the answers still to come
+        self.waiting = set(pending)
+        self.damaged = damaged
+        self.timer: asyncio.TimerHandle | None = None
+
+    def wait(self, timeout: float) -> None:
+        self.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+        for t in self.waiting:
+            t.add_done_callback(self._finished)
+
+    def _finished(self, t: asyncio.Future[Any]) -> None:
+        self.waiting.discard(t)
+        if not self.waiting:
+            self.settle()
+
+    def _timed_out(self) -> None:
+        for t in self.waiting:
+            t.remove_done_callback(self._finished)
+        self.waiting.clear()
+        self.settle()
+
+    def settle(self) -> None:
+        c = self.coordinator
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        merged, answers, damaged = self.merged, self.answers, self.damaged
+        for t in self.late:
+            if c._ok(t):
+                answers[self.tasks[t]] = t.result()
+                merged = c.replica.resolver.merge(merged, t.result())
+            elif c._damaged(t):
+                damaged.append(self.tasks[t])
+        encoded = c.replica.encode(merged)
+        stale = [p for p, st in answers.items() if c.replica.encode(st) != encoded] + damaged
+        if stale:
+            c.counters.read_repairs += len(stale)
+            for target in stale:
+                c._spawn(c._store(target, self.key, merged))
+        # Drop the states (the spawned stores hold what they need).
+        self.answers, self.tasks, self.late, self.damaged = {}, {}, set(), []

@@ -40,7 +40,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from . import manifest as manifest_mod
@@ -781,6 +781,11 @@ class Engine:
                 inputs = list(self._tables)
             if len(inputs) > 1 or (inputs and inputs[0].tombstones):
                 self._compact(inputs, [])
+
+    def set_block_cache_bytes(self, budget: int) -> None:
+        """Resize the block cache (`block_cache_bytes`) of an open engine."""
+        self.options = replace(self.options, block_cache_bytes=budget)  # validates
+        self._cache.resize(budget)
 
     def salvage(self) -> list[LostRange]:
         """Rebuild every table that has damaged data blocks without them, and

@@ -184,6 +184,14 @@ class BlockCache:
                 _, (_, evicted) = self._blocks.popitem(last=False)
                 self.nbytes -= evicted
 
+    def resize(self, capacity_bytes: int) -> None:
+        """Change the budget, evicting the least recently used blocks."""
+        with self._lock:
+            self.capacity = capacity_bytes
+            while self.nbytes > self.capacity:
+                _, (_, evicted) = self._blocks.popitem(last=False)
+                self.nbytes -= evicted
+
     def __len__(self) -> int:
         return len(self._blocks)
 

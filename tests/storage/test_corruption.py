@@ -232,3 +232,17 @@ def test_random_damaged_blocks_never_yield_a_wrong_value(
                     assert scanned[key] == got
                 elif got is not None:
                     assert any(e.covers(key) for e in damaged)
+
+
+def test_block_cache_shrinks_when_resized(tmp_path: Path) -> None:
+    with Engine.open(tmp_path, block_size=1024) as db:
+        db.write_batch([("put", b"k%05d" % i, b"v" * 200) for i in range(2000)])
+        db.flush()
+        assert len(dict(db.scan())) == 2000
+        assert db._cache.nbytes > 64 << 10
+        db.set_block_cache_bytes(64 << 10)
+        assert 0 < db._cache.nbytes <= 64 << 10
+        db.set_block_cache_bytes(0)
+        assert db._cache.nbytes == 0 and db.get(b"k00001") == b"v" * 200 and db._cache.nbytes == 0
+        with pytest.raises(ValueError, match="block_cache_bytes"):
+            db.set_block_cache_bytes(-5)
