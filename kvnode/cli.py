@@ -42,12 +42,12 @@ def _show(data: bytes, as_hex: bool) -> str:
 
 
 @contextmanager
-def _opened(path: str, *, read_only: bool = False) -> Iterator[Engine]:
+def _opened(path: str, *, read_only: bool = False, salvage: bool = False) -> Iterator[Engine]:
     """The engine of a data directory; read-only for the commands that only
     look (they create and change nothing, and refuse a directory that is not
-    a data directory)."""
+    a data directory); for salvage, even with tables that cannot be read."""
     try:
-        db = Engine.open(path, read_only=read_only)
+        db = Engine.open(path, read_only=read_only, drop_unreadable_tables=salvage)
     except (LockHeldError, NotADataDirectory) as e:
         raise click.ClickException(str(e)) from None
     except CorruptionError as e:
@@ -450,14 +450,20 @@ def db_salvage(directory: str) -> None:
     """Rebuild every table that has damaged blocks without them, and list the
     key ranges lost (a replica gets them back from the others through
     anti-entropy)."""
-    with _opened(directory) as engine:
+    with _opened(directory, salvage=True) as engine:
         lost = engine.salvage()
     if not lost:
         click.echo("nothing to salvage: every block checksum verified")
         return
     for r in lost:
         older = f"; {r.older_keys:,} of them read an older version from an older table" if r.older_keys else ""
-        click.echo(f"lost: table {r.table:06d} block {r.block}: {_range(r.after, r.last)}{older}")
+        if r.block is None:
+            assert r.first is not None
+            where = f"the whole table (unreadable, kept as {r.table:06d}.sst.damaged): " \
+                    f"keys {r.first.hex()} .. {r.last.hex()} (hex)"
+        else:
+            where = f"block {r.block}: {_range(r.after, r.last)}"
+        click.echo(f"lost: table {r.table:06d} {where}{older}")
     click.echo(f"salvaged: {len(lost)} damaged block(s) dropped")
 
 

@@ -134,14 +134,16 @@ class _Counters:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LostRange:
-    """A damaged block that `Engine.salvage` dropped: the keys of table
-    `table` with after < key <= last (after None: from its first key) are
-    gone from it. `older_keys` of that range are still held by older tables,
-    whose (older) versions now read in their place."""
+    """What `Engine.salvage` dropped: block `block` of table `table`, whose
+    keys after < key <= last are gone (after None: from the table's first
+    key), or (block None) a whole table that could not be read, whose keys
+    first <= key <= last are gone. `older_keys` of that range are still held
+    by older tables, whose (older) versions now read in their place."""
 
     table: int
-    block: int
+    block: int | None
     after: bytes | None
+    first: bytes | None
     last: bytes
     older_keys: int
 
@@ -171,6 +173,11 @@ class Engine:
         # Tables found with a damaged block: compaction leaves them (and
         # everything older) alone until `salvage` rebuilds them.
         self._damaged_tables: set[int] = set()
+        # With drop_unreadable_tables: tables whose footer, index or bloom
+        # filter was damaged, left out at open (and the numbers of the tables
+        # older than each), for `salvage` to report.
+        self._drop_unreadable = False
+        self._unreadable: list[tuple[TableMeta, set[int]]] = []
         self._stats = _Counters()
         self._closed = False
         self._closing = False
@@ -196,6 +203,7 @@ class Engine:
         fs: FileSystem | None = None,
         background: Background | None = None,
         read_only: bool = False,
+        drop_unreadable_tables: bool = False,
         **options: Any,
     ) -> Engine:
         """Open the engine in directory `path`, creating it or recovering it.
@@ -208,6 +216,11 @@ class Engine:
         LOCK, MANIFEST or WAL, no cleanup of orphans, no cut of a torn WAL
         tail: the WAL is replayed in memory); a directory without a MANIFEST
         raises `NotADataDirectory`, and writes raise `ReadOnlyError`.
+
+        `drop_unreadable_tables=True` (for salvage) opens even when a live
+        table's footer, index or bloom filter is damaged, or the table is
+        missing: the table leaves the stack, its file is renamed to
+        `*.sst.damaged`, and `salvage()` reports its whole key range as lost.
         """
         known = {f.name for f in fields(Options)}
         unknown = sorted(set(options) - known)
@@ -217,6 +230,7 @@ class Engine:
             os.fspath(path), Options(**options), fs or OSFileSystem(), background or ThreadBackground(),
             read_only=read_only,
         )
+        engine._drop_unreadable = drop_unreadable_tables
         if read_only:
             engine._recover_read_only()
         else:
@@ -300,11 +314,21 @@ class Engine:
                     wals.append(number)
         self._next_file = max(man.next_file, highest + 1)
         tables = []
-        for meta in man.tables:
+        for position, meta in enumerate(man.tables):
             p = self._join(_file_name(meta.number, "sst"))
-            if not fs.exists(p):
-                raise CorruptionError(f"{p}: listed in the manifest but missing")
-            tables.append(self._open_table(meta.number))
+            try:
+                if not fs.exists(p):
+                    raise CorruptionError(f"{p}: listed in the manifest but missing")
+                tables.append(self._open_table(meta.number))
+            except CorruptionError as e:
+                if not self._drop_unreadable:
+                    raise
+                # Kept aside, not removed: someone may still get something out of it.
+                if fs.exists(p):
+                    fs.rename(p, p + ".damaged")
+                log.warning("salvage: table %s cannot be read (%s); moved aside as %s.damaged", p, e, p)
+                older = {m.number for m in man.tables[position + 1 :]}
+                self._unreadable.append((meta, older))
         self._tables = tables
 
         mem = Memtable(0)
@@ -800,25 +824,37 @@ class Engine:
             raise ReadOnlyError(f"engine at {self.path} was opened read-only")
         self.flush()
         lost: list[LostRange] = []
+        for gone, older_numbers in self._unreadable:
+            older = 0
+            for t in self._tables:
+                if t.number in older_numbers:
+                    within = t.iterate(gone.min_key, gone.max_key + b"\x00", on_corrupt=lambda _: None)
+                    older += sum(1 for _ in within)
+            lost.append(LostRange(table=gone.number, block=None, after=None, first=gone.min_key,
+                                  last=gone.max_key, older_keys=older))
+        self._unreadable = []
         with self._compaction_lock:
             with self._mutex:
                 tables = list(self._tables)
             for position, table in enumerate(tables):
                 bad: list[CorruptionError] = []
+                for i in range(table.blocks):  # read first: most tables need no rewrite
+                    try:
+                        table.read_block(i)
+                    except CorruptionError as damage:
+                        bad.append(damage)
+                if not bad:
+                    continue
+                skip = {e.block for e in bad}
 
-                def intact(table: TableReader = table, bad: list[CorruptionError] = bad) -> Iterator[tuple[bytes, bytes | None]]:
+                def intact(table: TableReader = table, skip: set[int | None] = skip) -> Iterator[tuple[bytes, bytes | None]]:
                     for i in range(table.blocks):
-                        try:
+                        if i not in skip:
                             yield from table.read_block(i)
-                        except CorruptionError as damage:
-                            bad.append(damage)
 
                 with self._mutex:
                     number = self._new_file_number()
                 meta = self._build(number, intact())
-                if not bad:
-                    self._fs.remove(self._join(_file_name(number, "sst")))
-                    continue
                 reader = self._open_table(number) if meta is not None else None
                 with self._cv:
                     i = self._tables.index(table)
@@ -835,8 +871,8 @@ class Engine:
                     for t in tables[position + 1 :]:
                         within = t.iterate(e.after, e.last + b"\x00", on_corrupt=lambda _: None)
                         older += sum(1 for k, _ in within if e.covers(k))
-                    lost.append(LostRange(table=table.number, block=e.block, after=e.after, last=e.last,
-                                          older_keys=older))
+                    lost.append(LostRange(table=table.number, block=e.block, after=e.after,
+                                          first=None, last=e.last, older_keys=older))
                     log.warning("salvage: dropped %s", e)
         self._schedule()
         return lost

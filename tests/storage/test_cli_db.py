@@ -90,3 +90,19 @@ def test_check_names_the_damaged_block_and_salvage_drops_it(tmp_path: Path) -> N
     assert code == 0 and out.startswith("ok: ") and "1,000" not in out
     assert run("db", "salvage", d) == (0, "nothing to salvage: every block checksum verified\n")
     assert run("db", "compact", d)[0] == 0
+
+
+def test_salvage_of_a_table_whose_footer_is_damaged(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    with Engine.open(d) as db:
+        db.write_batch([("put", b"k%05d" % i, b"v") for i in range(100)])
+        db.flush()
+    (sst,) = tmp_path.glob("*.sst")
+    raw = bytearray(sst.read_bytes())
+    raw[-10] ^= 0xFF
+    sst.write_bytes(bytes(raw))
+    code, out = run("db", "check", d)
+    assert code == 1 and "corrupt data directory" in out and sst.name in out
+    code, out = run("db", "salvage", d)
+    assert code == 0 and f"lost: table {sst.stem} the whole table (unreadable, kept as {sst.name}.damaged)" in out
+    assert run("db", "check", d) == (0, "ok: 0 live keys, every block checksum verified\n")

@@ -246,3 +246,24 @@ def test_block_cache_shrinks_when_resized(tmp_path: Path) -> None:
         assert db._cache.nbytes == 0 and db.get(b"k00001") == b"v" * 200 and db._cache.nbytes == 0
         with pytest.raises(ValueError, match="block_cache_bytes"):
             db.set_block_cache_bytes(-5)
+
+
+def test_salvage_drops_a_table_that_cannot_be_read_and_keeps_its_file_aside(tmp_path: Path) -> None:
+    with Engine.open(tmp_path) as db:
+        db.write_batch([("put", b"k%04d" % i, b"old") for i in range(100)])
+        db.flush()
+        db.write_batch([("put", b"k%04d" % i, b"new") for i in range(50, 150)])
+        db.flush()
+        newest = max(tmp_path.glob("*.sst"), key=lambda p: int(p.stem))
+    raw = bytearray(newest.read_bytes())
+    raw[-10] ^= 0xFF  # the footer
+    newest.write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError, match=newest.name):
+        Engine.open(tmp_path)
+    with Engine.open(tmp_path, drop_unreadable_tables=True) as db:
+        (lost,) = db.salvage()
+        assert (lost.table, lost.block, lost.first, lost.last) == (int(newest.stem), None, b"k0050", b"k0149")
+        assert lost.older_keys == 50  # k0050..k0099 read their older versions again
+    assert not newest.exists() and newest.with_name(newest.name + ".damaged").exists()
+    with Engine.open(tmp_path) as db:
+        assert db.get(b"k0060") == b"old" and db.get(b"k0120") is None and db.verify() == []
