@@ -44,6 +44,12 @@ them longer. A dropped hint loses no acknowledged write as long as W-1 other
 replicas hold it; otherwise read repair and anti-entropy cannot bring it back
 either, which is why the drop is logged.
 
+A damaged block of the hint store (a checksum mismatch) loses the hints it
+held, as an expired hint is lost, and is logged once (`hints_corrupt_range`):
+scans skip it, a hint that cannot be read is absent to `add` (a new one is
+written over it) and never deleted on the strength of a compare. A read of a
+damaged hint raises CorruptionError (a missing reply, not an empty one).
+
 Storage layout: engine key = target id (UTF-8, no NUL) + b"\\0" + key, so the
 hints for one target are one contiguous scan range; value = msgpack
 [created_ns, state], where created_ns is the wall-clock time of the newest
@@ -67,7 +73,7 @@ from .clock import Clock
 from .connection import ConnectionLost
 from .keylocks import KeyLocks
 from .offload import Offload
-from .storage import Background, Engine, FileSystem
+from .storage import Background, CorruptionError, Engine, FileSystem
 from .transport import PeerUnreachable, Transport
 from .versions import Resolver
 
@@ -182,6 +188,7 @@ class HintStore:
         # A scan continues after the last key it saw with last + b"\0"; keep
         # that within the engine's key limit.
         self._max_key = engine.options.max_key_size - 1
+        self._reported: set[tuple[int | None, int | None]] = set()  # damaged blocks logged
 
     @classmethod
     def open(
@@ -202,13 +209,28 @@ class HintStore:
         engine = Engine.open(path, sync="always", fs=fs, background=background)
         store = cls(engine, clock=clock, offload=offload, merge=merge, log=log)
         try:
-            for engine_key, _ in engine.scan():
+            damaged: list[CorruptionError] = []
+            for engine_key, _ in engine.scan(damaged=damaged):
                 target = _split_key(engine_key)[0]
                 store._counts[target] = store._counts.get(target, 0) + 1
+            store._report(damaged)
         except BaseException:
             engine.close()
             raise
         return store
+
+    def _report(self, damaged: list[CorruptionError]) -> None:
+        for e in damaged:
+            if (e.table, e.block) not in self._reported:
+                self._reported.add((e.table, e.block))
+                self._log.event("hints_corrupt_range", table=e.table, block=e.block, error=str(e))
+
+    def _get_or_absent(self, ek: bytes) -> bytes | None:
+        """The stored hint, None for an absent or unreadable one."""
+        try:
+            return self._engine.get(ek)
+        except CorruptionError:
+            return None
 
     def _counted(self, target: str, delta: int) -> None:
         count = self._counts.get(target, 0) + delta
@@ -231,7 +253,7 @@ class HintStore:
         if not isinstance(state, bytes):
             raise TypeError(f"state must be bytes, not {type(state).__name__}")
         async with self._locks.hold(ek):
-            raw = await self._offload.run(lambda: self._engine.get(ek))
+            raw = await self._offload.run(lambda: self._get_or_absent(ek))
             merged = state
             if raw is not None:
                 try:
@@ -248,7 +270,7 @@ class HintStore:
     async def _delete_if(self, ek: bytes, expected: bytes) -> bool:
         """Delete hint `ek` if it still holds `expected`; True if deleted."""
         async with self._locks.hold(ek):
-            raw = await self._offload.run(lambda: self._engine.get(ek))
+            raw = await self._offload.run(lambda: self._get_or_absent(ek))
             if raw != expected:
                 return False
             await self._offload.run(lambda: self._engine.delete(ek))
@@ -273,11 +295,14 @@ class HintStore:
 
     async def _scan(self, start: bytes, end: bytes | None) -> AsyncIterator[tuple[bytes, bytes]]:
         # In chunks, so that neither the event loop nor memory holds them all.
+        damaged: list[CorruptionError] = []
+
         def chunk(lo: bytes) -> list[tuple[bytes, bytes]]:
-            return list(itertools.islice(self._engine.scan(lo, end), _SCAN_CHUNK))
+            return list(itertools.islice(self._engine.scan(lo, end, damaged=damaged), _SCAN_CHUNK))
 
         while True:
             items = await self._offload.run(functools.partial(chunk, start))
+            self._report(damaged)
             for item in items:
                 yield item
             if len(items) < _SCAN_CHUNK:

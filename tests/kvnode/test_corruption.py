@@ -27,6 +27,7 @@ from kvnode.client import Client, KvError
 from kvnode.clock import ManualClock
 from kvnode.config import ClusterSettings
 from kvnode.coordinator import Coordinator
+from kvnode.handoff import HintStore, _engine_key
 from kvnode.log import EventLog
 from kvnode.offload import InlineOffload
 from kvnode.rebalance import Rebalancer
@@ -250,6 +251,48 @@ def test_rebalance_moves_the_rest_and_logs_a_damaged_block_once(tmp_path: Path) 
             assert events.count("rebalance_corrupt_range") == 1
         finally:
             engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_damaged_block_of_the_hint_store_loses_its_hints_only(tmp_path: Path) -> None:
+    events = io.StringIO()
+    clock = ManualClock(wall_ns=1)
+
+    def open_store() -> HintStore:
+        return HintStore.open(tmp_path, clock=clock, offload=InlineOffload(), merge=lambda a, b: b,
+                              log=EventLog("f", clock, events))
+
+    async def scenario() -> None:
+        store = open_store()
+        for key in KEYS:
+            await store.add("n2", key, b"state-" + key)
+        store._engine.flush()
+        store.close()
+        (sst,) = tmp_path.glob("*.sst")
+        corrupt_block(sst, 1)
+        store = open_store()  # refused before: a damaged block stopped the node from starting
+        try:
+            (error,) = store._engine.verify()
+            lost = [k for k in KEYS if error.covers(_engine_key("n2", k))]
+            assert lost and store.pending() == {"n2": len(KEYS) - len(lost)}
+            await store.add("n2", lost[0], b"again")
+            assert (await store.get("n2", lost[0])) is not None
+            sent: list[bytes] = []
+
+            async def send(key: bytes, state: bytes) -> bool:
+                sent.append(key)
+                return True
+
+            delivered, failed = await store.deliver("n2", send)
+            assert (delivered, failed) == (len(KEYS) - len(lost) + 1, 0)
+            assert set(sent) == (set(KEYS) - set(lost)) | {lost[0]}
+            with pytest.raises(CorruptionError):
+                await store.get("n2", lost[1])
+            names = [json.loads(line)["event"] for line in events.getvalue().splitlines()]
+            assert names.count("hints_corrupt_range") == 1
+        finally:
+            store.close()
 
     asyncio.run(scenario())
 
