@@ -39,10 +39,31 @@ Three parts, each printed as a table:
   partitioned here) and the whole checker. Target: under 60 s and 2 GiB
   (peak RSS of this process, from getrusage). `--skip-huge` leaves it out.
 
+- (d) end to end: part (a)'s histories written as Jepsen EDN files (one op
+  map per line, as Jepsen's `history.edn`), then `harness check` on them as
+  a user runs it, start-up and reading included: one process per file, and
+  all files in one call; beside the bare start-up of Python (`python -c
+  pass`, one process per file, measured in the same run), the reading
+  alone and the search alone (both in this process), and Porcupine's 0.70 s
+  for Jepsen's 102 etcd logs. Targets: all files in one call under 0.70 s;
+  one process per file under 2x that. The exit codes are compared with the
+  verdicts of the search in this process. `--skip-e2e` leaves it out.
+- (e) key-value histories shaped like Porcupine's `kv/c50-ok` (from the MIT
+  6.824 tests): `--kv-histories` generated histories of append/put/get by 50
+  clients, about 1,700 operations over 10 keys (up to ~200 a key, a dozen
+  open at once on one), all `ok`, and any of Porcupine's own files given
+  with `--porcupine-kv`, checked with the "kv" model within `--kv-time-limit`
+  (some generated histories are far harder than Porcupine's, for plain
+  Wing & Gong + Lowe as well); beside the same checker with its pruning off
+  (plain Wing & Gong + Lowe, Porcupine's algorithm; not with
+  `--skip-plain`), in the same run, and Porcupine's figure for c50-ok on
+  this kind of machine (160-240 ms; target: within 1x). `--skip-kv` leaves
+  it out.
+
 Run it from the repository root:
 
-    python -m bench.checker                        # all three parts: 1-2 minutes
-    python -m bench.checker --skip-huge --seed 7   # (a) and (b) only
+    python -m bench.checker                        # every part: 2-3 minutes
+    python -m bench.checker --skip-huge --seed 7   # all but (c)
 
 Figures are printed, never asserted. Generation is not timed; a check's time
 includes pairing the history. Where `checkers.linearizable` is not
@@ -58,7 +79,9 @@ import os
 import platform
 import random
 import resource
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +89,7 @@ from time import perf_counter
 from types import ModuleType
 from typing import Any
 
+import edn_format
 from tabulate import tabulate
 
 from bench.common import positive
@@ -76,12 +100,20 @@ from checkers.unique_register import check_unique_register
 ETCD = "(a) etcd-style histories, cas-register"
 BIG = "(b) one register, unique written values"
 HUGE = "(c) many keys, unique written values, register model"
+E2E = "(d) end to end: harness check on Jepsen EDN files, start-up and reading included"
+KV = "(e) key-value histories like Porcupine's c50-ok, kv model"
 
 PORCUPINE_HARDEST_STEPS = 1_180_000
 PORCUPINE_HARDEST_SECONDS = 0.270
 PORCUPINE_ALL_STEPS = 3_300_000
 PORCUPINE_ALL_SECONDS = 0.70
 PORCUPINE_HISTORIES = 102
+
+# Porcupine's kv/c50-ok on this kind of machine: 160-240 ms a history.
+PORCUPINE_KV_SECONDS = (0.160, 0.240)
+KV_CLIENTS = 50
+KV_OPS = 1_700
+KV_KEYS = 10
 
 BIG_TARGET_SECONDS = 10.0
 HUGE_TARGET_SECONDS = 60.0
@@ -335,6 +367,69 @@ def etcd_histories(seed: int, count: int, *, easy: bool = False) -> list[list[Op
     return out
 
 
+def kv_simulate(rng: random.Random, *, clients: int = KV_CLIENTS, ops: int = KV_OPS, keys: int = KV_KEYS) -> list[Op]:
+    """A linearizable history of a key-value store of strings, shaped like
+    Porcupine's `kv/c50-ok` (from the MIT 6.824 tests): `clients` processes,
+    each invoking append (half of the time), put (5%) or get on a random key
+    one after another, `ops` in all;
+    each takes effect at one instant inside its interval (5-30 ms, a pause
+    of up to 5 ms between), so dozens overlap any one; an append adds
+    `"x <client> <n> y"`, a put sets it; a missing key reads as ""."""
+    per_client = [ops // clients + (c < ops % clients) for c in range(clients)]
+    timeline: list[tuple[int, int, int, str, str, str]] = []  # (effect, start, end, f, key, arg) per op
+    by_client: list[list[int]] = []
+    for c, count in enumerate(per_client):
+        t = rng.randrange(5 * MS)
+        mine = []
+        for n in range(count):
+            r = rng.random()  # the mix of the MIT 6.824 tests that Porcupine's kv logs come from
+            f = "append" if r < 0.5 else "put" if r < 0.55 else "get"
+            start = t + rng.randrange(MS // 10)
+            # Heavy-tailed, as in the 6.824 logs: most calls come back at
+            # once, a few wait on a slow server for a while.
+            end = start + (MS // 10 + rng.randrange(MS) if rng.random() < 0.97 else 5 * MS + rng.randrange(45 * MS))
+            mine.append(len(timeline))
+            timeline.append((rng.randrange(start, end), start, end, f, str(rng.randrange(keys)), f"x {c} {n} y"))
+            t = end
+        by_client.append(mine)
+    store: dict[str, str] = {}
+    results: dict[int, str] = {}
+    for i in sorted(range(len(timeline)), key=lambda i: timeline[i][0]):
+        _, _, _, f, key, arg = timeline[i]
+        if f == "get":
+            results[i] = store.get(key, "")
+        elif f == "put":
+            store[key] = arg
+        else:
+            store[key] = store.get(key, "") + arg
+    events: list[tuple[int, int, int, bool]] = []  # (time, client, op, is completion)
+    for c, mine in enumerate(by_client):
+        for i in mine:
+            events.append((timeline[i][1], c, i, False))
+            events.append((timeline[i][2], c, i, True))
+    events.sort()
+    history: list[Op] = []
+    for index, (time, c, i, done) in enumerate(events):
+        _, _, _, f, key, arg = timeline[i]
+        value = (results[i] if done else None) if f == "get" else arg
+        history.append(Op(index=index, time=time, process=c, type="ok" if done else "invoke", f=f, key=key,
+                          value=value))
+    return history
+
+
+def write_jepsen_edn(history: Sequence[Op], path: str) -> None:
+    """`history` as Jepsen writes `history.edn`: one op map per line, keywords
+    for type and f, with :time and :index (edn_format writes the values)."""
+    kw = edn_format.Keyword
+    with open(path, "w", encoding="utf-8") as f:
+        for op in history:
+            m: dict[Any, Any] = {kw("type"): kw(op.type), kw("f"): kw(op.f), kw("value"): op.value,
+                                 kw("time"): op.time, kw("process"): op.process, kw("index"): op.index}
+            if op.key is not None:
+                m[kw("key")] = op.key
+            f.write(edn_format.dumps(m) + "\n")
+
+
 # ------------------------------------------------------------------ running
 
 
@@ -476,6 +571,142 @@ def run_etcd(lin: ModuleType, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _harness_command() -> list[str]:
+    """`harness` as a user runs it: the console script beside this Python."""
+    script = os.path.join(os.path.dirname(sys.executable), "harness")
+    return [script] if os.path.isfile(script) else [sys.executable, "-m", "harness"]
+
+
+def _exit_code(r: Result) -> int:
+    return 0 if r.valid is True else 1 if r.valid is False else 2
+
+
+def run_e2e(lin: ModuleType, args: argparse.Namespace) -> list[str]:
+    from harness.history import read_history
+
+    histories = etcd_histories(args.seed, args.histories, easy=args.easy_etcd)
+    n = len(histories)
+    with tempfile.TemporaryDirectory(prefix="bench-checker-") as tmp:
+        files = []
+        for i, h in enumerate(histories):
+            files.append(os.path.join(tmp, f"etcd_{i:03d}.edn"))
+            write_jepsen_edn(h, files[-1])
+        cmd = [*_harness_command(), "check", "--model", "cas-register"]
+        # Bytecode cached, as an installed package has it, even where the
+        # environment turns caching off (PYTHONDONTWRITEBYTECODE): in a
+        # scratch prefix, filled by one run that is not timed.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        subprocess.run([*cmd, files[0]], **quiet)  # type: ignore[call-overload]
+        t0 = perf_counter()
+        for _ in files:
+            subprocess.run([sys.executable, "-c", "pass"], check=True, env=env)
+        bare = perf_counter() - t0
+        t0 = perf_counter()
+        codes = [subprocess.run([*cmd, f], **quiet).returncode for f in files]  # type: ignore[call-overload]
+        per_file = perf_counter() - t0
+        t0 = perf_counter()
+        one = subprocess.run([*cmd, *files], capture_output=True, text=True, env=env)
+        one_call = perf_counter() - t0
+        t0 = perf_counter()
+        read = [read_history(f, "edn") for f in files]
+        reading = perf_counter() - t0
+    results = [_timed(lambda h=h: lin.check(h, "cas-register")) for h in read]  # type: ignore[misc]
+    search = sum(t for _, t in results)
+    expected = [_exit_code(r) for r, _ in results]
+    worst = max(expected, key=(0, 2, 1).index)
+    scale = max(1.0, n / PORCUPINE_HISTORIES)
+    target_one, target_each = PORCUPINE_ALL_SECONDS * scale, 2 * PORCUPINE_ALL_SECONDS * scale
+
+    def row(what: str, seconds: float) -> list[str]:
+        return [what, _seconds(seconds), f"{seconds / n * 1000:.2f} ms", f"{seconds / PORCUPINE_ALL_SECONDS:.2f}x",
+                f"{seconds / bare:.2f}x"]
+
+    rows = [
+        row(f"harness check, one process per file ({n} processes)", per_file),
+        row(f"harness check, all {n} files in one call", one_call),
+        row("python -c pass, one process per file (start-up alone)", bare),
+        row("reading alone (read_history, in this process)", reading),
+        row("search alone (linearizable.check, in this process)", search),
+        [f"Porcupine, Jepsen's {PORCUPINE_HISTORIES} etcd logs", _seconds(PORCUPINE_ALL_SECONDS),
+         f"{PORCUPINE_ALL_SECONDS / PORCUPINE_HISTORIES * 1000:.2f} ms", "1.00x", "-"],
+    ]
+    return [
+        E2E,
+        f"{n} histories of part (a) as Jepsen EDN files ({sum(len(h) for h in histories):,} lines); "
+        f"command: harness {' '.join(cmd[-3:])} FILE...; bytecode cached (one run before, not timed)",
+        tabulate(rows, headers=["", "time", "per file", "vs Porcupine", "vs start-up"],
+                 colalign=["left", "right", "right", "right", "right"]),
+        f"exit codes, one process per file: {'the same as' if codes == expected else 'NOT the same as'} the "
+        f"verdicts of the search in this process; all in one call: exit {one.returncode} "
+        f"({'the worst of them, as expected' if one.returncode == worst else f'expected {worst}'})",
+        f"target: all files in one call under {target_one:.2f} s: {_seconds(one_call)} "
+        f"({'met' if one_call < target_one else 'NOT met'}); one process per file under {target_each:.2f} s: "
+        f"{_seconds(per_file)} ({'met' if per_file < target_each else 'NOT met'}; Python's bare start-up alone "
+        f"takes {_seconds(bare)} for {n} processes)",
+    ]
+
+
+def _concurrency(history: Sequence[Op]) -> tuple[int, int]:
+    """(most operations on one key, most open at once on one key)."""
+    per_key: dict[Any, int] = {}
+    open_: dict[Any, int] = {}
+    most = 0
+    for op in history:
+        if op.type == "invoke":
+            per_key[op.key] = per_key.get(op.key, 0) + 1
+            open_[op.key] = open_.get(op.key, 0) + 1
+            most = max(most, open_[op.key])
+        else:
+            open_[op.key] -= 1
+    return max(per_key.values()), most
+
+
+def run_kv(lin: ModuleType, args: argparse.Namespace) -> list[str]:
+    from harness.history import read_history
+
+    rng = random.Random(args.seed)
+    named = [(f"generated #{i}", kv_simulate(rng)) for i in range(args.kv_histories)]
+    named += [(os.path.basename(f), read_history(f, "porcupine-kv")) for f in args.porcupine_kv]
+    limit = args.kv_time_limit
+    rows = []
+    ours: list[float] = []
+    for name, h in named:
+        r, t = _timed(lambda h=h: lin.check(h, "kv", time_limit=limit))  # type: ignore[misc]
+        plain = ["-", "-"]
+        if not args.skip_plain:
+            with _plain(lin):
+                rb, tb = _timed(lambda h=h: lin.check(h, "kv", time_limit=limit))  # type: ignore[misc]
+            plain = [f"{_seconds(tb)}{'+' if rb.valid == 'unknown' else ''}", f"{tb / t:.2f}x"]
+            if "unknown" not in (r.valid, rb.valid) and r.valid != rb.valid:
+                plain[0] += " (verdicts DIFFER)"
+        per_key, concurrent = _concurrency(h)
+        rows.append([name, f"{sum(op.type == 'invoke' for op in h):,}", f"{per_key}/{concurrent}", str(r.valid),
+                     f"{int(r.counts.get('steps', 0)):,}", f"{_seconds(t)}{'+' if r.valid == 'unknown' else ''}",
+                     *plain])
+        if r.valid != "unknown":
+            ours.append(t)
+    lo, hi = PORCUPINE_KV_SECONDS
+    lines = [
+        KV,
+        f"{args.kv_histories} generated histories ({KV_CLIENTS} clients, {KV_OPS:,} operations over {KV_KEYS} keys, "
+        f"6.824's mix of append/put/get) and {len(args.porcupine_kv)} of Porcupine's files (--porcupine-kv); "
+        f"time limit {limit} s a check",
+        tabulate(rows, headers=["history", "ops", "per key/open", "valid", "model steps", "ours", "plain WGL",
+                                "plain/ours"],
+                 colalign=["left", "right", "right", "left", "right", "right", "right", "right"]),
+        "plain WGL: the same checker with its pruning off (Porcupine's algorithm), the baseline of this run; "
+        "+: stopped at the time limit",
+    ]
+    if ours:
+        mean = sum(ours) / len(ours)
+        lines.append(f"ours, mean of the {len(ours)} decided: {_seconds(mean)}; Porcupine on c50-ok: "
+                     f"{lo * 1000:.0f}-{hi * 1000:.0f} ms: {mean / hi:.1f}x-{mean / lo:.1f}x its time; target: "
+                     f"within 1x ({'met' if mean <= hi else 'NOT met'})")
+    return lines
+
+
 def _fast_path_by_key(history: list[Op]) -> Result:
     """pair + complete + the unique-register check per key, outside the checker."""
     parts: dict[Any, list[Any]] = {}
@@ -561,6 +792,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--plain-time-limit", type=float, default=30.0,
                    help="seconds per history for the plain-WGL comparison run (default 30)")
     p.add_argument("--skip-huge", action="store_true", help="leave out part (c)")
+    p.add_argument("--skip-e2e", action="store_true", help="leave out part (d), harness check end to end")
+    p.add_argument("--kv-histories", type=int, default=3, help="generated key-value histories in part (e) (default 3)")
+    p.add_argument("--kv-time-limit", type=float, default=30.0,
+                   help="seconds per check in part (e) (default 30: some generated histories are far harder "
+                        "than Porcupine's)")
+    p.add_argument("--porcupine-kv", action="append", default=[], metavar="FILE",
+                   help="also check this Porcupine kv log in part (e), e.g. its test_data/kv/c50-ok.txt")
+    p.add_argument("--skip-kv", action="store_true", help="leave out part (e)")
     return p.parse_args(argv)
 
 
@@ -586,6 +825,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = "met" if rss < HUGE_TARGET_BYTES else "NOT met"
         lines.append(f"target: memory under 2 GiB: peak RSS of this process {rss / 2**30:.2f} GiB ({verdict})")
         print("\n".join(lines), flush=True)
+    if not args.skip_e2e:
+        print(flush=True)
+        print("\n".join(run_e2e(lin, args)) if lin is not None else f"{E2E}\nskipped: checkers.linearizable is "
+              "not importable", flush=True)
+    if not args.skip_kv:
+        print(flush=True)
+        print("\n".join(run_kv(lin, args)) if lin is not None else f"{KV}\nskipped: checkers.linearizable is "
+              "not importable", flush=True)
     return 0
 
 

@@ -2,7 +2,9 @@
 etcd logs and kv logs. `harness.history` dispatches to them by format
 (`read_history`) and keeps this project's own `history.jsonl`; this module
 is imported only when a foreign file is read, so that reading a run's own
-history (and `harness check` on one) does not load edn_format.
+history (and `harness check` on one) does not load edn_format; nor does
+reading a foreign file whose values the simple reader below reads (importing
+edn_format takes 20-30 ms, a tenth of `harness check`'s start-up).
 
 Formats:
 
@@ -50,10 +52,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import edn_format
-
 from checkers.history import TYPES, Op, OpType, Process
 from harness.history import HistoryFormatError, make_op, read_text, sorted_list
+
+
+def __getattr__(name: str) -> Any:
+    """`harness.foreign.edn_format`, imported when first asked for (the
+    functions here import it where they need it)."""
+    if name == "edn_format":
+        import edn_format
+
+        return edn_format
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "fill_invocations",
@@ -89,6 +100,8 @@ def fill_invocations(ops: Sequence[Op]) -> list[Op]:
 def _plain(v: Any) -> Any:
     """EDN values as plain Python: keywords and symbols -> str, vectors and
     lists -> list, maps -> dict, sets -> (sorted where possible) list."""
+    import edn_format
+
     if isinstance(v, edn_format.Keyword | edn_format.Symbol):
         return v.name
     if isinstance(v, str | int | float | bool) or v is None:
@@ -287,6 +300,8 @@ def _parse_edn_forms(
     the simple subset of `_simple_edn` are read by it; the others by
     edn_format, which is much faster on many forms at once, so batch them
     and fall back to one at a time to find a bad one."""
+    import edn_format
+
     for b in range(0, len(texts), batch):
         chunk = texts[b : b + batch]
         values: list[Any] = [None] * len(chunk)
@@ -368,6 +383,8 @@ def read_edn_lines(path: str | Path) -> tuple[list[Op], list[int]]:
     lines: list[int] = []
     for (line, t), m in zip(texts, values, strict=True):
         if not isinstance(m, dict):
+            import edn_format
+
             raise HistoryFormatError(path, line, f"expected an op map, not {_short_repr(edn_format.loads(t))}")
         if not all(isinstance(k, str) for k in m):
             raise HistoryFormatError(path, line, "an op map's keys must be keywords")
@@ -379,6 +396,8 @@ def read_edn_lines(path: str | Path) -> tuple[list[Op], list[int]]:
 
 
 def _short_repr(v: Any) -> str:
+    import edn_format
+
     s = edn_format.dumps(v) if not isinstance(v, str) else repr(v)
     return s if len(s) < 80 else s[:80] + "..."
 
@@ -421,6 +440,8 @@ def _edn_value(text: str) -> Any:
     try:
         return _simple_edn(text)
     except _NotSimple:
+        import edn_format
+
         return _plain(edn_format.loads(text))
 
 

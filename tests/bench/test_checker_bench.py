@@ -14,7 +14,7 @@ from checkers.history import complete, pair
 from checkers.unique_register import check_unique_register
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--histories", "3", "--big-ops", "500", "--skip-huge", "--seed", "3"]
+TINY = ["--histories", "3", "--big-ops", "500", "--skip-huge", "--seed", "3", "--skip-e2e", "--skip-kv"]
 
 
 def _load() -> ModuleType:
@@ -47,7 +47,7 @@ def test_tiny_run_prints_every_section(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_huge_part_prints_memory(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--histories", "1", "--big-ops", "100", "--huge-ops", "2000"]) == 0
+    assert bench.main(["--histories", "1", "--big-ops", "100", "--huge-ops", "2000", "--skip-e2e", "--skip-kv"]) == 0
     out = capsys.readouterr().out
     assert bench.HUGE in out and "peak RSS" in out
 
@@ -90,3 +90,45 @@ def test_etcd_histories_are_jepsen_shaped() -> None:
 def test_easy_etcd_flag_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main([*TINY, "--easy-etcd"]) == 0
     assert bench.ETCD in capsys.readouterr().out
+
+
+def test_end_to_end_part_runs_harness_check_on_edn_files(capsys: pytest.CaptureFixture[str]) -> None:
+    if bench.load_linearizable()[0] is None:
+        pytest.skip("checkers.linearizable is not importable")
+    assert bench.main(["--histories", "2", "--big-ops", "100", "--skip-huge", "--skip-plain", "--skip-kv"]) == 0
+    out = capsys.readouterr().out
+    assert bench.E2E in out and "one process per file (2 processes)" in out and "all 2 files in one call" in out
+    assert "python -c pass" in out and "search alone" in out
+    assert "exit codes, one process per file: the same as the verdicts" in out
+    assert "the worst of them, as expected" in out
+
+
+def test_jepsen_edn_files_read_back_as_written(tmp_path: Path) -> None:
+    from harness.history import read_history
+
+    for h in bench.etcd_histories(4, 3):
+        path = tmp_path / "h.edn"
+        bench.write_jepsen_edn(h, str(path))
+        back = read_history(path, "edn")
+        assert [(o.process, o.type, o.f, o.time) for o in back] == [(o.process, o.type, o.f, o.time) for o in h]
+        # an ok read's value fills in its invocation (Knossos's rule); the rest as written
+        assert [o.value for o in back if o.type != "invoke"] == [o.value for o in h if o.type != "invoke"]
+
+
+def test_kv_histories_are_linearizable_and_c50_shaped() -> None:
+    from checkers.linearizable import check
+
+    h = bench.kv_simulate(random.Random(2), clients=8, ops=120, keys=3)
+    assert sum(o.type == "invoke" for o in h) == 120 and {o.process for o in h} == set(range(8))
+    assert {o.f for o in h} <= {"get", "put", "append"} and {o.key for o in h} <= {"0", "1", "2"}
+    assert check(h, "kv").valid is True
+
+
+def test_kv_part_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    if bench.load_linearizable()[0] is None:
+        pytest.skip("checkers.linearizable is not importable")
+    args = ["--histories", "1", "--big-ops", "100", "--skip-huge", "--skip-e2e", "--kv-histories", "1",
+            "--kv-time-limit", "0.3"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert bench.KV in out and "generated #0" in out and "plain WGL" in out
