@@ -14,14 +14,16 @@ put. Its latencies are taken with `time.perf_counter` around each call.
   socket takes them, and reads the replies in a second thread so that the
   node is limited by its own bounds, not by a full send buffer.
 
+`--rounds` pairs of the two alternate (baseline, flood, baseline, ...),
+each side `--seconds` long, so that the machine's other load falls on both.
 Printed: a table of both runs (ops, p50, p99, max, errors), the flood's
 request rate, whether n2 and n3 saw n1 alive throughout (polled each 0.2 s),
 and p99(flood) / p99(baseline) beside the target (under 2x), never
 asserted. With 2 cores shared by 3 nodes, the client and the flooder, the
 figure is noisy: run it a few times.
 
-    python -m bench.flood                 # 10 s + 10 s
-    python -m bench.flood --seconds 3     # quick
+    python -m bench.flood                            # 3 rounds of 5 s + 5 s
+    python -m bench.flood --rounds 1 --seconds 2     # quick
 
 Everything lives in one temporary directory under `--dir`, removed at the
 end; every process started is killed by its pid.
@@ -72,6 +74,13 @@ class Run:
     errors: Counter[str] = field(default_factory=Counter)
     flood_replies: int = 0
     dead_seen: set[str] = field(default_factory=set)  # "n2 saw n1 suspect", ...
+
+    def merge(self, other: Run) -> None:
+        self.elapsed += other.elapsed
+        self.latencies += other.latencies
+        self.errors.update(other.errors)
+        self.flood_replies += other.flood_replies
+        self.dead_seen |= other.dead_seen
 
 
 def _frame(message: dict[str, Any]) -> bytes:
@@ -175,7 +184,8 @@ def _row(run: Run) -> list[object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="per run  [default: 10]")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per round and side  [default: 5]")
+    parser.add_argument("--rounds", type=positive, default=3, help="baseline/flood pairs, alternating  [default: 3]")
     parser.add_argument("--keys", type=positive, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", default=None, help="where the temporary directory goes")
@@ -192,23 +202,28 @@ def main(argv: list[str] | None = None) -> int:
         c = LocalCluster(root, 3, settings=SETTINGS, cluster=CLUSTER)
         with c:
             asyncio.run(_load(c, args.keys))
-            baseline = asyncio.run(_measure(c, args, "baseline"))
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.flood", "--flooder", "127.0.0.1", str(c.ports["n1"]), CLUSTER],
-                cwd=ROOT, stdout=subprocess.PIPE, text=True,
-            )
-            flood = asyncio.run(_measure(c, args, "flood"))
-            os.kill(proc.pid, signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-            proc = None
-            flood.flood_replies = int(out.strip() or 0)
+            baseline, flood = Run(label="baseline"), Run(label="flood")
+            # Rounds alternate, so that a change in the machine's other load
+            # during the run falls on both sides alike.
+            for _ in range(args.rounds):
+                baseline.merge(asyncio.run(_measure(c, args, "baseline")))
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "bench.flood", "--flooder", "127.0.0.1", str(c.ports["n1"]), CLUSTER],
+                    cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                )
+                round_ = asyncio.run(_measure(c, args, "flood"))
+                os.kill(proc.pid, signal.SIGTERM)
+                out, _ = proc.communicate(timeout=30)
+                proc = None
+                round_.flood_replies = int(out.strip() or 0)
+                flood.merge(round_)
     finally:
         if proc is not None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
-          f"python {platform.python_version()}; {args.seconds:g} s per run, {args.keys} keys")
+          f"python {platform.python_version()}; {args.rounds} rounds of {args.seconds:g} s a side, {args.keys} keys")
     print(tabulate([_row(baseline), _row(flood)],
                    headers=["run", "ops", "p50 ms", "p99 ms", "max ms", "errors", "flood replies/s"]))
     print()

@@ -102,7 +102,7 @@ class Limits:
 
     max_inflight: int = _setting(8, "requests in flight per client connection; past it the node stops "
                                  "reading that connection until answers drain (backpressure)")
-    max_rate: float = _setting(2000.0, "requests per second per client connection, on average (bursts of "
+    max_rate: float = _setting(1000.0, "requests per second per client connection, on average (bursts of "
                                "max_inflight); past it the node reads that connection more slowly")
     # A node multiplexes all its replica traffic to a peer over one
     # connection, so peers need far more at once than any one client.

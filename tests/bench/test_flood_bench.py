@@ -14,7 +14,7 @@ flood = load_bench("flood")
 
 @pytest.mark.slow
 def test_tiny_run_prints_both_runs_and_the_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert flood.main(["--seconds", "1", "--keys", "20", "--dir", str(tmp_path)]) == 0
+    assert flood.main(["--seconds", "1", "--rounds", "1", "--keys", "20", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = next(line for line in lines if line.split()[:2] == ["run", "ops"])
