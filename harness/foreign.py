@@ -334,6 +334,60 @@ def _short(e: BaseException) -> str:
     return s if len(s) < 200 else s[:200] + "..."
 
 
+# A flat op map, `{:name value, ...}` with values that are nil, true, false,
+# integers, keywords, strings without escapes, or vectors of such atoms (not
+# strings): what Jepsen writes for most ops. `_flat_map` reads one with one
+# regular expression match per entry; anything else goes to `_simple_edn`.
+_NAME = r"[A-Za-z][\w\-]*"
+_FLAT_ATOM = rf"nil|true|false|-?(?:0|[1-9]\d*)|:{_NAME}"
+_FLAT_ENTRY = re.compile(
+    rf"[ \t,]*:({_NAME})[ \t,]+(?:({_FLAT_ATOM})|\"([^\"\\\n]*)\""
+    rf"|\[((?:[ \t,]*(?:{_FLAT_ATOM})(?=[ \t,\]]))*)[ \t,]*\])"
+    r"(?=[ \t,}])")
+_FLAT_ATOMS = re.compile(rf"[ \t,]*({_FLAT_ATOM})")
+_FLAT_END = re.compile(r"[ \t,]*\}\Z")
+
+
+def _flat_atom(token: str) -> Any:
+    c = token[0]
+    if c == ":":
+        return token[1:]
+    if c == "n":
+        return None
+    if c == "t":
+        return True
+    if c == "f":
+        return False
+    return int(token)
+
+
+def _flat_map(t: str) -> dict[str, Any] | None:
+    """The value of a flat op map `t` (starting with `{`), the same as
+    `_simple_edn` gives; None for anything but a flat map (a repeated key
+    included): the caller then asks `_simple_edn`."""
+    out: dict[str, Any] = {}
+    pos = 1
+    match = _FLAT_ENTRY.match
+    atom = _flat_atom
+    n = 0
+    while True:
+        m = match(t, pos)
+        if m is None:
+            break
+        name, plain, string, vector = m.groups()
+        if plain is not None:
+            out[name] = atom(plain)
+        elif string is not None:
+            out[name] = string
+        else:
+            out[name] = [atom(x) for x in _FLAT_ATOMS.findall(vector)]
+        n += 1
+        pos = m.end()
+    if _FLAT_END.match(t, pos) is None or len(out) != n:
+        return None
+    return out
+
+
 def _one_map_per_line(text: str) -> tuple[list[tuple[int, str]], list[Any]] | None:
     """The fast path for the common layout, one op map per line (blank and
     `;` comment lines aside; a `#tag` before a map dropped): the forms and
@@ -343,6 +397,7 @@ def _one_map_per_line(text: str) -> tuple[list[tuple[int, str]], list[Any]] | No
     texts: list[tuple[int, str]] = []
     values: list[Any] = []
     simple = _simple_edn
+    flat = _flat_map
     for lineno, raw in enumerate(text.split("\n"), 1):
         t = raw.strip(" \t\r,")
         if not t or t[0] == ";":
@@ -354,10 +409,13 @@ def _one_map_per_line(text: str) -> tuple[list[tuple[int, str]], list[Any]] | No
             t = t[m.end() :]
         if t[0] != "{":
             return None
-        try:
-            values.append(simple(t))
-        except _NotSimple:
-            return None
+        v = flat(t)
+        if v is None:
+            try:
+                v = simple(t)
+            except _NotSimple:
+                return None
+        values.append(v)
         texts.append((lineno, t))
     return texts, values
 

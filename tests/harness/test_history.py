@@ -597,3 +597,17 @@ def test_fuzz_json_ops_and_arrays(tmp_path_factory: pytest.TempPathFactory, ops:
     path = tmp_path_factory.mktemp("fuzz") / "h.json"
     path.write_text(text, encoding="utf-8")
     _read_or_clean_error(path, fmt)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_op_lines() | _edn_texts())
+def test_flat_map_reader_agrees_with_the_simple_reader(text: str) -> None:
+    for line in text.split("\n"):
+        t = line.strip(" \t\r,")
+        if not t.startswith("{"):
+            continue
+        flat = hh._flat_map(t)
+        if flat is None:
+            continue  # the simple reader reads it
+        assert repr(("ok", flat)) == repr(_edn_format_value(t)), t  # 1 vs 1.0 vs True
+        assert repr(flat) == repr(hh._simple_edn(t)), t
