@@ -58,7 +58,6 @@ goes on serving every other connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -253,26 +252,19 @@ class ByteBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
-        self._room = asyncio.Condition()
+        self._freed = asyncio.Event()
 
     async def acquire(self, n: int) -> None:
-        async with self._room:
-            await self._room.wait_for(lambda: self.used + n <= self.capacity or self.used == 0)
-            self.used += n
+        # One frame larger than the whole budget may still come in alone.
+        while self.used + n > self.capacity and self.used > 0:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += n
 
     def release(self, n: int) -> None:
-        if n <= 0:
-            return
-        self.used -= n
-
-        async def notify() -> None:
-            async with self._room:
-                self._room.notify_all()
-
-        # Waiters are woken from a task of its own: release is called from
-        # synchronous code (a connection's cleanup) as well.
-        with contextlib.suppress(RuntimeError):  # no running loop: nobody waits
-            asyncio.get_running_loop().create_task(notify())
+        if n > 0:
+            self.used -= n
+            self._freed.set()  # every waiter looks again
 
 
 class FrameTimeout(ProtocolError):

@@ -58,6 +58,8 @@ from .versions import resolver
 # LOG_WINDOW seconds for each kind of event.
 LOG_BURST = 10
 LOG_WINDOW = 10.0
+# Frames a connection may have answered in a row before others get a turn.
+YIELD_EVERY = 32
 # How old the anti-entropy summary in a status reply may be, in seconds.
 STATUS_REUSE = 0.5
 
@@ -361,6 +363,7 @@ class Node:
             # cores a flood from one connection, even within its cap, would
             # keep the node busy and slow every other client.
             tokens, burst, filled = float(cap), float(cap), self.clock.monotonic()
+            served = 0
             outbox = protocol.Outbox(writer)
             while True:
                 if not peer:
@@ -397,6 +400,11 @@ class Node:
                 link.last_active = self.clock.monotonic()
                 tokens -= 1
                 self._accept(message, link, outbox)
+                served += 1
+                if served % YIELD_EVERY == 0:
+                    # One read may bring thousands of frames answered inline
+                    # (replica_get): let the other connections have a turn.
+                    await asyncio.sleep(0)
         except (ConnectionError, OSError):
             return
         finally:
@@ -424,9 +432,9 @@ class Node:
             try:
                 self._check_key(message)
                 reply = {"type": "replica_get_ok", "id": rid, "state": self.replica.engine.get(message["key"])}
-            except Exception as e:
-                reply = self._error_reply(message, e)
-            outbox.send(reply)
+                outbox.send(reply)
+            except Exception as e:  # a corrupt block, a bad key, a reply too large for a frame
+                outbox.send(self._error_reply(message, e))
             return
         link.inflight += 1
         if link.inflight > self.counters["inflight_peak"]:
