@@ -73,6 +73,7 @@ class _Link:
     peername: str
     last_active: float
     roles: frozenset[str] = frozenset()
+    claimed: str | None = None  # the node id its hello named, if any
     inflight: int = 0
     frames: protocol.FrameReader | None = None
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -346,16 +347,20 @@ class Node:
         self.counters["connections"] += 1
         link = _Link(writer=writer, peername=str(writer.get_extra_info("peername")),
                      last_active=self.clock.monotonic())
-        self._make_room()
+        if not self._make_room():
+            self._throttled("connection_refused", reason="at max_connections, none idle", peername=link.peername)
+            writer.close()
+            return
         self._links.add(link)
         self._connections.add(writer)
         limits = self.config.limits
         frames = protocol.FrameReader(reader, deadline=limits.frame_deadline, budget=self._budget)
         link.frames = frames
         try:
-            roles = await self._handshake(reader, writer)
-            if roles is None:
+            shook = await self._handshake(reader, writer)
+            if shook is None:
                 return
+            roles, link.claimed = shook
             link.roles = roles
             peer = protocol.PEER in roles
             cap = limits.max_inflight_peer if peer else limits.max_inflight
@@ -421,7 +426,8 @@ class Node:
             outbox.send(protocol.error(rid, "bad_request", f"{kind} is not a request"))
             return
         if not protocol.allowed(kind, link.roles):
-            self._throttled("refused_request", type=kind, roles=sorted(link.roles), peername=link.peername)
+            self._throttled("refused_request", type=kind, roles=sorted(link.roles), claimed=link.claimed,
+                            peername=link.peername)
             who = " or ".join(sorted(protocol.ACCESS[kind]))
             outbox.send(protocol.error(rid, "unauthorized", f"{kind} is for {who} connections only"))
             return
@@ -451,19 +457,22 @@ class Node:
         if not task.cancelled() and task.exception() is not None:  # retrieved: never "never retrieved"
             self.log.event("internal_error", error=repr(task.exception()))
 
-    def _make_room(self) -> None:
+    def _make_room(self) -> bool:
         """At the connection cap, close the connection idle longest (nothing
-        in flight, no frame begun) to make room for a new one."""
+        in flight, no frame begun) to make room for a new one; False if every
+        connection is busy (the new one is refused: closing a busy one would
+        lose requests in flight)."""
         if len(self._links) < self.config.limits.max_connections:
-            return
+            return True
         idle = [k for k in self._links if k.inflight == 0 and not (k.frames and k.frames.partial)]
         if not idle:
-            idle = list(self._links)
+            return False
         oldest = min(idle, key=lambda k: k.last_active)
         self._links.discard(oldest)
         self.counters["connections_evicted"] += 1
         self._throttled("connection_evicted", peername=oldest.peername, roles=sorted(oldest.roles))
         oldest.writer.close()
+        return True
 
     def _throttled(self, event: str, **fields: Any) -> None:
         """Log `event`, at most LOG_BURST lines per LOG_WINDOW seconds of
@@ -480,9 +489,11 @@ class Node:
         suppressed, window[2] = window[2], 0
         self.log.event(event, **fields, **({"suppressed": suppressed} if suppressed else {}))
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> frozenset[str] | None:
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[frozenset[str], str | None] | None:
         """Shake hands; None if refused, else the connection's roles
-        (`kvnode.auth.grant`)."""
+        (`kvnode.auth.grant`) and the node id it claimed."""
         deadline = self.config.settings.request_timeout * 5
         peername = str(writer.get_extra_info("peername"))
         try:
@@ -524,7 +535,7 @@ class Node:
             return None
         writer.write(protocol.encode({"type": "hello_ok", "id": rid, "version": protocol.VERSION,
                                       "cluster": settings.cluster, "node": self.config.id, "proof": proof}))
-        return roles
+        return roles, claimed
 
     async def _authenticate(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any]

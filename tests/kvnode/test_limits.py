@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from kvnode import protocol
 from kvnode.client import Client
 from kvnode.config import Limits
-from kvnode.connection import Connection
+from kvnode.connection import Connection, ConnectionLost
 from kvnode.server import Node
 from kvnode.storage import CorruptionError
 
@@ -179,6 +179,28 @@ def test_at_the_connection_cap_the_longest_idle_connection_is_closed(tmp_path: P
             assert (await frames.next() or {}).get("type") == "status_ok"
             assert node.counters["connections_evicted"] == 1
             await newcomer.close()
+
+    asyncio.run(main())
+
+
+def test_at_the_connection_cap_with_none_idle_the_newcomer_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        limits = Limits(max_connections=2, max_rate=1e9, frame_deadline=30)
+        async with running(node_config(tmp_path, "open", limits)) as node:
+            busy = [await _raw(node) for _ in range(2)]
+            status = _frame({"type": "status", "id": 5})
+            for _, writer, _ in busy:  # each has a frame begun: not idle
+                writer.write(status[:3])
+            for _ in range(100):  # until the node has read those bytes
+                if all(link.frames is not None and link.frames.partial for link in node._links):
+                    break
+                await asyncio.sleep(0.01)
+            with pytest.raises((ConnectionLost, OSError)):  # closed, or reset over our unread hello
+                await Connection.open("127.0.0.1", node.port, cluster=CLUSTER, timeout=5)
+            for _, writer, frames in busy:  # the busy ones lost nothing
+                writer.write(status[3:])
+                assert (await frames.next() or {}).get("type") == "status_ok"
+                writer.close()
 
     asyncio.run(main())
 
