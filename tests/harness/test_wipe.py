@@ -162,3 +162,29 @@ def test_kvnode_loses_nothing_acknowledged_when_one_replica_at_a_time_is_wiped(t
                            for v in rejoins), rejoins
     assert any(isinstance(v, dict) and v.get("converged") is True for v in rejoins), rejoins
     assert "wipe" in got.stdout
+
+
+def test_a_rejoin_cut_short_is_finished_by_the_next_stop() -> None:
+    # The run's end cancels a rejoin while it waits: the fault stays active
+    # ("rejoining"), and the final heal's stop waits for convergence again,
+    # so that a wiped replica is refilled before the replicas are judged.
+    handle, _, restarted, asked = wipe_handle([False, False, False, False, True])
+    handle.clock = clock = VirtualClock()
+    fault = WipeDisk(handle, "one")
+
+    async def go() -> None:
+        async with clock.driving():
+            node = (await fault.start(random.Random(3)))["nodes"][0]
+            stopping = asyncio.ensure_future(fault.stop())
+            while len(asked) < 2:
+                await asyncio.sleep(0)
+            stopping.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stopping
+            assert restarted == [node] and fault.active() == f"{node} rejoining"
+            healed = await fault.stop()
+            assert healed["nodes"] == [] and healed["rejoining"] == [node] and healed["converged"] is True
+            assert fault.active() is None and restarted == [node]
+            assert (await fault.stop()) == {"nodes": []}
+
+    asyncio.run(go())
