@@ -258,10 +258,12 @@ def _rss() -> int | None:
 
 
 def _check_file(path: Path, fmt: str, model: str | None, initial: Any, *, deadline: float | None,
-                memory_limit: int | None, all_keys: bool) -> _FileCheck:
+                memory_limit: int | None, all_keys: bool, models: dict[str, Any]) -> _FileCheck:
     """Read and check one history file within the command's limits. A file
     that cannot be read comes back with its error, not as an exception, so
-    that the other files are still checked."""
+    that the other files are still checked. `models`: the model classes
+    this command has looked up (a look-up reads every installed
+    distribution's entry points, some 4 ms: once per command, not per file)."""
     from checkers import linearizable
     from checkers.result import Result
 
@@ -271,7 +273,9 @@ def _check_file(path: Path, fmt: str, model: str | None, initial: Any, *, deadli
         file = out.path = resolve_history_path(path)
         out.fmt = detect_format(file) if fmt == "auto" else fmt
         out.model = model or DEFAULT_MODEL.get(out.fmt, "register")
-        model_class = registry.load("models", out.model)
+        if out.model not in models:
+            models[out.model] = registry.load("models", out.model)
+        model_class = models[out.model]
         out.history = read_history(file, out.fmt)
     except (FileNotFoundError, IsADirectoryError, PermissionError, HistoryFormatError, HistoryError,
             registry.PluginError) as e:
@@ -409,9 +413,10 @@ def check(
     """
     started = time.monotonic()
     deadline = None if time_limit is None else started + time_limit
+    models: dict[str, Any] = {}
     if model is not None:
         try:
-            registry.load("models", model)
+            models[model] = registry.load("models", model)
         except registry.PluginError as e:
             raise click.BadParameter(str(e), param_hint="--model") from None
     if len(paths) > 1 and html_out is not None:
@@ -428,13 +433,14 @@ def check(
     limit = None if memory_limit is None else memory_limit * 1024 * 1024
     init = _parse_initial(initial)
     if len(paths) == 1:
-        one = _check_file(path, fmt, model, init, deadline=deadline, memory_limit=limit, all_keys=all_keys)
+        one = _check_file(path, fmt, model, init, deadline=deadline, memory_limit=limit, all_keys=all_keys,
+                          models=models)
         if one.error is not None:
             raise BadInput(one.error)
         _echo_one(one, as_json, html_out)
         ctx.exit(one.code)
-    checks = [_check_file(p, fmt, model, init, deadline=deadline, memory_limit=limit, all_keys=all_keys)
-              for p in paths]
+    checks = [_check_file(p, fmt, model, init, deadline=deadline, memory_limit=limit, all_keys=all_keys,
+                          models=models) for p in paths]
     _echo_many(checks, as_json)
     ctx.exit(max((c.code for c in checks), key=_SEVERITY.index))
 

@@ -361,3 +361,21 @@ def test_memory_limit_is_the_whole_process(monkeypatch: pytest.MonkeyPatch) -> N
     assert "memory limit was reached before this history was checked" in r.output
     run("check", str(DATA / "register-valid.edn"), "--memory-limit", "160")
     assert fake.calls[0]["memory_limit"] == 60 * 2**20
+
+
+def test_many_files_look_their_model_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A look-up reads every installed distribution's entry points (~4 ms):
+    # once per command, not once per file.
+    from harness import registry
+
+    _install(monkeypatch, VALID)
+    real = registry.load
+    asked: list[str] = []
+
+    def load(kind: str, name: str) -> Any:
+        asked.append(name)
+        return real(kind, name)
+
+    monkeypatch.setattr(registry, "load", load)
+    assert run("check", *[str(DATA / "register-valid.edn")] * 5).exit_code == 0
+    assert asked == ["register"]
