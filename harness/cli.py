@@ -1,7 +1,7 @@
 """The `harness` command line.
 
 Commands: `harness run` (a test: cluster, workload, faults, checks),
-`harness check PATH` (judge a recorded history for linearizability, or
+`harness check PATH...` (judge recorded histories for linearizability, or
 re-check a stored run with its workload's checkers), `harness systems`
 (a system's options and promises), `harness list` (the installed plug-ins),
 `harness docker build` and `harness clean`.
