@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from checkers.history import complete, pair
 from checkers.unique_register import check_unique_register
 
-ROOT = Path(__file__).resolve().parents[2]
+from .loading import load_bench
+
 TINY = ["--histories", "3", "--big-ops", "500", "--skip-huge", "--seed", "3", "--skip-e2e", "--skip-kv"]
 
-
-def _load() -> ModuleType:
-    # Loaded by path: `bench` is not an installed package, and under plain
-    # `pytest` this directory (tests/bench) could shadow it as a namespace package.
-    name = "_bench_checker_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "checker.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_bench("checker")
 
 
 def test_tiny_run_prints_every_section(capsys: pytest.CaptureFixture[str]) -> None:
