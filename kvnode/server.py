@@ -51,6 +51,8 @@ from .replica import Replica
 from .ring import Ring
 from .rng import make_rng
 from .storage import CorruptionError, Engine
+from .storage.background import Background
+from .storage.fs import FileSystem
 from .transport import TcpTransport, Transport
 from .versions import resolver
 
@@ -88,8 +90,13 @@ class Node:
         offload: Offload | None = None,
         log: EventLog | None = None,
         transport: Transport | None = None,
+        fs: FileSystem | None = None,
+        background: Background | None = None,
     ) -> None:
+        # `fs` and `background` are the storage seams (None: the real disk
+        # and threads); a simulation passes a SimFileSystem and InlineBackground.
         self.config = config
+        self._fs = fs
         self.clock = clock or SystemClock()
         self.offload = offload or ThreadOffload()
         self.log = log or EventLog(config.id, self.clock)
@@ -101,18 +108,18 @@ class Node:
         )
         auth.check_config(self.credentials, has_peers=bool(config.peers.keys() - {config.id}))
         self.secret = self.credentials.secret
-        self.engine = Engine.open(config.data, sync=config.sync)
+        self.engine = Engine.open(config.data, sync=config.sync, fs=fs, background=background)
         self.addresses = {k: f"{h}:{p}" for k, (h, p) in config.members.items()}
         # The static ring of the configured members is epoch 0; joins and
         # leaves make later epochs, spread by gossip and kept across restarts.
         self.ring_epoch, self.ring = 0, Ring.build(config.members, partitions=s.partitions)
-        saved = ring_state.load(config.data)
+        saved = ring_state.load(config.data, fs=fs)
         if saved is not None:
             self.ring_epoch, self.ring, addresses = saved
             # The configured --peers map wins: behind a proxy or NAT, what a
             # peer advertises is not where this node can reach it.
             self.addresses.update({k: a for k, a in addresses.items() if k not in config.members})
-        self.generation = load_and_bump_generation(config.data, first=fresh_generation(self.clock.wall_ns()))
+        self.generation = load_and_bump_generation(config.data, fs=fs, first=fresh_generation(self.clock.wall_ns()))
         self.replica = Replica(self.engine, resolver(s.resolution, clock=self.clock, max_siblings=s.max_siblings,
                                                      incarnation=self.generation), self.offload)
         self.transport = transport or TcpTransport(
@@ -130,7 +137,7 @@ class Node:
         )
         self.hints = HintStore.open(
             os.path.join(config.data, "hints"), clock=self.clock, offload=self.offload,
-            merge=resolver_merge(self.replica.resolver), log=self.log,
+            merge=resolver_merge(self.replica.resolver), log=self.log, fs=fs, background=background,
         )
         self.handoff = HandoffManager(
             self.hints, self.transport, self.clock,
@@ -170,11 +177,14 @@ class Node:
 
     # ---------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Start serving. `listen=False` opens no socket: a simulation hands
+        requests to `_accept` itself (harness.sim.world)."""
         host, port = self.config.listen
-        # A small stream buffer: when a connection is not read (at its cap
-        # of requests in flight) its socket pauses soon, and its sender waits.
-        self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.FrameReader.CHUNK)
+        if listen:
+            # A small stream buffer: when a connection is not read (at its cap
+            # of requests in flight) its socket pauses soon, and its sender waits.
+            self._server = await asyncio.start_server(self._serve, host, port, limit=protocol.FrameReader.CHUNK)
         s = self.config.settings
         self._tasks.append(asyncio.ensure_future(self.handoff.run()))
         self._tasks.append(asyncio.ensure_future(self.gossiper.run()))
@@ -269,7 +279,7 @@ class Node:
                 self._set_peer(node, address)
         self.ring_epoch, self.ring = epoch, ring
         self.coordinator.ring = ring
-        ring_state.save(self.config.data, epoch, ring, addresses)
+        ring_state.save(self.config.data, epoch, ring, addresses, fs=self._fs)
         self.log.event("ring_changed", epoch=epoch, nodes=list(ring.nodes),
                        share=round(ring.shares().get(self.config.id, 0.0), 4))
         self._ring_changed.set()
