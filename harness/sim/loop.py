@@ -31,16 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import hashlib
 import heapq
 import random
 import threading
 from collections.abc import Callable, Coroutine, Generator
-from contextvars import Context
 from typing import Any, TypeVar
 
-__all__ = ["SimLoop", "SimulationError", "run"]
+__all__ = ["OWNER", "SimLoop", "SimulationError", "run"]
+
+# Who a task belongs to (a simulated node's incarnation, say): a task takes
+# the owner of the context it is created in, so everything a node spawns is
+# its own, and `SimLoop.tasks_of` finds it to cancel when the node crashes.
+OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("harness_sim_owner", default=None)
 
 T = TypeVar("T")
 
@@ -60,10 +65,11 @@ class _SimFuture(asyncio.Future[Any]):
 
 class _SimTask(asyncio.Task[Any]):
     def __init__(self, coro: Any, *, loop: SimLoop, serial: int, name: str | None,
-                 context: Context | None) -> None:
+                 context: contextvars.Context | None) -> None:
         # Set before Task.__init__, which hashes the task (the loop's set of
         # all tasks) and schedules its first step (described in the trace).
         self._sim_serial = serial
+        self._sim_owner = context.get(OWNER) if context is not None else OWNER.get()
         self._sim_name = f"{serial}:{getattr(coro, '__qualname__', type(coro).__name__)}"
         super().__init__(coro, loop=loop, name=name, context=context)
 
@@ -134,12 +140,17 @@ class SimLoop(asyncio.BaseEventLoop):
 
     def create_task(  # type: ignore[override]
         self, coro: Coroutine[Any, Any, T] | Generator[Any, None, T], *, name: str | None = None,
-        context: Context | None = None,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
         self._check_closed()
         serial = self._next_serial()
         task = _SimTask(coro, loop=self, serial=serial, name=name, context=context)
         return task
+
+    def tasks_of(self, owner: str) -> list[asyncio.Task[Any]]:
+        """The unfinished tasks made in a context whose OWNER is `owner`, in creation order."""
+        tasks = [t for t in asyncio.all_tasks(self) if isinstance(t, _SimTask) and t._sim_owner == owner]
+        return sorted(tasks, key=hash)
 
     def set_task_factory(self, factory: Any) -> None:
         raise _refuse("a task factory", "the simulated loop makes its own tasks so that their order is stable")
@@ -216,7 +227,7 @@ class SimLoop(asyncio.BaseEventLoop):
         raise _refuse("an executor", "hand blocking work to kvnode.offload.InlineOffload")
 
     def call_soon_threadsafe(  # type: ignore[override]
-        self, callback: Callable[..., object], *args: Any, context: Context | None = None,
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         if threading.current_thread() is not threading.main_thread() and self.is_running():
             raise _refuse("a call from another thread", "the world has one thread")

@@ -1,0 +1,531 @@
+"""A simulated world: a kvnode cluster, its clients and its faults in one
+process, on `harness.sim.loop`'s virtual time, from one seed.
+
+Each node is the real `kvnode.server.Node`, built through its seams only:
+a clock reading the loop's virtual time (with an optional wall-clock skew),
+`InlineOffload` and `InlineBackground` instead of threads, a `SimTransport`
+on the world's `SimNetwork`, and a `SimFileSystem` as its disk. A request
+reaches a node through `Node._accept`, the function every frame read off a
+socket goes through (access rules, the inline `replica_get`, a task per
+request), in that node's own context, so every task the node spawns is its
+own (`loop.OWNER`).
+
+- **Crash** (`crash`): the node leaves the network (requests in flight to it
+  are lost), every task it owns is cancelled, its `Node` object is dropped
+  and its disk loses what was not fsynced (`SimFileSystem.crash`).
+  **Restart** (`restart`): a new `Node` on the same disk, as a new process
+  would be.
+- **Clients** are the harness's own: the workload's workers (`Workload.worker`)
+  drive `harness.systems.kvnode.KvnodeClient`, whose `AsyncClient` sends its
+  requests over the simulated network (`SimAsyncClient`); operations are
+  timed by `harness.generator.OpTimer` and recorded in the history format
+  (`checkers.history.Op`), times in virtual nanoseconds.
+- **Faults** (`nemesis`): `partition` cuts the cluster into two random
+  halves and heals, in turn, every `nemesis_interval`; `kill` crashes a
+  random node and restarts it. Each is recorded as nemesis ops.
+- **The end**, as `harness run` has it: heal, restart what is down, let the
+  cluster settle (`recovery` simulated seconds), read every key from every
+  node, then judge the history with the checkers the workload plans for
+  the promise `KvnodeSystem` makes for these settings.
+
+`simulate(config, seed)` runs one seed and returns its `Outcome`: the
+verdict, the checker results, the history and the trace hash. The same
+config and seed give the same trace hash and history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from checkers.history import Op, Process
+from checkers.result import Result, Verdict, worst
+from contract.ops import Completion, Invocation
+from harness import registry
+from harness.generator import OpTimer, Pace
+from harness.sim.loop import OWNER, SimLoop, SimulationError
+from harness.sim.network import NetworkSettings, SimNetwork, SimTransport
+from harness.systems.kvnode import KvnodeClient, KvnodeSystem
+from kvnode import auth, protocol
+from kvnode.client import AsyncClient, BadRequest, ConnectionFailed, KvError, Timeout, _remote_error
+from kvnode.client import ConnectionLost as ClientConnectionLost
+from kvnode.config import ClusterSettings, NodeConfig
+from kvnode.connection import ConnectionLost
+from kvnode.log import EventLog
+from kvnode.offload import InlineOffload
+from kvnode.server import Node, _Link
+from kvnode.storage.background import InlineBackground
+from kvnode.storage.simfs import SimFileSystem
+from kvnode.transport import PeerUnreachable
+from workloads.base import Workload, WorkloadOptions, judge, plan
+
+__all__ = ["FAULTS", "Outcome", "SimClock", "World", "WorldConfig", "drain", "simulate"]
+
+FAULTS = ("partition", "kill")
+EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock's start
+PORT = 7000  # never opened: a node's configured address is only a name in the simulation
+
+
+class SimClock:
+    """A node's `kvnode.clock.Clock` on the loop's virtual time: monotonic
+    is the loop's time; the wall clock adds a skew (the clock fault)."""
+
+    __slots__ = ("_loop", "skew_ns")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, skew_ns: int = 0) -> None:
+        self._loop = loop
+        self.skew_ns = skew_ns
+
+    def wall_ns(self) -> int:
+        return EPOCH_NS + round(self._loop.time() * 1e9) + self.skew_ns
+
+    def monotonic(self) -> float:
+        return self._loop.time()
+
+
+class _Discard:
+    """Where the nodes' event logs go: nowhere (the trace hash and the
+    history are the record of a simulated run)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+def _default_settings() -> ClusterSettings:
+    return ClusterSettings(cluster="sim")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldConfig:
+    """One simulated test. Times are simulated seconds."""
+
+    nodes: int = 3
+    settings: ClusterSettings = field(default_factory=_default_settings)
+    workload: str = "register"
+    concurrency: int | None = None  # default: 2 per node
+    rate: float = 50.0  # operations per simulated second, over all clients
+    simulated_seconds: float = 10.0
+    nemesis: tuple[str, ...] = ()
+    nemesis_interval: float = 2.0
+    op_timeout: float = 5.0
+    recovery: float = 12.0  # quiet after healing, before the final reads
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    active_keys: int = 3
+    max_ops_per_key: int = 100
+    skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError(f"nodes must be at least 1, not {self.nodes}")
+        if self.nodes < self.settings.n:
+            raise ValueError(f"n={self.settings.n} replicas per key need at least {self.settings.n} nodes, "
+                             f"not {self.nodes}")
+        if self.simulated_seconds <= 0 or self.nemesis_interval <= 0 or self.op_timeout <= 0:
+            raise ValueError("simulated_seconds, nemesis_interval and op_timeout must be positive")
+        if self.rate <= 0:
+            raise ValueError(f"rate must be positive, not {self.rate}")
+        unknown = [f for f in self.nemesis if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault {unknown[0]!r} (the simulation has: {', '.join(FAULTS)})")
+
+    @property
+    def clients(self) -> int:
+        return self.concurrency or 2 * self.nodes
+
+
+@dataclass
+class Outcome:
+    seed: int
+    valid: Verdict
+    results: list[Result]
+    history: list[Op]
+    trace_hash: str
+    simulated: float  # simulated seconds the run took, end to end
+    wall: float  # wall seconds
+    steps: int
+    faults: dict[str, int] = field(default_factory=dict)
+
+    def anomalies(self) -> list[str]:
+        """`checker: anomaly type` for each kind of anomaly found."""
+        return sorted({f"{r.checker}: {a.type}" for r in self.results for a in r.anomalies})
+
+
+class _Outbox:
+    """`protocol.Outbox`'s one method, for a reply that goes back over the
+    simulated network."""
+
+    def __init__(self, reply: Callable[[dict[str, Any]], None]) -> None:
+        self._reply = reply
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._reply(dict(message))
+
+
+class SimAsyncClient(AsyncClient):
+    """kvnode's `AsyncClient` with its one request path (`_request`) over the
+    simulated network: the same requests, the same replies, the same
+    mapping of failures to `KvError`s (definite or not) as over TCP."""
+
+    def __init__(self, network: SimNetwork, name: str, node: str, *, timeout: float) -> None:
+        super().__init__(f"{node}:{PORT}", cluster="sim", timeout=timeout, connect_timeout=timeout)
+        self._network = network
+        self._name = name
+        self._target = node
+
+    async def _request(self, message: dict[str, Any], expect: str) -> dict[str, Any]:
+        node = self._target
+        if self._closed:
+            raise ConnectionFailed("the client is closed", code="closed")
+        try:
+            reply = await self._network.request(self._name, node, message, self._timeout)
+        except PeerUnreachable as e:
+            raise ConnectionFailed(f"cannot connect to node {node}: {e}", code="connect_failed",
+                                   node=node) from None
+        except TimeoutError:
+            raise Timeout(f"no reply from node {node} within {self._timeout:g}s: the {message['type']} "
+                          "may or may not have happened", node=node) from None
+        except protocol.ProtocolError as e:
+            raise BadRequest(f"cannot send the {message['type']}: {e}", node=node) from None
+        except ConnectionLost as e:
+            raise ClientConnectionLost(f"connection to node {node} lost before the reply: the "
+                                       f"{message['type']} may or may not have happened ({e})", node=node) from None
+        if reply["type"] == "error":
+            raise _remote_error(reply, node)
+        if reply["type"] != expect:
+            raise KvError(f"node {node} answered a {message['type']} with {reply['type']!r}, not {expect!r}",
+                          code="protocol_error", definite=False, node=node)
+        return reply
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+class _SimKvnodeClient(KvnodeClient):
+    """The harness's kvnode adapter, given a simulated connection instead
+    of opening a TCP one (`open` needs a backend's NodeSetup)."""
+
+    def attach(self, client: AsyncClient) -> None:
+        self._client = client
+
+
+class _SimNode:
+    """One node of the world: what survives a crash (name, disk, clock) and
+    what does not (the `Node`, its tasks)."""
+
+    def __init__(self, world: World, name: str, config: NodeConfig, clock: SimClock, disk: SimFileSystem) -> None:
+        self.world = world
+        self.name = name
+        self.config = config
+        self.clock = clock
+        self.disk = disk
+        self.node: Node | None = None
+        self.incarnation = 0
+        self.context = contextvars.Context()
+        self.links: dict[str, _Link] = {}
+
+    @property
+    def owner(self) -> str:
+        return f"{self.name}#{self.incarnation}"
+
+    async def boot(self) -> None:
+        self.incarnation += 1
+        self.context = contextvars.Context()
+        self.context.run(OWNER.set, self.owner)
+        self.links = {}
+        node = Node(self.config, clock=self.clock, offload=InlineOffload(),
+                    log=EventLog(self.name, self.clock, cast(Any, _Discard())),
+                    transport=SimTransport(self.world.network, self.name), fs=self.disk,
+                    background=InlineBackground())
+        self.node = node
+        loop = asyncio.get_running_loop()
+        await loop.create_task(node.start(listen=False), context=self.context)
+        self.world.network.attach(self.name, self._receive)
+
+    def _receive(self, src: str, message: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None:
+        node, incarnation = self.node, self.incarnation
+        if node is None:
+            return
+
+        def answer(m: dict[str, Any]) -> None:
+            if self.incarnation == incarnation and self.node is node:  # not from a crashed incarnation
+                reply(m)
+
+        link = self.links.get(src)
+        if link is None:
+            peer = src in self.world.nodes
+            c = node.credentials
+            roles = auth.grant(c, node=src if peer else None, proved=peer and c.secret is not None,
+                               token=None if peer else c.client_token)
+            link = self.links[src] = _Link(writer=cast(Any, None), peername=f"sim:{src}",
+                                           last_active=self.clock.monotonic(), roles=roles,
+                                           claimed=src if peer else None)
+        self.context.run(node._accept, message, link, cast(Any, _Outbox(answer)))
+
+    def crash(self) -> None:
+        if self.node is None:
+            return
+        self.world.network.detach(self.name)
+        loop = self.world.loop
+        for task in loop.tasks_of(self.owner):
+            task.cancel()
+        self.node = None
+        self.disk.crash()
+
+
+class World:
+    """The cluster and its clients on one `SimLoop`; see the module docstring."""
+
+    def __init__(self, config: WorldConfig, seed: int, loop: SimLoop) -> None:
+        self.config = config
+        self.seed = seed
+        self.loop = loop
+        self.rng = random.Random(f"{seed}:world")
+        self.network = SimNetwork(random.Random(f"{seed}:network"), config.network)
+        self.nodes = [f"n{i + 1}" for i in range(config.nodes)]
+        self.history: list[Op] = []
+        self.faults: dict[str, int] = {}
+        self._next_process = config.clients * 1000
+        members = {name: (name, PORT) for name in self.nodes}
+        self.sim: dict[str, _SimNode] = {}
+        for name in self.nodes:
+            self.network.add(name)
+            skew = self.rng.randint(-config.skew_ns, config.skew_ns) if config.skew_ns else 0
+            node_config = NodeConfig(id=name, listen=(name, PORT), data=f"/{name}/data", peers=members,
+                                     settings=config.settings, sync="always", seed=seed)
+            disk = SimFileSystem(random.Random(f"{seed}:disk:{name}"))
+            self.sim[name] = _SimNode(self, name, node_config, SimClock(loop, skew), disk)
+        system = KvnodeSystem(**{f.name: getattr(config.settings, f.name)
+                                 for f in dataclasses.fields(config.settings)})
+        self.system = system
+        self.workload = _make_workload(config)
+        self.promise = system.promise(config.workload)
+
+    # ---------------------------------------------------------- history
+
+    def record(self, process: Process, type: str, f: str, *, key: Any = None, value: Any = None,
+               node: str | None = None, error: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.history.append(Op(index=len(self.history), time=round(self.loop.time() * 1e9), process=process,
+                               type=cast(Any, type), f=f, key=key, value=value, node=node, error=error,
+                               extra=dict(extra or {})))
+
+    def _new_process(self) -> int:
+        self._next_process += 1
+        return self._next_process
+
+    # ------------------------------------------------------------ nodes
+
+    async def start(self) -> None:
+        for name in self.nodes:
+            await self.sim[name].boot()
+
+    def crash(self, name: str) -> None:
+        self._node(name).crash()
+
+    async def restart(self, name: str) -> None:
+        node = self._node(name)
+        if node.node is not None:
+            raise SimulationError(f"restart of {name}, which is running: crash it first")
+        await node.boot()
+
+    def is_up(self, name: str) -> bool:
+        return self._node(name).node is not None
+
+    def node(self, name: str) -> Node | None:
+        return self._node(name).node
+
+    def _node(self, name: str) -> _SimNode:
+        if name not in self.sim:
+            raise ValueError(f"unknown node {name!r}; the world has {', '.join(self.nodes)}")
+        return self.sim[name]
+
+    def client(self, name: str, node: str) -> _SimKvnodeClient:
+        """The harness's kvnode client for `node`, as the client endpoint `name`."""
+        if name not in self.network.nodes:
+            self.network.add(name)
+            self.network.attach(name, lambda src, m, reply: None)  # clients serve nothing
+        # As KvnodeClient.open sizes it: an add makes two requests within op_timeout.
+        timeout = min(5.0, self.config.op_timeout / 2.5)
+        kc = _SimKvnodeClient(self.config.workload, timeout, "sim")
+        kc.attach(SimAsyncClient(self.network, name, node, timeout=timeout))
+        return kc
+
+    # ---------------------------------------------------------- clients
+
+    async def _worker(self, index: int, node: str, deadline: float) -> None:
+        config = self.config
+        gen = self.workload.worker(index, random.Random(f"{self.seed}:ops:{index}"))
+        pauses = random.Random(f"{self.seed}:pace:{index}")
+        pace = Pace(config.rate, config.clients)
+        timer = OpTimer(config.op_timeout)
+        process = index
+        client = self.client(f"c{index}", node)
+        try:
+            while True:
+                wait = pace.delay(pauses)
+                if self.loop.time() + wait >= deadline:
+                    return
+                await asyncio.sleep(wait)
+                op = gen.next()
+                self.record(process, "invoke", op.f, key=op.key, value=op.value, node=node, extra=op.extra)
+                completion = await timer.invoke(client, op)
+                self._vet(op, completion)
+                self._complete(process, node, op, completion)
+                gen.completed(op, completion)
+                if completion.type == "info":
+                    process += config.clients
+                    gen.new_process()
+                    await client.close()
+                    client = self.client(f"c{index}", node)
+        finally:
+            timer.close()
+
+    def _vet(self, op: Invocation, completion: Completion) -> None:
+        problem = self.workload.validate(op, completion)
+        if problem:
+            raise SimulationError(f"the kvnode client returned a completion the workload cannot record: {problem}")
+
+    def _complete(self, process: int, node: str, op: Invocation, c: Completion,
+                  extra: dict[str, Any] | None = None) -> None:
+        self.record(process, c.type, op.f, key=op.key, value=op.value if c.value is None else c.value,
+                    node=node, error=c.error, extra={**c.extra, **(extra or {})})
+
+    async def _final_reads(self) -> None:
+        reads = self.workload.final_reads()
+
+        async def at(node: str) -> None:
+            process = self._new_process()
+            client = self.client(f"final-{node}", node)
+            timer = OpTimer(self.config.op_timeout)
+            try:
+                for op in reads:
+                    for _attempt in range(3):
+                        self.record(process, "invoke", op.f, key=op.key, value=op.value, node=node,
+                                    extra=op.extra)
+                        c = await timer.invoke(client, op)
+                        self._vet(op, c)
+                        self._complete(process, node, op, c, op.extra)
+                        if c.type == "ok":
+                            break
+                        if c.type == "info":
+                            process = self._new_process()
+                        await asyncio.sleep(0.5)
+            finally:
+                timer.close()
+
+        await asyncio.gather(*(at(node) for node in self.nodes))
+
+    # ----------------------------------------------------------- faults
+
+    def _fault(self, f: str, value: Any) -> None:
+        self.faults[f] = self.faults.get(f, 0) + 1
+        self.record("nemesis", "invoke", f, value=value)
+        self.record("nemesis", "info", f, value=value)
+
+    async def _nemesis(self, deadline: float) -> None:
+        config = self.config
+        faults = list(config.nemesis)
+        active: dict[str, Any] = {}
+        turn = 0
+        while self.loop.time() + config.nemesis_interval < deadline:
+            await asyncio.sleep(config.nemesis_interval)
+            kind = faults[turn % len(faults)]
+            turn += 1
+            if kind == "partition":
+                if "partition" in active:
+                    self.network.heal()
+                    del active["partition"]
+                    self._fault("stop-partition", None)
+                else:
+                    shuffled = self.nodes[:]
+                    self.rng.shuffle(shuffled)
+                    cut = self.rng.randint(1, max(1, len(shuffled) // 2))
+                    groups = [sorted(shuffled[:cut]), sorted(shuffled[cut:])]
+                    self.network.partition(groups)
+                    active["partition"] = groups
+                    grudge = {n: sorted(set(self.nodes) - set(g)) for g in groups for n in g}
+                    self._fault("start-partition", {"grudge": grudge})
+            elif kind == "kill":
+                if "kill" in active:
+                    name = active.pop("kill")
+                    await self.restart(name)
+                    self._fault("start", [name])
+                else:
+                    name = self.rng.choice(self.nodes)
+                    self.crash(name)
+                    active["kill"] = name
+                    self._fault("kill", [name])
+        await self._heal()
+
+    async def _heal(self) -> None:
+        if self.network.cuts:
+            self.network.heal()
+            self._fault("stop-partition", None)
+        for name in self.nodes:
+            if not self.is_up(name):
+                await self.restart(name)
+                self._fault("start", [name])
+
+    # -------------------------------------------------------------- run
+
+    async def run(self) -> list[Result]:
+        """The whole test (see the module docstring); the checker results."""
+        config = self.config
+        await self.start()
+        deadline = self.loop.time() + config.simulated_seconds
+        workers = [asyncio.ensure_future(self._worker(i, self.nodes[i % len(self.nodes)], deadline))
+                   for i in range(config.clients)]
+        if config.nemesis:
+            await self._nemesis(deadline)
+        await asyncio.gather(*workers)
+        await self._heal()
+        await asyncio.sleep(config.recovery)
+        await self._final_reads()
+        for name in self.nodes:
+            self.crash(name)  # the end: nothing more runs (a crash needs no shutdown on virtual time)
+        checks = plan(self.workload, self.promise).checks
+        return judge(self.history, checks)
+
+
+def _make_workload(config: WorldConfig) -> Workload:
+    """The workload by its registered name, as `harness run` finds it."""
+    try:
+        factory = registry.load("workloads", config.workload)
+    except registry.PluginError as e:
+        raise ValueError(f"workload: {e}") from None
+    workload: Workload = factory(WorkloadOptions(
+        concurrency=config.clients, active_keys=config.active_keys, max_ops_per_key=config.max_ops_per_key))
+    return workload
+
+
+def drain(loop: SimLoop) -> None:
+    """Cancel what is left on `loop` (the crashed nodes' tasks, a failed
+    run's) and let it finish, so nothing is destroyed while pending."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def simulate(config: WorldConfig, seed: int) -> Outcome:
+    """Run one seed of `config` on a fresh loop; see `Outcome`."""
+    loop = SimLoop(seed)
+    wall = time.monotonic()
+    try:
+        world = World(config, seed, loop)
+        results = loop.run_until_complete(world.run())
+    finally:
+        drain(loop)
+        loop.close()
+    return Outcome(seed=seed, valid=worst(r.valid for r in results), results=results, history=world.history,
+                   trace_hash=loop.trace_hash, simulated=loop.time(), wall=time.monotonic() - wall,
+                   steps=loop.steps, faults=dict(world.faults))

@@ -1,0 +1,129 @@
+"""The simulated world (harness.sim.world): real kvnode nodes in one process
+on virtual time, crash and restart, partitions, the harness's clients and
+checkers, and the same trace for the same seed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from harness.sim.loop import SimLoop, SimulationError
+from harness.sim.world import World, WorldConfig, drain, simulate
+from kvnode.client import KvError
+
+SHORT = WorldConfig(nodes=3, simulated_seconds=2.0, recovery=3.0, rate=40.0)
+
+
+def _in_world(config: WorldConfig, seed: int, body: Any) -> Any:
+    """Run `body(world)` in a started world on a fresh SimLoop."""
+    loop = SimLoop(seed)
+    try:
+        world = World(config, seed, loop)
+
+        async def main() -> Any:
+            await world.start()
+            try:
+                return await body(world)
+            finally:
+                for name in world.nodes:
+                    world.crash(name)
+
+        return loop.run_until_complete(main())
+    finally:
+        drain(loop)
+        loop.close()
+
+
+def test_a_run_without_faults_is_valid_with_client_ops_and_final_reads() -> None:
+    outcome = simulate(SHORT, seed=3)
+    assert outcome.valid is True
+    client_ops = [op for op in outcome.history if op.process != "nemesis"]
+    assert sum(op.type == "ok" for op in client_ops) > 20
+    finals = [op for op in client_ops if op.type == "ok" and op.extra.get("final")]
+    assert {op.node for op in finals} == {"n1", "n2", "n3"}
+    assert [r.checker for r in outcome.results] == ["siblings", "stats"]
+    assert outcome.simulated >= SHORT.simulated_seconds + SHORT.recovery
+    # times are virtual nanoseconds, in order
+    times = [op.time for op in outcome.history]
+    assert times == sorted(times)
+
+
+def test_same_seed_same_trace_and_history_across_seeds() -> None:
+    config = WorldConfig(nodes=3, simulated_seconds=1.5, recovery=2.0, rate=30.0,
+                         nemesis=("partition", "kill"), nemesis_interval=0.5)
+    first = {seed: simulate(config, seed) for seed in range(20)}
+    second = {seed: simulate(config, seed) for seed in range(20)}
+    for seed in range(20):
+        assert first[seed].trace_hash == second[seed].trace_hash, seed
+        assert first[seed].history == second[seed].history, seed
+    assert len({o.trace_hash for o in first.values()}) == 20
+
+
+def test_a_write_acknowledged_before_every_node_crashes_is_read_after_restart() -> None:
+    async def body(world: World) -> list[str]:
+        client = world.client("c", "n1")
+        from contract.ops import Invocation
+        done = await client.invoke(Invocation("write", "k", "v1"))
+        assert done.type == "ok", done
+        for name in world.nodes:
+            world.crash(name)
+        for name in world.nodes:
+            await world.restart(name)
+        got = await world.client("c2", "n2").invoke(Invocation("read", "k", None))
+        assert got.type == "ok", got
+        return list(got.value)
+
+    assert _in_world(SHORT, 1, body) == ["v1"]
+
+
+def test_a_crash_cancels_every_task_of_the_node_and_its_requests_are_refused() -> None:
+    async def body(world: World) -> tuple[int, int, str]:
+        loop = world.loop
+        owner = world.sim["n2"].owner
+        before = len(loop.tasks_of(owner))
+        world.crash("n2")
+        await asyncio.sleep(0.1)
+        after = len(loop.tasks_of(owner))
+        client = world.client("c", "n2")
+        try:
+            await client._client.get(b"k")  # type: ignore[union-attr]
+            refused = "answered"
+        except KvError as e:
+            refused = f"{e.code} definite={e.definite}"
+        with pytest.raises(SimulationError, match="which is running"):
+            await world.restart("n1")
+        return before, after, refused
+
+    before, after, refused = _in_world(SHORT, 2, body)
+    assert before >= 3  # gossip, handoff, rebalance ...
+    assert after == 0
+    assert refused == "connect_failed definite=True"
+
+
+def test_a_partitioned_minority_cannot_reach_a_strict_quorum() -> None:
+    from kvnode.config import ClusterSettings
+    config = WorldConfig(nodes=3, settings=ClusterSettings(cluster="sim", quorum="strict"), simulated_seconds=1.0)
+
+    async def body(world: World) -> tuple[str, str]:
+        from contract.ops import Invocation
+        await asyncio.sleep(2.0)  # gossip settles
+        world.network.partition([["n1"], ["n2", "n3"]])
+        cut = await world.client("c1", "n1").invoke(Invocation("write", "k", "a"))
+        world.network.heal()
+        healed = await world.client("c2", "n1").invoke(Invocation("write", "k", "b"))
+        return cut.type, healed.type
+
+    cut, healed = _in_world(config, 4, body)
+    assert cut in ("fail", "info")
+    assert healed == "ok"
+
+
+def test_bad_configs_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="unknown fault 'power'"):
+        WorldConfig(nemesis=("power",))
+    with pytest.raises(ValueError, match="need at least 3 nodes"):
+        WorldConfig(nodes=2)
+    with pytest.raises(ValueError, match="unknown node 'n9'"):
+        _in_world(SHORT, 1, lambda world: asyncio.sleep(0, world.crash("n9")))
