@@ -39,6 +39,7 @@ from . import registry
 from .errors import ConfigError, RunError
 from .history import FORMATS, HistoryFormatError, detect_format, read_history, resolve_history_path
 from .serve import serve as serve_command
+from .sim.command import sim as sim_command
 from .systems import kvnode_flags
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
@@ -857,6 +858,7 @@ def _ci_mutants(directory: Path, m: Any, names: tuple[str, ...], only: tuple[str
 
 
 cli.add_command(serve_command)
+cli.add_command(sim_command)
 
 
 def main() -> None:

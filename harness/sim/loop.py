@@ -116,6 +116,12 @@ class SimLoop(asyncio.BaseEventLoop):
         self._trace = hashlib.blake2b(digest_size=16)
         self.steps = 0
         self._clock_resolution = 0.0
+        # What asyncio would log: a callback that raised (a bug to see:
+        # `callback_errors`), and tasks whose exception nobody retrieved
+        # (counted only: the node leaves abandoned quorum requests so, and
+        # when they are collected depends on the garbage collector).
+        self.callback_errors: list[str] = []
+        self.unretrieved = 0
 
     # ------------------------------------------------------------ time
 
@@ -206,6 +212,13 @@ class SimLoop(asyncio.BaseEventLoop):
             _guard_depth -= 1
             if _guard_depth == 0:
                 threading.Thread.start = _real_thread_start  # type: ignore[method-assign]
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        if "handle" in context and "future" not in context:
+            self.callback_errors.append(f"{context.get('message')}: {exception!r} in {context['handle']!r}")
+        else:
+            self.unretrieved += 1
 
     def _write_to_self(self) -> None:
         # Only call_soon_threadsafe uses this (to wake a selector); there is none.

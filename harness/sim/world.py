@@ -47,6 +47,7 @@ from typing import Any, cast
 from checkers.history import Op, Process
 from checkers.result import Result, Verdict, worst
 from contract.ops import Completion, Invocation
+from contract.promise import Promise
 from harness import registry
 from harness.generator import OpTimer, Pace
 from harness.sim.loop import OWNER, SimLoop, SimulationError
@@ -122,6 +123,7 @@ class WorldConfig:
     active_keys: int = 3
     max_ops_per_key: int = 100
     skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
+    check: tuple[str, ...] = ()  # claims to check beyond what kvnode promises (as `harness run --check`)
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -153,6 +155,7 @@ class Outcome:
     wall: float  # wall seconds
     steps: int
     faults: dict[str, int] = field(default_factory=dict)
+    promise: Promise = field(default_factory=Promise)  # what the checkers judged
 
     def anomalies(self) -> list[str]:
         """`checker: anomaly type` for each kind of anomaly found."""
@@ -307,7 +310,11 @@ class World:
                                  for f in dataclasses.fields(config.settings)})
         self.system = system
         self.workload = _make_workload(config)
-        self.promise = system.promise(config.workload)
+        unknown = [c for c in config.check if c not in self.workload.claims]
+        if unknown:
+            raise ValueError(f"check {unknown[0]!r}: the {config.workload} workload cannot check it "
+                             f"(it checks: {', '.join(self.workload.claims)})")
+        self.promise = system.promise(config.workload).asking(config.check)
 
     # ---------------------------------------------------------- history
 
@@ -523,9 +530,12 @@ def simulate(config: WorldConfig, seed: int) -> Outcome:
     try:
         world = World(config, seed, loop)
         results = loop.run_until_complete(world.run())
+        if loop.callback_errors:  # a callback raised: a bug in the world or the node, not a verdict
+            raise SimulationError(f"seed {seed}: {len(loop.callback_errors)} callback(s) raised; the first: "
+                                  f"{loop.callback_errors[0]}")
     finally:
         drain(loop)
         loop.close()
     return Outcome(seed=seed, valid=worst(r.valid for r in results), results=results, history=world.history,
                    trace_hash=loop.trace_hash, simulated=loop.time(), wall=time.monotonic() - wall,
-                   steps=loop.steps, faults=dict(world.faults))
+                   steps=loop.steps, faults=dict(world.faults), promise=world.promise)

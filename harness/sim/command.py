@@ -1,0 +1,156 @@
+"""`harness sim`: many seeds of a simulated kvnode test (harness.sim.world),
+each a whole cluster in this process on virtual time.
+
+Prints one line per seed that is not valid (its verdict, the anomalies and
+the command that replays it), then seeds per wall second and simulated
+seconds per wall second. `--replay SEED` runs one seed and prints its trace
+hash: the same seed and flags give the same hash, in any process. A seed
+that is not valid is written to the store as a run directory (`test.json`,
+`history.jsonl`, `results.json`), so `harness check` re-judges it.
+
+Exit codes as `harness run`: 0 every seed valid, 1 one invalid, 2 one
+unknown (and none invalid), 254 bad arguments.
+
+Only click is imported here at start-up: the node and the world load when
+the command runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import ConfigError
+
+NEMESES = ("none", "partition", "kill")
+
+
+def _settings(items: tuple[str, ...]) -> Any:
+    """kvnode's ClusterSettings from `--set KEY=VALUE`s, each converted to
+    its field's type; ConfigError naming a bad one."""
+    from kvnode.config import ClusterSettings
+
+    fields = {f.name: f for f in dataclasses.fields(ClusterSettings)}
+    values: dict[str, Any] = {"cluster": "sim"}
+    for item in items:
+        key, sep, text = item.partition("=")
+        name = key.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        kind = type(getattr(ClusterSettings(), name))
+        try:
+            values[name] = kind(text)
+        except ValueError:
+            raise ConfigError(f"--set {item}: {name} takes a {kind.__name__}") from None
+    try:
+        return ClusterSettings(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--set: {e}") from None
+
+
+def _faults(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in NEMESES]
+    if bad:
+        raise ConfigError(f"--nemesis {bad[0]!r}: the simulation has {', '.join(NEMESES)}")
+    return tuple(n for n in names if n != "none")
+
+
+def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
+    """The seed's run directory: test.json, history.jsonl, results.json."""
+    from harness import results as results_mod
+    from harness import store
+    from harness.history import HistoryWriter
+
+    run_dir = store.new_run(store_dir, f"sim-{config.workload}-{'+'.join(config.nemesis) or 'none'}")
+    store.write_json(run_dir / "test.json", {
+        "system": "kvnode", "backend": "sim", "workload": config.workload, "nodes": config.nodes,
+        "concurrency": config.clients, "active_keys": config.active_keys, "max_ops_per_key": config.max_ops_per_key,
+        "nemesis": list(config.nemesis), "seed": outcome.seed, "simulated_seconds": config.simulated_seconds,
+        "system_settings": dataclasses.asdict(config.settings), "promise": outcome.promise.to_json(),
+        "trace_hash": outcome.trace_hash,
+    })
+    with HistoryWriter(run_dir / "history.jsonl") as writer:
+        for op in outcome.history:
+            writer.write(op)
+    store.write_json(run_dir / "results.json", results_mod.as_dict(outcome.results, promise=outcome.promise))
+    return run_dir
+
+
+@click.command()
+@click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True, help="Seeds to run.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=None, metavar="SEED",
+              help="The first seed (the others follow it) [default: random, printed].")
+@click.option("--replay", type=click.IntRange(min=0), default=None, metavar="SEED",
+              help="Run this one seed and print its trace hash.")
+@click.option("--nodes", type=click.IntRange(min=1, max=64), default=3, show_default=True)
+@click.option("--workload", type=click.Choice(["register", "cart"]), default="register", show_default=True)
+@click.option("--nemesis", default="none", show_default=True,
+              help=f"Faults, comma-separated: {', '.join(NEMESES)}.")
+@click.option("--nemesis-interval", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              metavar="S", help="Simulated seconds between faults.")
+@click.option("--simulated-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="S", help="Simulated seconds of workload per seed.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Clients [default: 2 per node].")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
+              help="Operations per simulated second, over all clients.")
+@click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+              help="A kvnode cluster setting (n, w, r, resolution, quorum, read_repair, ...).")
+@click.option("--check", "check", multiple=True, metavar="CLAIM",
+              help="A claim to check beyond what kvnode promises for its settings (e.g. linearizable).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
+              show_default=True, help="Where seeds that are not valid are written.")
+def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, nemesis: str,
+        nemesis_interval: float, simulated_seconds: float, concurrency: int | None, rate: float,
+        set_options: tuple[str, ...], check: tuple[str, ...], store_dir: Path) -> int:
+    """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
+    from checkers.result import worst
+    from harness.results import verdict_text
+    from harness.sim.world import WorldConfig, simulate
+
+    try:
+        config = WorldConfig(nodes=nodes, settings=_settings(set_options), workload=workload,
+                             concurrency=concurrency, rate=rate, simulated_seconds=simulated_seconds,
+                             nemesis=_faults(nemesis), nemesis_interval=nemesis_interval, check=check)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if replay is not None:
+        chosen = [replay]
+    else:
+        start = random.SystemRandom().randrange(2**31) if first_seed is None else first_seed
+        chosen = list(range(start, start + seeds))
+    flags = " ".join([f"--nodes {nodes}", f"--workload {workload}", f"--nemesis {nemesis}",
+                      f"--nemesis-interval {nemesis_interval:g}", f"--simulated-seconds {simulated_seconds:g}",
+                      f"--rate {rate:g}", *([f"--concurrency {concurrency}"] if concurrency else []),
+                      *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
+    click.echo(f"harness sim: {len(chosen)} seed{'s' if len(chosen) != 1 else ''} "
+               f"({chosen[0]}..{chosen[-1]}), {flags}", err=True)
+    verdicts = []
+    simulated = 0.0
+    started = time.monotonic()
+    for seed in chosen:
+        outcome = simulate(config, seed)
+        simulated += outcome.simulated
+        verdicts.append(outcome.valid)
+        if replay is not None:
+            click.echo(f"seed {seed}: trace {outcome.trace_hash} ({outcome.steps} steps, "
+                       f"{outcome.simulated:.1f} simulated s, {len(outcome.history)} ops)")
+        if outcome.valid is not True or replay is not None:
+            line = f"seed {seed}: {verdict_text(outcome.valid)}"
+            if outcome.anomalies():
+                line += f" ({'; '.join(outcome.anomalies())})"
+            if outcome.valid is not True:
+                run_dir = _store_failure(store_dir, config, outcome)
+                line += f"; replay: harness sim --replay {seed} {flags}; stored in {run_dir}"
+            click.echo(line)
+    wall = time.monotonic() - started
+    click.echo(f"{len(chosen)} seeds in {wall:.2f} s: {len(chosen) / wall:.2f} seeds/s, "
+               f"{simulated / wall:.1f} simulated s per wall s; "
+               f"{sum(v is False for v in verdicts)} invalid, {sum(v == 'unknown' for v in verdicts)} unknown")
+    overall = worst(verdicts)
+    return 0 if overall is True else 1 if overall is False else 2

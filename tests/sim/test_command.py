@@ -1,0 +1,74 @@
+"""`harness sim` (harness/sim/command.py): the summary line, a failing seed's
+verdict line and run directory, `--replay`'s trace hash in any process, and
+bad arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from harness.cli import cli
+
+QUICK = ["--simulated-seconds", "2", "--nemesis-interval", "0.5", "--rate", "40"]
+# DESIGN.md's matrix: lww, sloppy 3/1/1, partition, register: not linearizable, must be found.
+WEAK = [*QUICK, "--nemesis", "partition", "--set", "resolution=lww", "--set", "w=1", "--set", "r=1",
+        "--check", "linearizable"]
+
+
+def _trace(output: str) -> str:
+    found = re.search(r"trace ([0-9a-f]{32})", output)
+    assert found, output
+    return found.group(1)
+
+
+def test_valid_seeds_print_the_rates_and_exit_0(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["sim", "--seeds", "3", "--first-seed", "10", "--nemesis", "partition,kill",
+                                      *QUICK, "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"3 seeds in [\d.]+ s: [\d.]+ seeds/s, [\d.]+ simulated s per wall s; 0 invalid, 0 unknown",
+                     result.output)
+    assert not list(tmp_path.iterdir())  # nothing stored for valid seeds
+
+
+def test_an_invalid_seed_gets_a_verdict_line_a_replay_command_and_a_run_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["sim", "--seeds", "2", "--first-seed", "1", *WEAK, "--store", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("seed ")]
+    assert lines and all("INVALID (linearizable: nonlinearizable)" in line for line in lines)
+    assert "replay: harness sim --replay 1 " in lines[0]
+    run_dir = Path(lines[0].rsplit("stored in ", 1)[1])
+    assert {p.name for p in run_dir.iterdir()} >= {"test.json", "history.jsonl", "results.json"}
+    # harness check re-judges the stored seed with the same checkers
+    checked = CliRunner().invoke(cli, ["check", str(run_dir)])
+    assert checked.exit_code == 1, checked.output
+    assert "nonlinearizable" in checked.output
+
+
+def test_replay_prints_the_same_trace_hash_in_another_process_with_other_string_hashing() -> None:
+    args = ["sim", "--replay", "3", "--nemesis", "partition,kill", *QUICK]
+    here = _trace(CliRunner().invoke(cli, args).output)
+    again = _trace(CliRunner().invoke(cli, args).output)
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert here == again == _trace(other.stdout)
+    different = _trace(CliRunner().invoke(cli, ["sim", "--replay", "4", "--nemesis", "partition,kill", *QUICK]).output)
+    assert different != here
+
+
+def test_bad_arguments_exit_254_with_a_clear_message() -> None:
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["sim", "--nemesis", "power"])
+    assert bad.exit_code == 254
+    assert "--nemesis 'power': the simulation has none, partition, kill" in bad.output
+    unset = runner.invoke(cli, ["sim", "--set", "colour=blue"])
+    assert unset.exit_code == 254
+    assert "expected KEY=VALUE with KEY one of" in unset.output
+    small = runner.invoke(cli, ["sim", "--nodes", "2"])
+    assert small.exit_code == 254
+    assert "need at least 3 nodes" in small.output
