@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from harness.errors import ConfigError
+from workloads.base import MIXES
 
 NEMESES = ("none", "partition", "kill")
 
@@ -90,6 +91,10 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
               help="Run this one seed and print its trace hash.")
 @click.option("--nodes", type=click.IntRange(min=1, max=64), default=3, show_default=True)
 @click.option("--workload", type=click.Choice(["register", "cart"]), default="register", show_default=True)
+@click.option("--mix", type=click.Choice(MIXES), default="default",
+              show_default=True, help="The workload's operation mix.")
+@click.option("--active-keys", type=click.IntRange(min=1), default=3, show_default=True, metavar="K",
+              help="Keys in use at once.")
 @click.option("--nemesis", default="none", show_default=True,
               help=f"Faults, comma-separated: {', '.join(NEMESES)}.")
 @click.option("--nemesis-interval", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
@@ -105,7 +110,8 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
               help="A claim to check beyond what kvnode promises for its settings (e.g. linearizable).")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Where seeds that are not valid are written.")
-def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, nemesis: str,
+def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
+        active_keys: int, nemesis: str,
         nemesis_interval: float, simulated_seconds: float, concurrency: int | None, rate: float,
         set_options: tuple[str, ...], check: tuple[str, ...], store_dir: Path) -> int:
     """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
@@ -116,7 +122,8 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
     try:
         config = WorldConfig(nodes=nodes, settings=_settings(set_options), workload=workload,
                              concurrency=concurrency, rate=rate, simulated_seconds=simulated_seconds,
-                             nemesis=_faults(nemesis), nemesis_interval=nemesis_interval, check=check)
+                             nemesis=_faults(nemesis), nemesis_interval=nemesis_interval, check=check, mix=mix,
+                             active_keys=active_keys)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if replay is not None:
@@ -124,7 +131,7 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
     else:
         start = random.SystemRandom().randrange(2**31) if first_seed is None else first_seed
         chosen = list(range(start, start + seeds))
-    flags = " ".join([f"--nodes {nodes}", f"--workload {workload}", f"--nemesis {nemesis}",
+    flags = " ".join([f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}", f"--nemesis {nemesis}",
                       f"--nemesis-interval {nemesis_interval:g}", f"--simulated-seconds {simulated_seconds:g}",
                       f"--rate {rate:g}", *([f"--concurrency {concurrency}"] if concurrency else []),
                       *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])

@@ -121,6 +121,7 @@ class WorldConfig:
     recovery: float = 12.0  # quiet after healing, before the final reads
     network: NetworkSettings = field(default_factory=NetworkSettings)
     active_keys: int = 3
+    mix: str = "default"  # the workload's operation mix (workloads.base.MIXES)
     max_ops_per_key: int = 100
     skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
     check: tuple[str, ...] = ()  # claims to check beyond what kvnode promises (as `harness run --check`)
@@ -509,7 +510,8 @@ def _make_workload(config: WorldConfig) -> Workload:
     except registry.PluginError as e:
         raise ValueError(f"workload: {e}") from None
     workload: Workload = factory(WorkloadOptions(
-        concurrency=config.clients, active_keys=config.active_keys, max_ops_per_key=config.max_ops_per_key))
+        concurrency=config.clients, active_keys=config.active_keys, max_ops_per_key=config.max_ops_per_key,
+        mix=config.mix))
     return workload
 
 
