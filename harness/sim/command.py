@@ -101,6 +101,8 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
               metavar="S", help="Simulated seconds between faults.")
 @click.option("--simulated-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, metavar="S", help="Simulated seconds of workload per seed.")
+@click.option("--skew-ms", type=click.IntRange(min=0), default=0, show_default=True, metavar="MS",
+              help="Each node's wall clock is off by a seeded amount in [-MS, MS] (last-write-wins timestamps).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Clients [default: 2 per node].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
               help="Operations per simulated second, over all clients.")
@@ -112,7 +114,7 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
               show_default=True, help="Where seeds that are not valid are written.")
 def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
-        nemesis_interval: float, simulated_seconds: float, concurrency: int | None, rate: float,
+        nemesis_interval: float, simulated_seconds: float, skew_ms: int, concurrency: int | None, rate: float,
         set_options: tuple[str, ...], check: tuple[str, ...], store_dir: Path) -> int:
     """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
     from checkers.result import worst
@@ -123,7 +125,7 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
         config = WorldConfig(nodes=nodes, settings=_settings(set_options), workload=workload,
                              concurrency=concurrency, rate=rate, simulated_seconds=simulated_seconds,
                              nemesis=_faults(nemesis), nemesis_interval=nemesis_interval, check=check, mix=mix,
-                             active_keys=active_keys)
+                             active_keys=active_keys, skew_ns=skew_ms * 1_000_000)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if replay is not None:
@@ -133,7 +135,7 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
         chosen = list(range(start, start + seeds))
     flags = " ".join([f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}", f"--nemesis {nemesis}",
                       f"--nemesis-interval {nemesis_interval:g}", f"--simulated-seconds {simulated_seconds:g}",
-                      f"--rate {rate:g}", *([f"--concurrency {concurrency}"] if concurrency else []),
+                      f"--rate {rate:g}", *([f"--skew-ms {skew_ms}"] if skew_ms else []), *([f"--concurrency {concurrency}"] if concurrency else []),
                       *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
     click.echo(f"harness sim: {len(chosen)} seed{'s' if len(chosen) != 1 else ''} "
                f"({chosen[0]}..{chosen[-1]}), {flags}", err=True)

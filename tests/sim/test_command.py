@@ -72,3 +72,14 @@ def test_bad_arguments_exit_254_with_a_clear_message() -> None:
     small = runner.invoke(cli, ["sim", "--nodes", "2"])
     assert small.exit_code == 254
     assert "need at least 3 nodes" in small.output
+
+
+def test_skewed_clocks_break_linearizability_under_last_write_wins(tmp_path: Path) -> None:
+    # DESIGN.md's matrix: lww, strict, 3/2/2, sync repair, clock: not linearizable, must be found.
+    lww = [*QUICK, "--set", "resolution=lww", "--set", "quorum=strict", "--set", "read_repair=sync",
+           "--check", "linearizable", "--store", str(tmp_path)]
+    skewed = CliRunner().invoke(cli, ["sim", "--seeds", "1", "--first-seed", "1", "--skew-ms", "500", *lww])
+    assert skewed.exit_code == 1, skewed.output
+    assert "linearizable: nonlinearizable" in skewed.output
+    agreed = CliRunner().invoke(cli, ["sim", "--seeds", "1", "--first-seed", "1", *lww])
+    assert agreed.exit_code == 0, agreed.output
