@@ -18,8 +18,11 @@ the command runs.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import random
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,21 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
     return run_dir
 
 
+def _outcomes(config: Any, seeds: list[int], jobs: int) -> Iterator[Any]:
+    """Each seed's `Outcome`, in seed order; with `jobs` > 1 from that many
+    worker processes (a seed's run does not depend on where it runs)."""
+    from harness.sim.world import simulate
+
+    if jobs == 1 or len(seeds) == 1:
+        for seed in seeds:
+            yield simulate(config, seed)
+        return
+    # fork: a worker starts at once with the modules already imported.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=context) as pool:
+        yield from pool.map(simulate, [config] * len(seeds), seeds)
+
+
 @click.command()
 @click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True, help="Seeds to run.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=None, metavar="SEED",
@@ -110,16 +128,18 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
               help="A kvnode cluster setting (n, w, r, resolution, quorum, read_repair, ...).")
 @click.option("--check", "check", multiple=True, metavar="CLAIM",
               help="A claim to check beyond what kvnode promises for its settings (e.g. linearizable).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes running seeds at once (each seed runs whole in one).")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Where seeds that are not valid are written.")
 def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
         nemesis_interval: float, simulated_seconds: float, skew_ms: int, concurrency: int | None, rate: float,
-        set_options: tuple[str, ...], check: tuple[str, ...], store_dir: Path) -> int:
+        set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, store_dir: Path) -> int:
     """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
     from checkers.result import worst
     from harness.results import verdict_text
-    from harness.sim.world import WorldConfig, simulate
+    from harness.sim.world import WorldConfig
 
     try:
         config = WorldConfig(nodes=nodes, settings=_settings(set_options), workload=workload,
@@ -133,17 +153,20 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
     else:
         start = random.SystemRandom().randrange(2**31) if first_seed is None else first_seed
         chosen = list(range(start, start + seeds))
-    flags = " ".join([f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}", f"--nemesis {nemesis}",
-                      f"--nemesis-interval {nemesis_interval:g}", f"--simulated-seconds {simulated_seconds:g}",
-                      f"--rate {rate:g}", *([f"--skew-ms {skew_ms}"] if skew_ms else []), *([f"--concurrency {concurrency}"] if concurrency else []),
-                      *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
+    # The flags that shape a seed's run: with them, --replay reproduces it.
+    flags = " ".join([
+        f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}",
+        f"--nemesis {nemesis}", f"--nemesis-interval {nemesis_interval:g}",
+        f"--simulated-seconds {simulated_seconds:g}", f"--rate {rate:g}",
+        *([f"--skew-ms {skew_ms}"] if skew_ms else []), *([f"--concurrency {concurrency}"] if concurrency else []),
+        *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
     click.echo(f"harness sim: {len(chosen)} seed{'s' if len(chosen) != 1 else ''} "
                f"({chosen[0]}..{chosen[-1]}), {flags}", err=True)
     verdicts = []
     simulated = 0.0
     started = time.monotonic()
-    for seed in chosen:
-        outcome = simulate(config, seed)
+    for outcome in _outcomes(config, chosen, jobs):
+        seed = outcome.seed
         simulated += outcome.simulated
         verdicts.append(outcome.valid)
         if replay is not None:
@@ -155,7 +178,8 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
                 line += f" ({'; '.join(outcome.anomalies())})"
             if outcome.valid is not True:
                 run_dir = _store_failure(store_dir, config, outcome)
-                line += f"; replay: harness sim --replay {seed} {flags}; stored in {run_dir}"
+                line += (f"; trace {outcome.trace_hash}; replay: harness sim --replay {seed} {flags}; "
+                         f"stored in {run_dir}")
             click.echo(line)
     wall = time.monotonic() - started
     click.echo(f"{len(chosen)} seeds in {wall:.2f} s: {len(chosen) / wall:.2f} seeds/s, "

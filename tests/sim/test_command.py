@@ -83,3 +83,15 @@ def test_skewed_clocks_break_linearizability_under_last_write_wins(tmp_path: Pat
     assert "linearizable: nonlinearizable" in skewed.output
     agreed = CliRunner().invoke(cli, ["sim", "--seeds", "1", "--first-seed", "1", *lww])
     assert agreed.exit_code == 0, agreed.output
+
+
+def test_jobs_run_the_same_seeds_to_the_same_verdicts(tmp_path: Path) -> None:
+    def verdicts(jobs: str) -> list[str]:
+        result = CliRunner().invoke(cli, ["sim", "--seeds", "3", "--first-seed", "5", "--jobs", jobs, *WEAK,
+                                          "--store", str(tmp_path / jobs)])
+        assert result.exit_code == 1, result.output
+        return [line.split("; stored in")[0] for line in result.output.splitlines() if line.startswith("seed ")]
+
+    alone = verdicts("1")
+    assert alone == verdicts("2")
+    assert len(alone) == 3
