@@ -18,11 +18,9 @@ the command runs.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import random
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +93,9 @@ def _outcomes(config: Any, seeds: list[int], jobs: int) -> Iterator[Any]:
         for seed in seeds:
             yield simulate(config, seed)
         return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     # fork: a worker starts at once with the modules already imported.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=context) as pool:
