@@ -122,6 +122,8 @@ def _outcomes(config: Any, seeds: list[int], jobs: int) -> Iterator[Any]:
               show_default=True, metavar="S", help="Simulated seconds of workload per seed.")
 @click.option("--skew-ms", type=click.IntRange(min=0), default=0, show_default=True, metavar="MS",
               help="Each node's wall clock is off by a seeded amount in [-MS, MS] (last-write-wins timestamps).")
+@click.option("--loss", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              metavar="P", help="The chance that one message between nodes or to a client is lost.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Clients [default: 2 per node].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
               help="Operations per simulated second, over all clients.")
@@ -135,18 +137,20 @@ def _outcomes(config: Any, seeds: list[int], jobs: int) -> Iterator[Any]:
               show_default=True, help="Where seeds that are not valid are written.")
 def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
-        nemesis_interval: float, simulated_seconds: float, skew_ms: int, concurrency: int | None, rate: float,
+        nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, concurrency: int | None, rate: float,
         set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, store_dir: Path) -> int:
     """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
     from checkers.result import worst
     from harness.results import verdict_text
+    from harness.sim.network import NetworkSettings
     from harness.sim.world import WorldConfig
 
     try:
         config = WorldConfig(nodes=nodes, settings=_settings(set_options), workload=workload,
                              concurrency=concurrency, rate=rate, simulated_seconds=simulated_seconds,
                              nemesis=_faults(nemesis), nemesis_interval=nemesis_interval, check=check, mix=mix,
-                             active_keys=active_keys, skew_ns=skew_ms * 1_000_000)
+                             active_keys=active_keys, skew_ns=skew_ms * 1_000_000,
+                             network=NetworkSettings(loss=loss))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if replay is not None:
@@ -159,7 +163,8 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
         f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}",
         f"--nemesis {nemesis}", f"--nemesis-interval {nemesis_interval:g}",
         f"--simulated-seconds {simulated_seconds:g}", f"--rate {rate:g}",
-        *([f"--skew-ms {skew_ms}"] if skew_ms else []), *([f"--concurrency {concurrency}"] if concurrency else []),
+        *([f"--skew-ms {skew_ms}"] if skew_ms else []), *([f"--loss {loss:g}"] if loss else []),
+        *([f"--concurrency {concurrency}"] if concurrency else []),
         *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
     click.echo(f"harness sim: {len(chosen)} seed{'s' if len(chosen) != 1 else ''} "
                f"({chosen[0]}..{chosen[-1]}), {flags}", err=True)
