@@ -13,7 +13,7 @@ from harness.sim.world import WorldConfig, simulate
 from kvnode.config import ClusterSettings
 
 # ci/matrix.toml's [defaults.system]: short timings, so faults show within a short run.
-TIMINGS = {"gossip_interval": 0.2, "suspect_after": 1.0, "dead_after": 2.0, "ae_interval": 2.0,
+TIMINGS: dict[str, Any] = {"gossip_interval": 0.2, "suspect_after": 1.0, "dead_after": 2.0, "ae_interval": 2.0,
            "handoff_interval": 0.3, "request_timeout": 1.0}
 
 ROWS: list[tuple[str, dict[str, Any], dict[str, Any], str | None]] = [
