@@ -42,7 +42,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from checkers.history import Op, Process
 from checkers.result import Result, Verdict, worst
@@ -66,11 +66,30 @@ from kvnode.storage.simfs import SimFileSystem
 from kvnode.transport import PeerUnreachable
 from workloads.base import Workload, WorkloadOptions, judge, plan
 
-__all__ = ["FAULTS", "Outcome", "SimClock", "World", "WorldConfig", "drain", "simulate"]
+__all__ = ["FAULTS", "Outcome", "SimClock", "Step", "World", "WorldConfig", "drain", "simulate"]
 
 FAULTS = ("partition", "kill")
 EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock's start
 PORT = 7000  # never opened: a node's configured address is only a name in the simulation
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Step:
+    """One fault of a schedule, `at` simulated seconds after the start:
+    `partition` into `groups` (both ways; replaces any partition in force),
+    `heal`, `crash` or `restart` of `node`."""
+
+    at: float
+    action: Literal["partition", "heal", "crash", "restart"]
+    groups: tuple[tuple[str, ...], ...] = ()
+    node: str = ""
+
+    def __str__(self) -> str:
+        if self.action == "partition":
+            return f"t={self.at:.2f} s cut {' | '.join(' '.join(g) for g in self.groups)}"
+        if self.action == "heal":
+            return f"t={self.at:.2f} s heal"
+        return f"t={self.at:.2f} s {self.action} {self.node}"
 
 
 class SimClock:
@@ -157,6 +176,7 @@ class Outcome:
     steps: int
     faults: dict[str, int] = field(default_factory=dict)
     promise: Promise = field(default_factory=Promise)  # what the checkers judged
+    schedule: tuple[Step, ...] = ()  # the faults it ran
 
     def anomalies(self) -> list[str]:
         """`checker: anomaly type` for each kind of anomaly found."""
@@ -298,6 +318,7 @@ class World:
         self.history: list[Op] = []
         self.faults: dict[str, int] = {}
         self._next_process = config.clients * 1000
+        self.schedule: tuple[Step, ...] = ()
         members = {name: (name, PORT) for name in self.nodes}
         self.sim: dict[str, _SimNode] = {}
         for name in self.nodes:
@@ -438,40 +459,57 @@ class World:
         self.record("nemesis", "invoke", f, value=value)
         self.record("nemesis", "info", f, value=value)
 
-    async def _nemesis(self, deadline: float) -> None:
+    def plan(self) -> tuple[Step, ...]:
+        """The fault schedule this seed draws (what `_nemesis` would do
+        without an explicit schedule): every `nemesis_interval`, the next
+        fault kind in turn starts or, if it is in force, ends."""
         config = self.config
         faults = list(config.nemesis)
+        steps: list[Step] = []
         active: dict[str, Any] = {}
-        turn = 0
-        while self.loop.time() + config.nemesis_interval < deadline:
-            await asyncio.sleep(config.nemesis_interval)
+        at, turn = config.nemesis_interval, 0
+        while faults and at < config.simulated_seconds:
             kind = faults[turn % len(faults)]
             turn += 1
             if kind == "partition":
                 if "partition" in active:
-                    self.network.heal()
                     del active["partition"]
-                    self._fault("stop-partition", None)
+                    steps.append(Step(at=at, action="heal"))
                 else:
                     shuffled = self.nodes[:]
                     self.rng.shuffle(shuffled)
                     cut = self.rng.randint(1, max(1, len(shuffled) // 2))
-                    groups = [sorted(shuffled[:cut]), sorted(shuffled[cut:])]
-                    self.network.partition(groups)
+                    groups = (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
                     active["partition"] = groups
-                    grudge = {n: sorted(set(self.nodes) - set(g)) for g in groups for n in g}
-                    self._fault("start-partition", {"grudge": grudge})
+                    steps.append(Step(at=at, action="partition", groups=groups))
             elif kind == "kill":
                 if "kill" in active:
-                    name = active.pop("kill")
-                    await self.restart(name)
-                    self._fault("start", [name])
+                    steps.append(Step(at=at, action="restart", node=active.pop("kill")))
                 else:
-                    name = self.rng.choice(self.nodes)
-                    self.crash(name)
-                    active["kill"] = name
-                    self._fault("kill", [name])
-        await self._heal()
+                    active["kill"] = name = self.rng.choice(self.nodes)
+                    steps.append(Step(at=at, action="crash", node=name))
+            at = round(at + config.nemesis_interval, 9)
+        return tuple(steps)
+
+    async def _nemesis(self, schedule: tuple[Step, ...]) -> None:
+        """Carry out `schedule`, each step at its time from the start."""
+        start = self.loop.time()
+        for step in schedule:
+            await asyncio.sleep(max(0.0, start + step.at - self.loop.time()))
+            if step.action == "partition":
+                self.network.heal()
+                self.network.partition(step.groups)
+                grudge = {n: sorted(set(self.nodes) - set(g)) for g in step.groups for n in g}
+                self._fault("start-partition", {"grudge": grudge})
+            elif step.action == "heal":
+                self.network.heal()
+                self._fault("stop-partition", None)
+            elif step.action == "crash" and self.is_up(step.node):
+                self.crash(step.node)
+                self._fault("kill", [step.node])
+            elif step.action == "restart" and not self.is_up(step.node):
+                await self.restart(step.node)
+                self._fault("start", [step.node])
 
     async def _heal(self) -> None:
         if self.network.cuts:
@@ -484,15 +522,16 @@ class World:
 
     # -------------------------------------------------------------- run
 
-    async def run(self) -> list[Result]:
-        """The whole test (see the module docstring); the checker results."""
+    async def run(self, schedule: tuple[Step, ...] | None = None) -> list[Result]:
+        """The whole test (see the module docstring) with the faults of
+        `schedule` (None: the seed's own, `plan()`); the checker results."""
         config = self.config
+        self.schedule = self.plan() if schedule is None else schedule
         await self.start()
         deadline = self.loop.time() + config.simulated_seconds
         workers = [asyncio.ensure_future(self._worker(i, self.nodes[i % len(self.nodes)], deadline))
                    for i in range(config.clients)]
-        if config.nemesis:
-            await self._nemesis(deadline)
+        await self._nemesis(self.schedule)
         await asyncio.gather(*workers)
         await self._heal()
         await asyncio.sleep(config.recovery)
@@ -525,13 +564,14 @@ def drain(loop: SimLoop) -> None:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
-def simulate(config: WorldConfig, seed: int) -> Outcome:
-    """Run one seed of `config` on a fresh loop; see `Outcome`."""
+def simulate(config: WorldConfig, seed: int, schedule: tuple[Step, ...] | None = None) -> Outcome:
+    """Run one seed of `config` on a fresh loop, with the faults of
+    `schedule` (None: the seed's own); see `Outcome`."""
     loop = SimLoop(seed)
     wall = time.monotonic()
     try:
         world = World(config, seed, loop)
-        results = loop.run_until_complete(world.run())
+        results = loop.run_until_complete(world.run(schedule))
         if loop.callback_errors:  # a callback raised: a bug in the world or the node, not a verdict
             raise SimulationError(f"seed {seed}: {len(loop.callback_errors)} callback(s) raised; the first: "
                                   f"{loop.callback_errors[0]}")
@@ -540,4 +580,4 @@ def simulate(config: WorldConfig, seed: int) -> Outcome:
         loop.close()
     return Outcome(seed=seed, valid=worst(r.valid for r in results), results=results, history=world.history,
                    trace_hash=loop.trace_hash, simulated=loop.time(), wall=time.monotonic() - wall,
-                   steps=loop.steps, faults=dict(world.faults), promise=world.promise)
+                   steps=loop.steps, faults=dict(world.faults), promise=world.promise, schedule=world.schedule)
