@@ -84,14 +84,14 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
     return run_dir
 
 
-def _outcomes(config: Any, seeds: list[int], jobs: int) -> Iterator[Any]:
+def _outcomes(config: Any, seeds: list[int], jobs: int, schedule: Any = None) -> Iterator[Any]:
     """Each seed's `Outcome`, in seed order; with `jobs` > 1 from that many
     worker processes (a seed's run does not depend on where it runs)."""
     from harness.sim.world import simulate
 
     if jobs == 1 or len(seeds) == 1:
         for seed in seeds:
-            yield simulate(config, seed)
+            yield simulate(config, seed, schedule)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -133,12 +133,18 @@ def _outcomes(config: Any, seeds: list[int], jobs: int) -> Iterator[Any]:
               help="A claim to check beyond what kvnode promises for its settings (e.g. linearizable).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes running seeds at once (each seed runs whole in one).")
+@click.option("--shrink", is_flag=True,
+              help="Shrink the first seed that is not valid (fewer faults, a shorter run, fewer clients) and "
+                   "save it as shrunk.json in its run directory.")
+@click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="With --replay: the saved shrink (shrunk.json) to run instead of the seed's own.")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Where seeds that are not valid are written.")
 def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
         nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, concurrency: int | None, rate: float,
-        set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, store_dir: Path) -> int:
+        set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, shrink: bool, schedule_file: Path | None,
+        store_dir: Path) -> int:
     """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
     from checkers.result import worst
     from harness.results import verdict_text
@@ -153,6 +159,16 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
                              network=NetworkSettings(loss=loss))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    schedule = None
+    if schedule_file is not None:
+        if replay is None:
+            raise ConfigError("--schedule goes with --replay SEED (the seed the shrink was made from)")
+        from harness.sim import shrink as shrink_mod
+
+        try:
+            config, schedule = shrink_mod.load(schedule_file, config)
+        except ValueError as e:
+            raise ConfigError(f"--schedule {e}") from None
     if replay is not None:
         chosen = [replay]
     else:
@@ -171,7 +187,9 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
     verdicts = []
     simulated = 0.0
     started = time.monotonic()
-    for outcome in _outcomes(config, chosen, jobs):
+    shrunk = False
+    shrink_wall = 0.0  # left out of the rates below
+    for outcome in _outcomes(config, chosen, jobs, schedule):
         seed = outcome.seed
         simulated += outcome.simulated
         verdicts.append(outcome.valid)
@@ -187,7 +205,16 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
                 line += (f"; trace {outcome.trace_hash}; replay: harness sim --replay {seed} {flags}; "
                          f"stored in {run_dir}")
             click.echo(line)
-    wall = time.monotonic() - started
+            if shrink and outcome.valid is False and not shrunk and replay is None:
+                from harness.sim import shrink as shrink_mod
+
+                result = shrink_mod.shrink(config, seed, outcome)
+                shrink_wall = result.wall
+                result.save(run_dir / "shrunk.json")
+                click.echo("\n".join(result.lines()))
+                click.echo(f"  replay: harness sim --replay {seed} {flags} --schedule {run_dir / 'shrunk.json'}")
+                shrunk = True
+    wall = time.monotonic() - started - shrink_wall
     click.echo(f"{len(chosen)} seeds in {wall:.2f} s: {len(chosen) / wall:.2f} seeds/s, "
                f"{simulated / wall:.1f} simulated s per wall s; "
                f"{sum(v is False for v in verdicts)} invalid, {sum(v == 'unknown' for v in verdicts)} unknown")

@@ -95,3 +95,27 @@ def test_jobs_run_the_same_seeds_to_the_same_verdicts(tmp_path: Path) -> None:
     alone = verdicts("1")
     assert alone == verdicts("2")
     assert len(alone) == 3
+
+
+def test_shrink_saves_a_smaller_failing_run_that_replays_to_its_trace(tmp_path: Path) -> None:
+    import json
+
+    args = ["--nemesis", "partition,kill", "--nemesis-interval", "0.5", "--simulated-seconds", "3",
+            "--set", "resolution=lww", "--set", "w=1", "--set", "r=1", "--check", "linearizable"]
+    result = CliRunner().invoke(cli, ["sim", "--seeds", "1", "--first-seed", "1", *args, "--shrink",
+                                      "--store", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    head = next(line for line in result.output.splitlines() if line.startswith("shrunk seed 1 in "))
+    assert "still: linearizable: nonlinearizable" in head
+    saved = next(tmp_path.rglob("shrunk.json"))
+    doc = json.loads(saved.read_text())
+    original = next(line for line in result.output.splitlines() if line.startswith("seed 1: INVALID"))
+    assert doc["trace_hash"] not in original  # a different, smaller run
+    assert doc["simulated_seconds"] <= 3 and doc["concurrency"] <= 6
+    replayed = CliRunner().invoke(cli, ["sim", "--replay", "1", *args, "--schedule", str(saved),
+                                        "--store", str(tmp_path)])
+    assert replayed.exit_code == 1, replayed.output
+    assert _trace(replayed.output) == doc["trace_hash"]
+    alone = CliRunner().invoke(cli, ["sim", "--seeds", "1", "--schedule", str(saved)])
+    assert alone.exit_code == 254
+    assert "--schedule goes with --replay" in alone.output
