@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     for m in chosen:
         print(f"\nmutant {m.name} ({m.kind})")
     print(f"row strict-partition's shape: {' '.join(ROW)}")
-    print(f"{'code':<20}{'caught':>8}{'first seed':>12}{'to first catch':>16}{'wall s':>8}")
+    print(f"{'code':<26}{'caught':>8}{'first seed':>12}{'to first catch':>16}{'wall s':>8}")
     for c in results:
         first_seed = str(c.caught[0]) if c.caught else "-"
         to_first = f"{c.first_at:.1f} s" if c.first_at is not None else "-"
-        print(f"{c.label:<20}{len(c.caught):>4}/{c.seeds:<3}{first_seed:>12}{to_first:>16}{c.wall:>8.1f}")
+        print(f"{c.label:<26}{len(c.caught):>4}/{c.seeds:<3}{first_seed:>12}{to_first:>16}{c.wall:>8.1f}")
     return 0
 
 
