@@ -290,6 +290,10 @@ def run_mutants(mutants: Sequence[Mutant], matrix: Matrix, store: str, *, jobs: 
 
 
 def _child(task: Task, conn: Connection) -> None:
+    # Out of the terminal's process group: a Ctrl-C reaches the parent
+    # alone, which passes on exactly one SIGINT. A second one would stop
+    # this run's heal and teardown halfway (asyncio.run raises at once).
+    os.setpgrp()
     try:
         run = run_task(task)
     except BaseException as e:  # Ctrl-C (the run healed and stopped) or a bug: this run is an error

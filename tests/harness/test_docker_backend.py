@@ -367,7 +367,7 @@ def test_teardown_removes_every_container_and_the_network_and_is_idempotent(
 
 def test_clean_removes_what_a_crashed_run_left_and_nothing_else(node_image: str, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.backends.docker as docker_backend
+    from harness.backends import owner
 
     client = engine()
     # not ours: no label, though named like ours
@@ -377,7 +377,7 @@ def test_clean_removes_what_a_crashed_run_left_and_nothing_else(node_image: str,
     try:
         arun(live.setup(["l1"], tmp_path / "live"))
         # the run "crashes": its harness is gone (an owner that is not running), no teardown
-        monkeypatch.setattr(docker_backend, "_owner", lambda: "999999999:0")
+        monkeypatch.setattr(owner, "token", lambda pid=None: "999999999:0")
         arun(backend.setup(["c1", "c2"], tmp_path))
         containers, networks = ours(f"{RUN_LABEL}={backend.run_id}")
         assert len(containers) == 2 and networks == [backend.network_name]

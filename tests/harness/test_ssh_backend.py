@@ -563,7 +563,10 @@ def test_two_named_ports_exit_statuses_and_programs_a_skew_cannot_reach(hosts: S
 
 
 @_mark
-def test_clean_removes_what_a_crashed_run_left(hosts: SshHosts, wheelhouse: Path, tmp_path: Path) -> None:
+def test_clean_removes_what_a_crashed_run_left(hosts: SshHosts, wheelhouse: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.backends import owner
+
     nodes_file = hosts.nodes_toml()
     backend = backend_for(nodes_file, wheelhouse)
     h1: SshHost = hosts.hosts[0]
@@ -582,6 +585,10 @@ def test_clean_removes_what_a_crashed_run_left(hosts: SshHosts, wheelhouse: Path
     pid = arun(crash())
     assert not gone(pid)
     assert "-j DROP" in hosts.exec_in(h1, ["iptables", "-w", "-S", commands.CHAIN]).stdout
+    # This test's process is the harness that wrote the hosts' owner files, and it still runs.
+    lines = clean(nodes_file)
+    assert any("left alone" in line for line in lines) and not gone(pid), lines
+    monkeypatch.setattr(owner, "host_alive", lambda recorded: False)  # now it has "crashed"
     lines = clean(nodes_file)
     assert any(f"killed node process group {pid}" in line for line in lines), lines
     assert any("removed iptables chain" in line for line in lines), lines
