@@ -4,6 +4,9 @@ Commands: `harness run` (a test: cluster, workload, faults, checks),
 `harness check PATH...` (judge recorded histories for linearizability, or
 re-check a stored run with its workload's checkers), `harness systems`
 (a system's options and promises), `harness list` (the installed plug-ins),
+`harness ci` (the expected-verdict matrix, or `--mutants` for the detection
+table), `harness sim` (kvnode clusters on virtual time, seed by seed, with
+replay and shrinking), `harness report`, `harness serve`,
 `harness docker build` and `harness clean`.
 
 Modules are imported where a command needs them (plainly, so that mypy sees
