@@ -44,6 +44,15 @@ Lowe's memoization), pruned for histories full of crashed operations:
 - *Crashed chains.* After a crashed operation from state p, a next crashed
   step whose result it could reach from p alone is skipped: that
   configuration covers this one.
+- *Gets of the kv model.* For the built-in `kv` model a part's state is
+  the key's string. A completed get that reads the state now, and is a
+  candidate, is linearized next with no alternative tried: a get never
+  changes the state, so it can move to the front of any linearization from
+  here. And a configuration is dead when a candidate get's string does not
+  start with the state while no put that could start it again (a completed
+  put not linearized, invoked before the get returns, writing a prefix of
+  the string; or any such crashed put) is left: appends only lengthen the
+  string, so that get could never be linearized.
 - *P-compositionality.* `model.partition` splits the history (by key for
   registers and kv); each part is searched alone, smallest first.
 - *Unique-value registers.* For a `register` (or `cas-register` without cas)
@@ -56,7 +65,9 @@ visited can reach a full linearization. (Were one to, take the one with the
 shortest way to success, and the fewest operations linearized among those;
 the first move of that way is tried from it, or is covered by a visited
 configuration with a way as short, or, after a crashed step, its parent has a
-way as short with fewer operations: a contradiction each time.) The tests
+way as short with fewer operations, or a get was forced from it, and the
+configuration after the get has a way shorter by one: a contradiction each
+time. A dead configuration has no way to success.) The tests
 cross-check the search against plain WGL and a brute-force checker.
 
 `_search_plain` is the plain algorithm (every operation a candidate in
@@ -68,7 +79,8 @@ Cost per step: the model is called once per distinct (operation, state)
 pair (per (class, state) for crashed ones), its answer kept in a table keyed
 by interned state ids; for the built-in `register` and `cas-register` each
 operation's transition is compiled to a small tuple when first needed, and
-operations with the same compiled transition share one table. The steps
+operations with the same compiled transition share one table; the same
+for the `kv` model, whose states are then strings. The steps
 counted are the candidate evaluations, whether or not the transition was
 already known, plus one per (class, state) the crashed candidates are
 sorted out for.
@@ -104,7 +116,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checkers.history import REPLICA_READ, Op, Operation, complete, pair
-from checkers.models import _ATOMS, CasRegister, Model, Register, freeze
+from checkers.models import (
+    _ATOMS,
+    KV,
+    CasRegister,
+    Model,
+    Register,
+    _fname,
+    argument,
+    freeze,
+    output,
+)
 from checkers.models import model as model_by_name
 from checkers.result import Anomaly, Result, worst
 
@@ -432,13 +454,123 @@ def _successors(
     return succ, kind
 
 
+_GET, _GET_ANY, _PUT, _APPEND = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _KVPart:
+    """One key of the built-in `kv` model, compiled: the search's states are
+    the key's string (the model's states are frozensets of (key, value)
+    pairs, the other keys' pairs never changing within a part)."""
+
+    init: str
+    specs: list[tuple[Any, ...]]  # per op: (_GET, target) | (_GET_ANY,) | (_PUT, value) | (_APPEND, suffix)
+    key: Hashable
+    rest: frozenset[Any]  # the initial state's pairs of other keys
+    init_state: Hashable  # the model's own initial state
+
+    def succ(self, i: int, s: Any) -> list[Hashable]:  # s: a str
+        sp = self.specs[i]
+        t = sp[0]
+        if t == _GET:
+            return [s] if sp[1] == s else []
+        if t == _GET_ANY:
+            return [s]
+        if t == _PUT:
+            return [sp[1]]
+        return [s + sp[1]]
+
+    def kind(self, i: int) -> Hashable:
+        sp = self.specs[i]
+        try:
+            hash(sp)
+        except TypeError:
+            return None
+        return sp
+
+    def gets(self, ops: list[Operation], ok: list[bool]) -> tuple[list[str | None], list[int | None]]:
+        """(reads, resets): reads[i] is the string completed get i read,
+        None for other ops; resets[i] the bitset of the completed puts
+        invoked before get i returned that write a prefix of that string
+        (only after one of them can the key hold it again, once it holds a
+        string that is not its prefix), None if a crashed put may do so."""
+        n = len(ops)
+        reads: list[str | None] = [None] * n
+        resets: list[int | None] = [None] * n
+        puts = [(ops[j].invoke.index, j, sp[1]) for j, sp in enumerate(self.specs) if sp[0] == _PUT]
+        for i, sp in enumerate(self.specs):
+            v = sp[1] if sp[0] == _GET else None
+            end = ops[i].end
+            if type(v) is not str or not ok[i] or end is None:
+                continue
+            mask: int | None = 0
+            for invoked, j, x in puts:
+                if invoked < end and v.startswith(x):
+                    if not ok[j]:
+                        mask = None
+                        break
+                    mask |= 1 << j  # type: ignore[operator]
+            reads[i] = v
+            resets[i] = mask
+        return reads, resets
+
+    def decode(self, s: Any) -> Hashable:  # s: a str
+        """The model's state for the search's state `s`, as `KV.step` builds it."""
+        if s == self.init:
+            return self.init_state
+        return self.rest | {(self.key, s)} if s else self.rest
+
+
+def _kv_part(ops: list[Operation], m: Model) -> _KVPart | None:
+    """For the built-in `kv` model (exactly that class: a subclass may
+    override `step`), the part's ops compiled to the transitions `KV.step`
+    computes; None for another model, or when an op is one `KV.step` would
+    reject (the generic search raises its error)."""
+    if type(m) is not KV or not ops:
+        return None
+    try:
+        k = freeze(ops[0].key)
+        init = m.init()
+        assert isinstance(init, frozenset)
+        cur = ""
+        for kk, vv in init:
+            if kk == k:
+                cur = vv
+                break
+        rest = frozenset((kk, vv) for kk, vv in init if kk != k)
+        specs: list[tuple[Any, ...]] = []
+        for o in ops:
+            if freeze(o.key) != k:
+                return None
+            f = _fname(o.f)
+            if f in ("get", "read"):
+                known, out = output(o)
+                specs.append((_GET, out or "") if known else (_GET_ANY,))
+            elif f in ("put", "write"):
+                specs.append((_PUT, str(argument(o) or "")))
+            elif f == "append":
+                specs.append((_APPEND, str(argument(o) or "")))
+            else:
+                return None
+    except Exception:  # the generic search meets it again, and says so
+        return None
+    return _KVPart(init=cur, specs=specs, key=k, rest=rest, init_state=init)
+
+
 def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     """Wing & Gong + Lowe over one part, pruned as the module docstring
     says: completed ops tried first, crashed ops by class and only where
     they change the state, configurations covered by a seen one skipped."""
     n = len(ops)
-    state0: Hashable = m.init()
-    succ_of, kind_of = _successors(ops, m)
+    kv = _kv_part(ops, m)
+    state0: Hashable
+    succ_of: Callable[[int, Hashable], list[Hashable]]
+    kind_of: Callable[[int], Hashable]
+    if kv is not None:
+        state0, succ_of, kind_of = kv.init, kv.succ, kv.kind
+    else:
+        state0 = m.init()
+        succ_of, kind_of = _successors(ops, m)
 
     # One pass over the ops: the completed ones' calls and returns as sort
     # keys (history index, then the entry); then the crashed ones, in
@@ -552,6 +684,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     prv[TAIL] = last
     nxt[TAIL] = TAIL
     bits = [1 << i for i in range(n)]
+    reads, resets = kv.gets(ops, ok) if kv is not None else (None, None)
 
     # Memory estimate per memoized configuration.
     entry_bytes = 150 + n // 4 + sys.getsizeof(state0)
@@ -587,9 +720,38 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     e = nxt[HEAD]
     wall = 0
     ci = -1  # < 0: walking the completed ops from e; else crashed classes useful[sid][ci:]
+    scan = reads is not None
+    fresh = scan  # a configuration just reached: look for a forced move or a doomed get first
+    forced = False  # e is a forced move: if it fails, so does its configuration
+    blocked = -1
     while True:
+        dead = False
         if ci < 0:
-            if is_call[e]:
+            if fresh:
+                fresh = False
+                # The candidates, for a get that reads the state (a forced
+                # move), or one that can never read its value any more.
+                s: Any = states[sid]
+                x = nxt[HEAD]
+                while is_call[x]:
+                    i = op_of[x]
+                    v = reads[i]  # type: ignore[index]
+                    if v is not None:
+                        if v == s:
+                            e = x
+                            forced = True
+                            break
+                        if not v.startswith(s):
+                            rm = resets[i]  # type: ignore[index]
+                            if rm is not None and rm & kset == rm:
+                                steps += 1
+                                dead = True
+                                blocked = i
+                                break
+                    x = nxt[x]
+            if dead:
+                pass
+            elif is_call[e]:
                 i = op_of[e]
                 steps += 1
                 tab = tr_ok[i]
@@ -619,32 +781,45 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                             break
                     k += 1
                 else:
-                    e = nxt[e]
+                    if not forced:
+                        e = nxt[e]
+                        continue
+                    k = -1  # the forced move was made before: its configuration fails
+                if k < 0:
+                    forced = False
+                    dead = True
+                    blocked = -1
+                else:
+                    entries += 1
+                    push((e, -1, i, sid, kset, cset, succ, k, -1 if forced else 0))
+                    forced = False
+                    fresh = scan
+                    sid = succ[k]
+                    kset = nk
+                    a = prv[e]
+                    b = nxt[e]
+                    nxt[a] = b
+                    prv[b] = a
+                    r = match[e]
+                    a = prv[r]
+                    b = nxt[r]
+                    nxt[a] = b
+                    prv[b] = a
+                    remaining -= 1
+                    if remaining == 0:
+                        budget.steps += steps
+                        return _Outcome(valid=True, steps=steps)
+                    e = nxt[HEAD]
                     continue
-                entries += 1
-                push((e, -1, i, sid, kset, cset, succ, k, 0))
-                sid = succ[k]
-                kset = nk
-                a = prv[e]
-                b = nxt[e]
-                nxt[a] = b
-                prv[b] = a
-                r = match[e]
-                a = prv[r]
-                b = nxt[r]
-                nxt[a] = b
-                prv[b] = a
-                remaining -= 1
-                if remaining == 0:
-                    budget.steps += steps
-                    return _Outcome(valid=True, steps=steps)
-                e = nxt[HEAD]
-                continue
-            # The wall: the first return of a completed op not linearized.
-            # Note the deepest point; then try crashed ops invoked before it.
-            wall = at[e]
+            else:
+                # The wall: the first return of a completed op not linearized.
+                # Note the deepest point; then try crashed ops invoked before it.
+                wall = at[e]
+                blocked = op_of[e]
+            ci = 0
+        if blocked >= 0:
+            # The deepest point: the wall, or a get that can never read its value.
             depth = n_ok - remaining
-            blocked = op_of[e]
             if depth > best_depth:
                 best_depth = depth
                 best_op = blocked
@@ -654,9 +829,9 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
             elif depth == best_depth and blocked == best_op and kset == best_key \
                     and sid not in best_sids and len(best_sids) < 50:
                 best_sids.append(sid)
-            ci = 0
+            blocked = -1
         found = False
-        if n_cls:
+        if n_cls and not dead:
             # Crashed ops: the first unused member of each class that can
             # change the state, if it was invoked before the wall.
             # Classes are numbered in the order of their first members'
@@ -717,6 +892,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     if found:
                         entries += 1
                         push((-1, ci, i, sid, kset, cset, succ, k, wall))
+                        fresh = scan
                         used[c] = u + 1
                         cset = nc
                         sid = succ[k]
@@ -730,7 +906,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 if not frames:
                     budget.steps += steps
                     return _Outcome(valid=False, steps=steps, op=best_op, prefix=best_prefix,
-                                    states=[states[s] for s in best_sids])
+                                    states=[states[s] if kv is None else kv.decode(states[s]) for s in best_sids])
                 e0, ci0, i, sid, kset, cset, succ, k, wall = pop()
                 k += 1
                 if e0 >= 0:
@@ -740,6 +916,8 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     nxt[prv[e0]] = e0
                     prv[nxt[e0]] = e0
                     remaining += 1
+                    if wall < 0:  # a forced move failed: so does the configuration it was made from
+                        continue
                     nk = kset | bits[i]
                     while k < len(succ):
                         s2 = succ[k]
@@ -763,6 +941,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     if k < len(succ):  # the same op, another next state
                         entries += 1
                         push((e0, -1, i, sid, kset, cset, succ, k, 0))
+                        fresh = scan
                         sid = succ[k]
                         kset = nk
                         nxt[prv[e0]] = nxt[e0]
@@ -803,6 +982,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 if k < len(succ):
                     entries += 1
                     push((-1, ci0, i, sid, kset, cset, succ, k, wall))
+                    fresh = scan
                     used[c] += 1
                     cset = nc
                     sid = succ[k]

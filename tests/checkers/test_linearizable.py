@@ -904,3 +904,90 @@ def test_memory_limit_counts_what_the_process_grows_by() -> None:
         res = check(hard_history(), "register", initial=0, memory_limit=20 * 2**20)
     assert res.valid == "unknown"
     assert res.reason is not None and "memory limit" in res.reason and "process grew by" in res.reason
+
+
+# --- the kv model (append strings): pruned search against brute force and plain WGL --
+
+KV_ARGS = st.sampled_from(["x", "y", "xy", "", None])
+KV_READS = st.sampled_from([None, "", "x", "y", "xx", "xy", "yx", "xyx", "yxy", "xxy", 0])
+
+
+@st.composite
+def crashy_kv_histories(draw: Any, max_ops: int = 10, keys: tuple[str, ...] = ("k",)) -> list[Op]:
+    """A run of a key-value store of strings (append-heavy, short and
+    repeating arguments, so that one string is a prefix of another): an op
+    took effect at its point of the run, or (crashed) never; an ok get reads
+    what its point holds. Sometimes one get's value is changed (often invalid
+    then), or one op's kind swapped."""
+    n = draw(st.integers(1, max_ops))
+    store: dict[str, str] = {}
+    recs: list[dict[str, Any]] = []
+    for k in range(n):
+        f = draw(st.sampled_from(["append", "append", "append", "put", "get", "get"]))
+        key = draw(st.sampled_from(keys))
+        arg = None if f == "get" else draw(KV_ARGS)
+        outcome = draw(st.sampled_from(["ok", "ok", "ok", "ok", "info", "none", "lost"]))
+        point = 10 * k + 5
+        out: Any = None
+        if outcome != "lost":
+            if f == "get":
+                out = store.get(key, "") or draw(st.sampled_from(["", None]))  # nil reads as ""
+            elif f == "put":
+                store[key] = arg or ""
+            else:
+                store[key] = store.get(key, "") + (arg or "")
+        start = point - draw(st.integers(0, 40))
+        end = point + draw(st.integers(0, 40))
+        if outcome == "lost":
+            outcome = draw(st.sampled_from(["info", "none"]))
+            start = draw(st.integers(-5, 10 * n + 5))
+            end = start + draw(st.integers(0, 40))
+        recs.append({"f": f, "key": key, "arg": arg, "out": out, "outcome": outcome, "start": start, "end": end})
+    victims = [r for r in recs if r["outcome"] == "ok"]
+    if victims and draw(st.booleans()):
+        r = draw(st.sampled_from(victims))
+        if r["f"] == "get":
+            r["out"] = draw(KV_READS)
+        else:
+            r["f"] = "put" if r["f"] == "append" else "append"
+    events = []
+    for j, r in enumerate(recs):
+        events.append((r["start"], 0, j, "invoke"))
+        if r["outcome"] != "none":
+            events.append((r["end"], 1, j, r["outcome"]))
+    events.sort()
+    history = []
+    for i, (t, _, j, typ) in enumerate(events):
+        r = recs[j]
+        value = r["arg"] if typ == "invoke" else r["out"] if r["f"] == "get" and typ == "ok" else \
+            r["arg"] if typ == "ok" else None
+        history.append(Op(index=i, time=t, process=j, type=typ, f=r["f"], key=r["key"],  # type: ignore[arg-type]
+                          value=value))
+    return history
+
+
+KV_INITIAL = st.sampled_from([None, {"k": "x"}, {"k": "", "j": "y"}])
+
+
+@settings(max_examples=400, deadline=None)
+@given(h=crashy_kv_histories(), initial=KV_INITIAL)
+def test_kv_search_agrees_with_plain_wgl_and_brute_force(h: list[Op], initial: Any) -> None:
+    expected = brute(h, model("kv", initial))
+    pruned = check(h, "kv", initial=initial)
+    with plain_wgl():
+        plain = check(h, "kv", initial=initial)
+    assert pruned.valid is plain.valid is expected, h
+    if expected is False:
+        (a,) = pruned.anomalies
+        indexes = {o["index"] for o in a.details["operations"]}
+        assert a.details["op"] in indexes and set(a.details["prefix"]) <= indexes
+        assert a.details["states"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=crashy_kv_histories(max_ops=30, keys=("k", "j")), initial=KV_INITIAL)
+def test_kv_search_agrees_with_plain_wgl_on_longer_histories(h: list[Op], initial: Any) -> None:
+    pruned = check(h, "kv", initial=initial)
+    with plain_wgl():
+        plain = check(h, "kv", initial=initial)
+    assert pruned.valid is plain.valid, h
