@@ -52,7 +52,11 @@ Lowe's memoization), pruned for histories full of crashed operations:
   start with the state while no put that could start it again (a completed
   put not linearized, invoked before the get returns, writing a prefix of
   the string; or any such crashed put) is left: appends only lengthen the
-  string, so that get could never be linearized.
+  string, so that get could never be linearized. Once no get left reads
+  a string that starts with the state, the memo keys the state as one
+  `junk` state: no get can tell two such states apart (appends keep them
+  unread, a put makes them equal), so the orders of appends that a put
+  will overwrite are searched once, not once each.
 - *P-compositionality.* `model.partition` splits the history (by key for
   registers and kv); each part is searched alone, smallest first.
 - *Unique-value registers.* For a `register` (or `cas-register` without cas)
@@ -488,12 +492,16 @@ class _KVPart:
             return None
         return sp
 
-    def gets(self, ops: list[Operation], ok: list[bool]) -> tuple[list[str | None], list[int | None]]:
-        """(reads, resets): reads[i] is the string completed get i read,
-        None for other ops; resets[i] the bitset of the completed puts
+    def gets(
+        self, ops: list[Operation], ok: list[bool]
+    ) -> tuple[list[str | None], list[int | None], Callable[[str], int]]:
+        """(reads, resets, readers): reads[i] is the string completed get i
+        read, None for other ops; resets[i] the bitset of the completed puts
         invoked before get i returned that write a prefix of that string
         (only after one of them can the key hold it again, once it holds a
-        string that is not its prefix), None if a crashed put may do so."""
+        string that is not its prefix), None if a crashed put may do so;
+        readers(s) the bitset of the completed gets whose string starts
+        with s."""
         n = len(ops)
         reads: list[str | None] = [None] * n
         resets: list[int | None] = [None] * n
@@ -512,7 +520,20 @@ class _KVPart:
                     mask |= 1 << j  # type: ignore[operator]
             reads[i] = v
             resets[i] = mask
-        return reads, resets
+        # The strings read, sorted: those that start with s are a run.
+        read = sorted((v, i) for i, v in enumerate(reads) if v is not None)
+        values = [v for v, _ in read]
+        owners = [1 << i for _, i in read]
+
+        def readers(s: str) -> int:
+            mask = 0
+            j = bisect_left(values, s)
+            while j < len(values) and values[j].startswith(s):
+                mask |= owners[j]
+                j += 1
+            return mask
+
+        return reads, resets, readers
 
     def decode(self, s: Any) -> Hashable:  # s: a str
         """The model's state for the search's state `s`, as `KV.step` builds it."""
@@ -613,6 +634,11 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     n_ok = sum(ok)
     if n_ok == 0:
         return _Outcome(valid=True, steps=0)
+    reads: list[str | None] | None = None
+    resets: list[int | None] | None = None
+    readers: Callable[[str], int] | None = None
+    if kv is not None:
+        reads, resets, readers = kv.gets(ops, ok)
     n_cls = len(members)
     for calls in invoked:
         calls.append(1 << 62)  # no more members: never before the wall
@@ -627,6 +653,13 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     states: list[Hashable] = [state0]
     sid_of: dict[Hashable, int] = {state0: 0}
     shl = [0]  # shl[s] = s << n, a state's part of a memo key
+    # kv: read_by[s], the completed gets whose string starts with state s.
+    # Once every one of them is linearized, no get left can tell s from
+    # another such state (neither it nor anything appends make of it is
+    # read; a put makes both the same): the memo then keys the state as
+    # `junk` (-1 << n, below every other key). Other models: -1, never.
+    read_by = [-1 if readers is None else readers(state0)]  # type: ignore[arg-type]
+    junk = -1 << n
 
     def intern(xs: list[Hashable]) -> tuple[int, ...]:
         out = []
@@ -636,6 +669,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 s = sid_of[x] = len(states)
                 states.append(x)
                 shl.append(s << n)
+                read_by.append(-1 if readers is None else readers(x))  # type: ignore[arg-type]
             out.append(s)
         return tuple(out)
 
@@ -684,7 +718,6 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     prv[TAIL] = last
     nxt[TAIL] = TAIL
     bits = [1 << i for i in range(n)]
-    reads, resets = kv.gets(ops, ok) if kv is not None else (None, None)
 
     # Memory estimate per memoized configuration.
     entry_bytes = 150 + n // 4 + sys.getsizeof(state0)
@@ -695,7 +728,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     # skipped when some seen cset C is a subset of C': every way on from C'
     # is open from C too (crashed ops never block), so C' adds nothing.
     # One set C is kept as the int itself, several as a list.
-    memo: dict[int, int | list[int]] = {0: 0}
+    memo: dict[int, int | list[int]] = {junk if read_by[0] == 0 else 0: 0}
     entries = 1
 
     # Frames: (call entry of a completed op, or -1 for a crashed op; the
@@ -763,7 +796,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 nk = kset | bits[i]
                 k = 0
                 for s2 in succ:
-                    mk = nk | shl[s2]
+                    mk = nk | (shl[s2] if (rb := read_by[s2]) & nk != rb else junk)
                     got = memo.get(mk)
                     if got is None:
                         memo[mk] = cset
@@ -869,7 +902,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     k = 0
                     for s2 in succ:
                         if s2 not in skip:
-                            mk = kset | shl[s2]
+                            mk = kset | (shl[s2] if (rb := read_by[s2]) & kset != rb else junk)
                             got = memo.get(mk)
                             if got is None:
                                 memo[mk] = nc
@@ -921,7 +954,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     nk = kset | bits[i]
                     while k < len(succ):
                         s2 = succ[k]
-                        mk = nk | shl[s2]
+                        mk = nk | (shl[s2] if (rb := read_by[s2]) & nk != rb else junk)
                         got = memo.get(mk)
                         if got is None:
                             memo[mk] = cset
@@ -962,7 +995,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 while k < len(succ):
                     s2 = succ[k]
                     if s2 not in skip:
-                        mk = kset | shl[s2]
+                        mk = kset | (shl[s2] if (rb := read_by[s2]) & kset != rb else junk)
                         got = memo.get(mk)
                         if got is None:
                             memo[mk] = nc

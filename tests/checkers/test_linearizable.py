@@ -991,3 +991,13 @@ def test_kv_search_agrees_with_plain_wgl_on_longer_histories(h: list[Op], initia
     with plain_wgl():
         plain = check(h, "kv", initial=initial)
     assert pruned.valid is plain.valid, h
+
+
+@settings(max_examples=600, deadline=None)
+@given(h=crashy_kv_histories(max_ops=24), initial=KV_INITIAL)
+def test_kv_search_agrees_with_plain_wgl_on_one_busy_key(h: list[Op], initial: Any) -> None:
+    # Many ops on one key: states that no get left reads, memoized as one.
+    pruned = check(h, "kv", initial=initial)
+    with plain_wgl():
+        plain = check(h, "kv", initial=initial)
+    assert pruned.valid is plain.valid, h
