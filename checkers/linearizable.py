@@ -459,6 +459,9 @@ def _successors(
 
 
 _GET, _GET_ANY, _PUT, _APPEND = 0, 1, 2, 3
+# What a get may read for the compiled kv model: a str, or a value of a type
+# that never equals one (the search compares only exact strings).
+_PLAIN = frozenset({str, int, float, bool, bytes, list, tuple, dict, set, frozenset})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -559,6 +562,8 @@ def _kv_part(ops: list[Operation], m: Model) -> _KVPart | None:
                 cur = vv
                 break
         rest = frozenset((kk, vv) for kk, vv in init if kk != k)
+        if type(cur) is not str:
+            return None
         specs: list[tuple[Any, ...]] = []
         for o in ops:
             if freeze(o.key) != k:
@@ -566,11 +571,14 @@ def _kv_part(ops: list[Operation], m: Model) -> _KVPart | None:
             f = _fname(o.f)
             if f in ("get", "read"):
                 known, out = output(o)
+                if known and type(out or "") not in _PLAIN:
+                    return None  # it might equal a string without being one
                 specs.append((_GET, out or "") if known else (_GET_ANY,))
-            elif f in ("put", "write"):
-                specs.append((_PUT, str(argument(o) or "")))
-            elif f == "append":
-                specs.append((_APPEND, str(argument(o) or "")))
+            elif f in ("put", "write", "append"):
+                x = str(argument(o) or "")
+                if type(x) is not str:
+                    return None
+                specs.append((_PUT if f != "append" else _APPEND, x))
             else:
                 return None
     except Exception:  # the generic search meets it again, and says so

@@ -1001,3 +1001,14 @@ def test_kv_search_agrees_with_plain_wgl_on_one_busy_key(h: list[Op], initial: A
     with plain_wgl():
         plain = check(h, "kv", initial=initial)
     assert pruned.valid is plain.valid, h
+
+
+def test_kv_values_that_are_not_plain_strings_take_the_generic_step() -> None:
+    class Text(str):
+        pass
+
+    h = H((0, "invoke", "append", "x", "k"), (1, "invoke", "get", None, "k"), (0, "ok", "append", "x", "k"),
+          (1, "ok", "get", Text("x"), "k"), (2, "invoke", "get", None, "k"), (2, "ok", "get", 7, "k"))
+    assert verdict(h, "kv") is False
+    assert verdict(h[:4], "kv") is True
+    assert lin._kv_part(complete(pair(h[:4])), model("kv")) is None
