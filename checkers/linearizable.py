@@ -52,7 +52,9 @@ Lowe's memoization), pruned for histories full of crashed operations:
   start with the state while no put that could start it again (a completed
   put not linearized, invoked before the get returns, writing a prefix of
   the string; or any such crashed put) is left: appends only lengthen the
-  string, so that get could never be linearized. Once no get left reads
+  string, so that get could never be linearized. (So, where a candidate
+  get reads a longer string with no such put left, a step to a state that
+  is not its prefix is not taken at all.) Once no get left reads
   a string that starts with the state, the memo keys the state as one
   `junk` state: no get can tell two such states apart (appends keep them
   unread, a put makes them equal), so the orders of appends that a put
@@ -742,7 +744,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     # Frames: (call entry of a completed op, or -1 for a crashed op; the
     # crashed op's index in useful[sid before]; the op; sid, kset, cset before;
     # the next states; the index of the one taken; the wall).
-    frames: list[tuple[int, int, int, int, int, int, tuple[int, ...], int, int]] = []
+    frames: list[tuple[int, int, int, int, int, int, tuple[int, ...], int, int, str | None]] = []
     push = frames.append
     pop = frames.pop
     kset = 0
@@ -764,6 +766,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
     scan = reads is not None
     fresh = scan  # a configuration just reached: look for a forced move or a doomed get first
     forced = False  # e is a forced move: if it fails, so does its configuration
+    guide: str | None = None  # kv: what a state reached from here must be a prefix of
     blocked = -1
     while True:
         dead = False
@@ -772,7 +775,11 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 fresh = False
                 # The candidates, for a get that reads the state (a forced
                 # move), or one that can never read its value any more.
+                # A get that reads a longer string, with no put left to
+                # start it again, is a guide: a state it does not start
+                # with would be dead.
                 s: Any = states[sid]
+                guide = None
                 x = nxt[HEAD]
                 while is_call[x]:
                     i = op_of[x]
@@ -782,13 +789,15 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                             e = x
                             forced = True
                             break
-                        if not v.startswith(s):
-                            rm = resets[i]  # type: ignore[index]
-                            if rm is not None and rm & kset == rm:
+                        rm = resets[i]  # type: ignore[index]
+                        if rm is not None and rm & kset == rm:
+                            if not v.startswith(s):
                                 steps += 1
                                 dead = True
                                 blocked = i
                                 break
+                            if guide is None:
+                                guide = v
                     x = nxt[x]
             if dead:
                 pass
@@ -804,6 +813,9 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                 nk = kset | bits[i]
                 k = 0
                 for s2 in succ:
+                    if guide is not None and s2 != sid and not guide.startswith(states[s2]):  # type: ignore[arg-type]
+                        k += 1
+                        continue
                     mk = nk | (shl[s2] if (rb := read_by[s2]) & nk != rb else junk)
                     got = memo.get(mk)
                     if got is None:
@@ -832,7 +844,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     blocked = -1
                 else:
                     entries += 1
-                    push((e, -1, i, sid, kset, cset, succ, k, -1 if forced else 0))
+                    push((e, -1, i, sid, kset, cset, succ, k, -1 if forced else 0, guide))
                     forced = False
                     fresh = scan
                     sid = succ[k]
@@ -932,7 +944,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                         k += 1
                     if found:
                         entries += 1
-                        push((-1, ci, i, sid, kset, cset, succ, k, wall))
+                        push((-1, ci, i, sid, kset, cset, succ, k, wall, guide))
                         fresh = scan
                         used[c] = u + 1
                         cset = nc
@@ -948,7 +960,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     budget.steps += steps
                     return _Outcome(valid=False, steps=steps, op=best_op, prefix=best_prefix,
                                     states=[states[s] if kv is None else kv.decode(states[s]) for s in best_sids])
-                e0, ci0, i, sid, kset, cset, succ, k, wall = pop()
+                e0, ci0, i, sid, kset, cset, succ, k, wall, guide = pop()
                 k += 1
                 if e0 >= 0:
                     r = match[e0]
@@ -981,7 +993,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                         k += 1
                     if k < len(succ):  # the same op, another next state
                         entries += 1
-                        push((e0, -1, i, sid, kset, cset, succ, k, 0))
+                        push((e0, -1, i, sid, kset, cset, succ, k, 0, guide))
                         fresh = scan
                         sid = succ[k]
                         kset = nk
@@ -1022,7 +1034,7 @@ def _search(ops: list[Operation], m: Model, budget: _Budget) -> _Outcome:
                     k += 1
                 if k < len(succ):
                     entries += 1
-                    push((-1, ci0, i, sid, kset, cset, succ, k, wall))
+                    push((-1, ci0, i, sid, kset, cset, succ, k, wall, guide))
                     fresh = scan
                     used[c] += 1
                     cset = nc
