@@ -1,10 +1,14 @@
 """The default backend, `local`: every node a process of this machine on its
 own loopback address, nothing privileged needed.
 
-Node i (0-based) listens on 127.0.0.{first_address + i} (127.0.0.11, .12, ...
-by default), on one port per name the system asks for (`setup`'s `ports`:
-kvnode one, "client"; etcd two, "client" and "peer"), each free on all of
-those addresses (or `base_port` + the port's index). Its `NodePlace`:
+Node i (0-based) listens on 127.A.B.{first_address + i} (.11, .12, ... by
+default), where 127.A.B is drawn at random for each backend (or given as
+`network`): runs going on at once (`harness ci --jobs 2`) never share an
+address, so a port a killed or wiped node leaves free while it is down can
+be taken by nothing of another run (a proxy of another run listening there
+would relay this run's traffic to the other cluster). It listens on one
+port per name the system asks for (`setup`'s `ports`: kvnode one,
+"client"; etcd two, "client" and "peer"), each free on all of those addresses (or `base_port` + the port's index). Its `NodePlace`:
 
 - `listen` and `client`: those addresses (clients dial the nodes directly);
 - `peers[m][p]`: for every other node m and port p, the address of the proxy
@@ -70,6 +74,7 @@ import atexit
 import contextlib
 import functools
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -177,8 +182,12 @@ def _reserve_each(hosts: Sequence[str], port: int) -> list[socket.socket]:
     return held
 
 
+_DRAWN: set[str] = set()  # the networks drawn in this process (other processes: 1 in 65,024 to meet)
+
+
 class LocalBackend:
-    """Nodes as local processes on 127.0.0.x, links through TCP proxies,
+    """Nodes as local processes on loopback addresses of their own, links
+    through TCP proxies,
     clocks through libfaketime. See the module docstring."""
 
     name = "local"
@@ -188,21 +197,33 @@ class LocalBackend:
         base_port: int | None = None,
         first_address: int = 11,
         *,
+        network: str | None = None,
         on_block: BlockMode = "hold",
         seed: int | None = None,
     ) -> None:
         """`base_port`: the first port every node listens on (each on its
         own address; port i of `setup`'s `ports` at base_port + i; default:
         ports found free on all of them). `first_address`: the last byte of
-        the first node's 127.0.0.x. `on_block`: what the proxies do with
+        the first node's address. `network`: the first three bytes of the
+        nodes' addresses, "127.A.B" (default: drawn at random in
+        127.0.0.0/8, never 127.0.x). `on_block`: what the proxies do with
         bytes sent into a partition (`harness.backends.proxy`). `seed`: for
         the proxies' jitter and loss (None: unseeded)."""
         if base_port is not None and not 0 < base_port < 65536:
             raise ValueError(f"base_port must be within 1..65535, not {base_port}")
         if not 1 <= first_address <= 254:
             raise ValueError(f"first_address must be within 1..254, not {first_address}")
+        if network is None:
+            draw = random.SystemRandom()
+            while network is None or network in _DRAWN:  # another backend of this process has it
+                network = f"127.{draw.randint(1, 254)}.{draw.randint(0, 255)}"
+            _DRAWN.add(network)
+        parts = network.split(".")
+        if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) <= 255 for p in parts):
+            raise ValueError(f"network must be the first three bytes of a loopback address (127.A.B), not {network!r}")
         self.base_port = base_port
         self.first_address = first_address
+        self.network = network
         self.on_block: BlockMode = on_block
         self.seed = seed
         self._places: dict[str, NodePlace] = {}
@@ -235,7 +256,8 @@ class LocalBackend:
         if not ports or len(set(ports)) != len(ports):
             raise ValueError(f"need distinct port names, got {ports}")
         if self.first_address + len(nodes) - 1 > 254:
-            raise ValueError(f"{len(nodes)} nodes do not fit from 127.0.0.{self.first_address} to 127.0.0.254")
+            raise ValueError(f"{len(nodes)} nodes do not fit from {self.network}.{self.first_address} "
+                             f"to {self.network}.254")
         if self.base_port is not None and self.base_port + len(ports) - 1 > 65535:
             raise ValueError(f"{len(ports)} ports from {self.base_port} go past 65535")
         self._set_up = True
@@ -250,7 +272,7 @@ class LocalBackend:
         # Both probes run a child process: keep them off the event loop.
         self._faketime = await asyncio.to_thread(find_libfaketime)
         self._guard = await asyncio.to_thread(_orphan_guard)
-        hosts = [f"127.0.0.{self.first_address + i}" for i in range(len(nodes))]
+        hosts = [f"{self.network}.{self.first_address + i}" for i in range(len(nodes))]
         reserved: list[socket.socket] = []
         try:
             listen: dict[str, dict[str, tuple[str, int]]] = {n: {} for n in nodes}

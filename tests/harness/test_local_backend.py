@@ -1,5 +1,5 @@
 """The `local` backend end to end: real `kvnode serve` processes on
-127.0.0.11-13 talking through the backend's proxies, and the faults the
+127.A.B.11-13 talking through the backend's proxies, and the faults the
 nemesis will use on them: a partition (and its heal), kill and restart,
 pause and resume, clock skew; then a teardown that leaves no process, no
 listener and no control file. And what a system other than kvnode needs:
@@ -118,7 +118,7 @@ def test_places_put_each_node_on_its_own_address_and_peers_behind_proxies(tmp_pa
         try:
             places = await backend.setup(NODES, tmp_path)
             for i, (name, place) in enumerate(places.items()):
-                host = f"127.0.0.{11 + i}"
+                host = f"{backend.network}.{11 + i}"
                 assert list(place.listen) == ["client"] and place.host == host
                 assert place.listen["client"].startswith(host + ":") and place.client == place.listen
                 assert place.peers[name] == place.listen and place.advertise is None
@@ -234,13 +234,34 @@ def test_set_clock_moves_a_running_nodes_wall_clock(tmp_path: Path) -> None:
     run(main())
 
 
+def test_two_backends_never_share_an_address(tmp_path: Path) -> None:
+    """Two runs at once: a port one run's killed node leaves free must not
+    be where the other run's proxies or nodes listen."""
+    async def main() -> None:
+        a, b = LocalBackend(), LocalBackend()
+        try:
+            places_a = await a.setup(NODES, tmp_path / "a")
+            places_b = await b.setup(NODES, tmp_path / "b")
+            hosts_a = {p.host for p in places_a.values()}
+            hosts_b = {p.host for p in places_b.values()}
+            assert all(h.startswith("127.") for h in hosts_a | hosts_b)
+            assert not hosts_a & hosts_b, (hosts_a, hosts_b)
+        finally:
+            await a.teardown()
+            await b.teardown()
+
+    run(main())
+    with pytest.raises(ValueError, match=r"127\.A\.B"):
+        LocalBackend(network="10.0.0")
+
+
 def test_teardown_after_a_failed_setup_leaves_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         with socket.socket() as taken:
             taken.bind(("127.0.0.12", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            backend = LocalBackend(base_port=port)  # n2's port is taken
+            backend = LocalBackend(base_port=port, network="127.0.0")  # n2's port is taken
             with pytest.raises(OSError):
                 await backend.setup(NODES, tmp_path)
         assert refused(f"127.0.0.11:{port}")
