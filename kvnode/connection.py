@@ -35,7 +35,9 @@ class Connection:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._closed = False
         self._outbox = protocol.Outbox(writer)
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        loop = asyncio.get_running_loop()
+        self._heard_at = loop.time()  # when the last frame came in (the handshake's, at first)
+        self._reader_task = loop.create_task(self._read_loop())
 
     @classmethod
     async def open(
@@ -107,6 +109,7 @@ class Connection:
                 reply = await frames.next()
                 if reply is None:
                     break
+                self._heard_at = asyncio.get_running_loop().time()
                 future = self._pending.pop(reply["id"], None)
                 if future is not None and not future.done():
                     future.set_result(reply)
@@ -137,6 +140,18 @@ class Connection:
                 return await future
         finally:
             self._pending.pop(request_id, None)
+
+    def silent_for(self) -> float:
+        """Seconds since the last frame came in on this connection."""
+        return asyncio.get_running_loop().time() - self._heard_at
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent bytes and all (a stalled one
+        would never flush them); every request waiting fails with
+        `ConnectionLost`."""
+        self._closed = True
+        self._reader_task.cancel()
+        self._writer.transport.abort()
 
     async def close(self) -> None:
         self._reader_task.cancel()

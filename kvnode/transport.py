@@ -118,6 +118,17 @@ class TcpTransport:
             return await conn.request(message, timeout)
         except NotSent as e:
             raise PeerUnreachable(f"{peer}: {e}") from None
+        except TimeoutError:
+            if conn.silent_for() >= timeout and not conn.closed:
+                # Not one frame back for a whole timeout: the stream is
+                # stalled (TCP backing off after losses, or a backlog of
+                # requests abandoned ahead of this one), and every later
+                # request would wait behind it. A fresh connection starts
+                # clean; the requests still waiting here fail as lost.
+                conn.abort()
+                if self._conns.get(peer) is conn:
+                    del self._conns[peer]
+            raise
 
     def connected_to(self, peer: str) -> bool:
         conn = self._conns.get(peer)
