@@ -231,12 +231,7 @@ def histories(draw: Any, name: str, unique: bool = False, mutate: bool = False) 
         p = next((p for p, t in free_at.items() if t < r["start"]), len(free_at) + 100)
         r["process"] = p
         free_at[p] = r["end"] if r["outcome"] in ("ok", "fail") else 10**9
-    events = []
-    for j, r in enumerate(recs):
-        events.append((r["start"], 0, j, "invoke"))
-        if r["outcome"] != "none":
-            events.append((r["end"], 1, j, r["outcome"]))
-    events.sort()
+    events = _events(recs)
     history = []
     for i, (t, _, j, typ) in enumerate(events):
         r = recs[j]
@@ -583,6 +578,33 @@ def plain_wgl() -> Iterator[None]:
         yield
 
 
+def _events(recs: list[dict[str, Any]]) -> list[tuple[int, int, int, str]]:
+    """(time, 0 for an invocation and 1 for a completion, op, type) in time
+    order: an invocation per drawn op, a completion unless its outcome is "none"."""
+    events = []
+    for j, r in enumerate(recs):
+        events.append((r["start"], 0, j, "invoke"))
+        if r["outcome"] != "none":
+            events.append((r["end"], 1, j, r["outcome"]))
+    return sorted(events)
+
+
+def _history_of(recs: list[dict[str, Any]], *, read: str) -> list[Op]:
+    """Drawn operations (f, key, arg, out, outcome, start, end) as a history
+    in time order: an invocation each, and a completion unless the outcome
+    is "none"; an ok `read` completes with what it read, other ok ops with
+    their argument."""
+    events = _events(recs)
+    history = []
+    for i, (t, _, j, typ) in enumerate(events):
+        r = recs[j]
+        value = r["arg"] if typ == "invoke" else r["out"] if r["f"] == read and typ == "ok" else \
+            r["arg"] if typ == "ok" else None
+        history.append(Op(index=i, time=t, process=j, type=typ, f=r["f"], key=r.get("key"),  # type: ignore[arg-type]
+                          value=value))
+    return history
+
+
 @st.composite
 def crashy_register_histories(draw: Any, max_ops: int = 11) -> tuple[list[Op], int]:
     """A cas-register run (values 0-2, initial 0) where many ops crash: a
@@ -618,19 +640,7 @@ def crashy_register_histories(draw: Any, max_ops: int = 11) -> tuple[list[Op], i
         reads = [r for r in recs if r["f"] == "read" and r["outcome"] == "ok"]
         if reads:
             draw(st.sampled_from(reads))["out"] = draw(V)
-    events = []
-    for j, r in enumerate(recs):
-        events.append((r["start"], 0, j, "invoke"))
-        if r["outcome"] != "none":
-            events.append((r["end"], 1, j, r["outcome"]))
-    events.sort()
-    history = []
-    for i, (t, _, j, typ) in enumerate(events):
-        r = recs[j]
-        value = r["arg"] if typ == "invoke" else r["out"] if r["f"] == "read" and typ == "ok" else \
-            r["arg"] if typ == "ok" else None
-        history.append(Op(index=i, time=t, process=j, type=typ, f=r["f"], value=value))  # type: ignore[arg-type]
-    return history, n
+    return _history_of(recs, read="read"), n
 
 
 @settings(max_examples=400)
@@ -950,20 +960,7 @@ def crashy_kv_histories(draw: Any, max_ops: int = 10, keys: tuple[str, ...] = ("
             r["out"] = draw(KV_READS)
         else:
             r["f"] = "put" if r["f"] == "append" else "append"
-    events = []
-    for j, r in enumerate(recs):
-        events.append((r["start"], 0, j, "invoke"))
-        if r["outcome"] != "none":
-            events.append((r["end"], 1, j, r["outcome"]))
-    events.sort()
-    history = []
-    for i, (t, _, j, typ) in enumerate(events):
-        r = recs[j]
-        value = r["arg"] if typ == "invoke" else r["out"] if r["f"] == "get" and typ == "ok" else \
-            r["arg"] if typ == "ok" else None
-        history.append(Op(index=i, time=t, process=j, type=typ, f=r["f"], key=r["key"],  # type: ignore[arg-type]
-                          value=value))
-    return history
+    return _history_of(recs, read="get")
 
 
 KV_INITIAL = st.sampled_from([None, {"k": "x"}, {"k": "", "j": "y"}])
