@@ -16,6 +16,11 @@ order among ready callbacks, and a hash of everything it ran.
   blake2b hash (`trace_hash`); descriptions name the callback's qualified
   name and, for a task's step, the task's per-loop serial and coroutine name,
   never an address. Same seed and same program: same hash.
+- **Pauses.** `pause(owner)` freezes everything an owner (a node's
+  incarnation, see `OWNER`) would run, as SIGSTOP freezes a process: its
+  callbacks and due timers are held, in order, until `resume(owner)` puts
+  them back; the rest of the world runs on. Held callbacks are not traced
+  until they run.
 - **Refusals.** The world has no threads, executors, subprocesses, sockets,
   signals or file-descriptor watchers: each raises `SimulationError` naming
   what was attempted and the seam to use instead (`kvnode.offload`'s
@@ -122,6 +127,7 @@ class SimLoop(asyncio.BaseEventLoop):
         # when they are collected depends on the garbage collector).
         self.callback_errors: list[str] = []
         self.unretrieved = 0
+        self._paused: dict[str, list[asyncio.Handle]] = {}  # owner -> its held callbacks, in order
 
     # ------------------------------------------------------------ time
 
@@ -158,6 +164,30 @@ class SimLoop(asyncio.BaseEventLoop):
         tasks = [t for t in asyncio.all_tasks(self) if isinstance(t, _SimTask) and t._sim_owner == owner]
         return sorted(tasks, key=hash)
 
+    # ----------------------------------------------------------- pauses
+
+    def pause(self, owner: str) -> None:
+        """Hold every callback of `owner` from now on (see the module docstring)."""
+        self._paused.setdefault(owner, [])
+
+    def resume(self, owner: str) -> None:
+        """Run `owner`'s held callbacks again, in the order they were held."""
+        self._ready.extend(self._paused.pop(owner, []))
+
+    def is_paused(self, owner: str) -> bool:
+        return owner in self._paused
+
+    def _hold(self, batch: list[asyncio.Handle]) -> list[asyncio.Handle]:
+        runnable = []
+        for handle in batch:
+            owner = handle._context.get(OWNER)  # type: ignore[attr-defined]
+            held = self._paused.get(owner) if owner is not None else None
+            if held is None:
+                runnable.append(handle)
+            else:
+                held.append(handle)
+        return runnable
+
     def set_task_factory(self, factory: Any) -> None:
         raise _refuse("a task factory", "the simulated loop makes its own tasks so that their order is stable")
 
@@ -192,6 +222,8 @@ class SimLoop(asyncio.BaseEventLoop):
             self._ready.append(handle)
         batch = list(self._ready)
         self._ready.clear()
+        if self._paused:
+            batch = self._hold(batch)
         self.rng.shuffle(batch)
         now = repr(self._now).encode()
         for handle in batch:

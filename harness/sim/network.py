@@ -14,12 +14,22 @@ Faults, as the harness's partition nemesis has them (a "grudge"):
 cuts every link between two groups (both ways); `heal()` mends every link.
 A cut link behaves like the local backend's blackholing proxy: the peer
 still counts as reachable and requests to it time out, which is
-indeterminate, as it must be. A node that is down (`set_up(node, False)`:
-crashed or not started) refuses connections at once (`PeerUnreachable`:
-nothing was sent), and requests in flight to it end with `ConnectionLost`.
+indeterminate, as it must be. A node that is down (`detach`: crashed or not
+started) refuses connections at once (`PeerUnreachable`: nothing was sent),
+and requests in flight to it end with `ConnectionLost`.
 
-Not modelled yet: duplication, clogging (a link slowed rather than cut),
-bandwidth.
+Packet faults, as the packet nemesis shapes a node's interface: `shape(nodes,
+delay=, loss=)` adds a delay (with up to half of it again as jitter) and a
+loss chance to every message to or from those nodes; a large delay is a
+clogged link (slowed, not cut); `unshape()` ends it.
+
+Duplication (`NetworkSettings.duplicate`): a request between two nodes is
+delivered a second time, later, with its reply going nowhere, as a
+retrying transport would do it. TCP never duplicates a frame, so this tests
+what kvnode's replica messages would survive, not what the real node meets;
+requests from clients are never duplicated.
+
+Not modelled: bandwidth.
 """
 
 from __future__ import annotations
@@ -45,12 +55,14 @@ Receiver = Callable[[str, dict[str, Any], Callable[[dict[str, Any]], None]], Non
 class NetworkSettings:
     """Latency in seconds: each link's base is uniform in [latency_min,
     latency_max]; each message adds up to `jitter` times the base. `loss`
-    is the chance that one message (request or reply) is dropped."""
+    is the chance that one message (request or reply) is dropped;
+    `duplicate` the chance that a request between nodes arrives twice."""
 
     latency_min: float = 0.0005
     latency_max: float = 0.005
     jitter: float = 0.5
     loss: float = 0.0
+    duplicate: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.latency_min <= self.latency_max:
@@ -59,6 +71,8 @@ class NetworkSettings:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
         if not 0 <= self.loss <= 1:
             raise ValueError(f"loss must be in [0, 1], got {self.loss}")
+        if not 0 <= self.duplicate <= 1:
+            raise ValueError(f"duplicate must be in [0, 1], got {self.duplicate}")
 
 
 class SimNetwork:
@@ -70,18 +84,23 @@ class SimNetwork:
         self._receivers: dict[str, Receiver | None] = {}
         self._base: dict[tuple[str, str], float] = {}
         self._cut: set[tuple[str, str]] = set()
+        self._shaped: dict[str, tuple[float, float]] = {}  # node -> (delay, loss) of a packet fault
+        self._clients: set[str] = set()
         self._inflight: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         self._ids = 0
-        self.counters = {"sent": 0, "delivered": 0, "lost": 0, "cut": 0}
+        self.counters = {"sent": 0, "delivered": 0, "lost": 0, "cut": 0, "duplicated": 0}
 
     # ------------------------------------------------------------ nodes
 
-    def add(self, node: str) -> None:
-        """Name a node of the network (down until `attach`)."""
+    def add(self, node: str, *, client: bool = False) -> None:
+        """Name a node of the network (down until `attach`); a `client`'s
+        requests are never duplicated."""
         if node in self._receivers:
             raise ValueError(f"node {node!r} is already on the network")
         self._receivers[node] = None
         self._inflight[node] = set()
+        if client:
+            self._clients.add(node)
 
     @property
     def nodes(self) -> list[str]:
@@ -133,6 +152,23 @@ class SimNetwork:
         """Mend every link."""
         self._cut.clear()
 
+    def shape(self, nodes: Iterable[str], *, delay: float = 0.0, loss: float = 0.0) -> None:
+        """Delay (seconds, plus up to half again) and lose (a chance) every
+        message to or from `nodes`, until `unshape`."""
+        if delay < 0 or not 0 <= loss <= 1:
+            raise ValueError(f"a packet fault needs delay >= 0 and loss in [0, 1], got {delay}, {loss}")
+        for node in nodes:
+            self._known(node)
+            self._shaped[node] = (delay, loss)
+
+    def unshape(self) -> None:
+        """End every packet fault."""
+        self._shaped.clear()
+
+    @property
+    def shaped(self) -> dict[str, tuple[float, float]]:
+        return dict(self._shaped)
+
     def is_cut(self, src: str, dst: str) -> bool:
         return (src, dst) in self._cut
 
@@ -147,7 +183,12 @@ class SimNetwork:
         base = self._base.get((src, dst))
         if base is None:
             base = self._base[(src, dst)] = self.rng.uniform(s.latency_min, s.latency_max)
-        return base * (1 + self.rng.uniform(0, s.jitter))
+        delay = base * (1 + self.rng.uniform(0, s.jitter))
+        if self._shaped:
+            extra = max(self._shaped.get(src, (0.0, 0.0))[0], self._shaped.get(dst, (0.0, 0.0))[0])
+            if extra:
+                delay += extra * (1 + self.rng.uniform(0, 0.5))
+        return delay
 
     def _passes(self, src: str, dst: str) -> bool:
         if (src, dst) in self._cut:
@@ -156,6 +197,11 @@ class SimNetwork:
         if self.settings.loss and self.rng.random() < self.settings.loss:
             self.counters["lost"] += 1
             return False
+        if self._shaped:
+            loss = max(self._shaped.get(src, (0.0, 0.0))[1], self._shaped.get(dst, (0.0, 0.0))[1])
+            if loss and self.rng.random() < loss:
+                self.counters["lost"] += 1
+                return False
         return True
 
     async def request(self, src: str, dst: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -176,12 +222,18 @@ class SimNetwork:
         finally:
             self._inflight[dst].discard(future)
 
-    def _arrive(self, src: str, dst: str, frame: bytes, future: asyncio.Future[dict[str, Any]]) -> None:
+    def _arrive(self, src: str, dst: str, frame: bytes, future: asyncio.Future[dict[str, Any]],
+                duplicate: bool = False) -> None:
         receiver = self._receivers.get(dst)
-        if future.done() or receiver is None or not self._passes(src, dst):
+        if (future.done() and not duplicate) or receiver is None or not self._passes(src, dst):
             return
         self.counters["delivered"] += 1
-        answered = False
+        dup = self.settings.duplicate
+        if dup and not duplicate and src not in self._clients and self.rng.random() < dup:
+            self.counters["duplicated"] += 1
+            asyncio.get_running_loop().call_later(self._delay(src, dst), self._arrive, src, dst, frame, future,
+                                                  True)
+        answered = duplicate  # a duplicate's answer goes nowhere: the sender took the first
 
         def reply(answer: dict[str, Any]) -> None:
             nonlocal answered

@@ -10,19 +10,30 @@ socket goes through (access rules, the inline `replica_get`, a task per
 request), in that node's own context, so every task the node spawns is its
 own (`loop.OWNER`).
 
-- **Crash** (`crash`): the node leaves the network (requests in flight to it
-  are lost), every task it owns is cancelled, its `Node` object is dropped
-  and its disk loses what was not fsynced (`SimFileSystem.crash`).
-  **Restart** (`restart`): a new `Node` on the same disk, as a new process
-  would be.
+- **Crash** (`crash`, the kill fault): the node leaves the network
+  (requests in flight to it are lost), every task it owns is cancelled and
+  its `Node` object is dropped; its disk keeps every byte written, synced or
+  not, as the OS's page cache would (`SimFileSystem.kill`). **Power loss**
+  (`power`): the same, and the disk loses what was not fsynced, torn as its
+  seed says (`SimFileSystem.crash`). **Restart** (`restart`, `power-on`): a
+  new `Node` on the same disk, as a new process would be.
+- **Pause** (`pause`, `resume`): as SIGSTOP, everything the node would run is
+  held by the loop (`SimLoop.pause`) and messages to it wait, until resume.
+- **Clock** (`clock`, `clock-reset`): a node's wall clock jumps by an offset
+  (its monotonic clock does not, as with libfaketime), and back.
+- **Packet** (`packet`, `packet-stop`): messages to and from some nodes are
+  delayed (a large delay is a clogged link) and lost (`SimNetwork.shape`).
 - **Clients** are the harness's own: the workload's workers (`Workload.worker`)
   drive `harness.systems.kvnode.KvnodeClient`, whose `AsyncClient` sends its
   requests over the simulated network (`SimAsyncClient`); operations are
   timed by `harness.generator.OpTimer` and recorded in the history format
   (`checkers.history.Op`), times in virtual nanoseconds.
-- **Faults** (`nemesis`): `partition` cuts the cluster into two random
-  halves and heals, in turn, every `nemesis_interval`; `kill` crashes a
-  random node and restarts it. Each is recorded as nemesis ops.
+- **Faults** (`nemesis`): every `nemesis_interval` the next kind in turn
+  starts or ends: `partition` (two random groups), `kill`, `pause`, `power`
+  (a random node), `clock` (a random node's clock jumps by up to 10 s either
+  way), `packet` (a random non-empty set of nodes: delay, loss or both).
+  The faults form an explicit schedule of `Step`s (`World.plan`), recorded
+  as nemesis ops as `harness run` records them.
 - **The end**, as `harness run` has it: heal, restart what is down, let the
   cluster settle (`recovery` simulated seconds), read every key from every
   node, then judge the history with the checkers the workload plans for
@@ -68,7 +79,11 @@ from workloads.base import Workload, WorkloadOptions, judge, plan
 
 __all__ = ["FAULTS", "Outcome", "SimClock", "Step", "World", "WorldConfig", "drain", "simulate"]
 
-FAULTS = ("partition", "kill")
+FAULTS = ("partition", "kill", "pause", "clock", "packet", "power")
+ACTIONS = ("partition", "heal", "crash", "restart", "pause", "resume", "clock", "clock-reset", "packet",
+           "packet-stop", "power", "power-on")
+Action = Literal["partition", "heal", "crash", "restart", "pause", "resume", "clock", "clock-reset", "packet",
+                 "packet-stop", "power", "power-on"]
 EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock's start
 PORT = 7000  # never opened: a node's configured address is only a name in the simulation
 
@@ -77,33 +92,58 @@ PORT = 7000  # never opened: a node's configured address is only a name in the s
 class Step:
     """One fault of a schedule, `at` simulated seconds after the start:
     `partition` into `groups` (both ways; replaces any partition in force),
-    `heal`, `crash` or `restart` of `node`."""
+    `heal`; `crash`, `restart`, `pause`, `resume` of `node`; `clock` moves
+    `node`'s wall clock by `offset` seconds, `clock-reset` puts every clock
+    back; `packet` delays (`delay` seconds) and loses (`loss`) messages of
+    `nodes`, `packet-stop` ends it; `power` cuts `nodes`' power (their disks
+    lose what was not synced), `power-on` restarts them."""
 
     at: float
-    action: Literal["partition", "heal", "crash", "restart"]
+    action: Action
     groups: tuple[tuple[str, ...], ...] = ()
     node: str = ""
+    nodes: tuple[str, ...] = ()
+    offset: float = 0.0
+    delay: float = 0.0
+    loss: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown step action {self.action!r} (one of: {', '.join(ACTIONS)})")
 
     def __str__(self) -> str:
-        if self.action == "partition":
-            return f"t={self.at:.2f} s cut {' | '.join(' '.join(g) for g in self.groups)}"
-        if self.action == "heal":
-            return f"t={self.at:.2f} s heal"
-        return f"t={self.at:.2f} s {self.action} {self.node}"
+        t = f"t={self.at:.2f} s"
+        match self.action:
+            case "partition":
+                return f"{t} cut {' | '.join(' '.join(g) for g in self.groups)}"
+            case "heal" | "clock-reset" | "packet-stop":
+                return f"{t} {self.action.replace('-', ' ')}"
+            case "clock":
+                return f"{t} clock {self.node} {self.offset:+.3f} s"
+            case "packet":
+                what = [f"delay {self.delay:.2f} s"] if self.delay else []
+                what += [f"loss {self.loss:.0%}"] if self.loss else []
+                return f"{t} packet {' '.join(self.nodes)}: {', '.join(what) or 'nothing'}"
+            case "power":
+                return f"{t} power off {' '.join(self.nodes)}"
+            case "power-on":
+                return f"{t} power on {' '.join(self.nodes)}"
+        return f"{t} {self.action} {self.node}"
 
 
 class SimClock:
     """A node's `kvnode.clock.Clock` on the loop's virtual time: monotonic
     is the loop's time; the wall clock adds a skew (the clock fault)."""
 
-    __slots__ = ("_loop", "skew_ns")
+    __slots__ = ("_loop", "offset_ns", "skew_ns")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, skew_ns: int = 0) -> None:
         self._loop = loop
-        self.skew_ns = skew_ns
+        self.skew_ns = skew_ns  # the node's own, for the whole run
+        self.offset_ns = 0  # a clock fault's jump
 
     def wall_ns(self) -> int:
-        return EPOCH_NS + round(self._loop.time() * 1e9) + self.skew_ns
+        return EPOCH_NS + round(self._loop.time() * 1e9) + self.skew_ns + self.offset_ns
 
     def monotonic(self) -> float:
         return self._loop.time()
@@ -143,6 +183,7 @@ class WorldConfig:
     mix: str = "default"  # the workload's operation mix (workloads.base.MIXES)
     max_ops_per_key: int = 100
     skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
+    power_targets: Literal["one", "all"] = "one"  # whose power the power fault cuts
     check: tuple[str, ...] = ()  # claims to check beyond what kvnode promises (as `harness run --check`)
 
     def __post_init__(self) -> None:
@@ -155,6 +196,8 @@ class WorldConfig:
             raise ValueError("simulated_seconds, nemesis_interval and op_timeout must be positive")
         if self.rate <= 0:
             raise ValueError(f"rate must be positive, not {self.rate}")
+        if self.power_targets not in ("one", "all"):
+            raise ValueError(f"power_targets is one or all, not {self.power_targets!r}")
         unknown = [f for f in self.nemesis if f not in FAULTS]
         if unknown:
             raise ValueError(f"unknown fault {unknown[0]!r} (the simulation has: {', '.join(FAULTS)})")
@@ -255,6 +298,7 @@ class _SimNode:
         self.incarnation = 0
         self.context = contextvars.Context()
         self.links: dict[str, _Link] = {}
+        self.held: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None]]] | None = None  # paused
 
     @property
     def owner(self) -> str:
@@ -278,6 +322,9 @@ class _SimNode:
         node, incarnation = self.node, self.incarnation
         if node is None:
             return
+        if self.held is not None:  # paused: it waits, as in a stopped process's socket buffer
+            self.held.append((src, message, reply))
+            return
 
         def answer(m: dict[str, Any]) -> None:
             if self.incarnation == incarnation and self.node is node:  # not from a crashed incarnation
@@ -294,15 +341,39 @@ class _SimNode:
                                            claimed=src if peer else None)
         self.context.run(node._accept, message, link, cast(Any, _Outbox(answer)))
 
-    def crash(self) -> None:
+    def pause(self) -> bool:
+        if self.node is None or self.held is not None:
+            return False
+        self.held = []
+        self.world.loop.pause(self.owner)
+        return True
+
+    def resume(self) -> bool:
+        if self.held is None:
+            return False
+        held, self.held = self.held, None
+        loop = self.world.loop
+        loop.resume(self.owner)
+        for src, message, reply in held:
+            loop.call_soon(self._receive, src, message, reply)
+        return True
+
+    def crash(self, *, power: bool = False) -> None:
+        """The process dies (its disk keeps the page cache) or, with `power`,
+        the machine loses power (the disk keeps what was synced)."""
         if self.node is None:
             return
         self.world.network.detach(self.name)
         loop = self.world.loop
+        self.held = None
+        loop.resume(self.owner)  # held callbacks run, to be cancelled
         for task in loop.tasks_of(self.owner):
             task.cancel()
         self.node = None
-        self.disk.crash()
+        if power:
+            self.disk.crash()
+        else:
+            self.disk.kill()
 
 
 class World:
@@ -379,7 +450,7 @@ class World:
     def client(self, name: str, node: str) -> _SimKvnodeClient:
         """The harness's kvnode client for `node`, as the client endpoint `name`."""
         if name not in self.network.nodes:
-            self.network.add(name)
+            self.network.add(name, client=True)
             self.network.attach(name, lambda src, m, reply: None)  # clients serve nothing
         # As KvnodeClient.open sizes it: an add makes two requests within op_timeout.
         timeout = min(5.0, self.config.op_timeout / 2.5)
@@ -482,12 +553,39 @@ class World:
                     groups = (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
                     active["partition"] = groups
                     steps.append(Step(at=at, action="partition", groups=groups))
-            elif kind == "kill":
-                if "kill" in active:
-                    steps.append(Step(at=at, action="restart", node=active.pop("kill")))
+            elif kind in ("kill", "pause"):
+                start: Action = "crash" if kind == "kill" else "pause"
+                stop: Action = "restart" if kind == "kill" else "resume"
+                if kind in active:
+                    steps.append(Step(at=at, action=stop, node=active.pop(kind)))
                 else:
-                    active["kill"] = name = self.rng.choice(self.nodes)
-                    steps.append(Step(at=at, action="crash", node=name))
+                    active[kind] = name = self.rng.choice(self.nodes)
+                    steps.append(Step(at=at, action=start, node=name))
+            elif kind == "power":
+                if kind in active:
+                    steps.append(Step(at=at, action="power-on", nodes=active.pop(kind)))
+                else:
+                    nodes = tuple(self.nodes) if config.power_targets == "all" else (self.rng.choice(self.nodes),)
+                    active[kind] = nodes
+                    steps.append(Step(at=at, action="power", nodes=nodes))
+            elif kind == "clock":
+                if active.pop(kind, None):
+                    steps.append(Step(at=at, action="clock-reset"))
+                else:
+                    # log-uniform in [10 ms, 10 s], either way, to the millisecond
+                    offset = round(self.rng.choice((-1, 1)) * 10 ** self.rng.uniform(-2, 1), 3)
+                    active[kind] = True
+                    steps.append(Step(at=at, action="clock", node=self.rng.choice(self.nodes), offset=offset))
+            elif kind == "packet":
+                if active.pop(kind, None):
+                    steps.append(Step(at=at, action="packet-stop"))
+                else:
+                    chosen = tuple(sorted(self.rng.sample(self.nodes, self.rng.randint(1, len(self.nodes)))))
+                    profile = self.rng.choice(("delay", "loss", "delay+loss"))
+                    delay = round(self.rng.uniform(0.05, 1.0), 3) if "delay" in profile else 0.0
+                    loss = round(self.rng.uniform(0.05, 0.5), 3) if "loss" in profile else 0.0
+                    active[kind] = True
+                    steps.append(Step(at=at, action="packet", nodes=chosen, delay=delay, loss=loss))
             at = round(at + config.nemesis_interval, 9)
         return tuple(steps)
 
@@ -510,11 +608,52 @@ class World:
             elif step.action == "restart" and not self.is_up(step.node):
                 await self.restart(step.node)
                 self._fault("start", [step.node])
+            elif step.action == "pause" and self._node(step.node).pause():
+                self._fault("pause", [step.node])
+            elif step.action == "resume" and self._node(step.node).resume():
+                self._fault("resume", [step.node])
+            elif step.action == "clock":
+                self._node(step.node).clock.offset_ns = round(step.offset * 1e9)
+                self._fault("bump-clock", {step.node: step.offset})
+            elif step.action == "clock-reset":
+                self._reset_clocks()
+            elif step.action == "packet":
+                self.network.shape(step.nodes, delay=step.delay, loss=step.loss)
+                self._fault("start-packet", {"nodes": list(step.nodes), "delay": step.delay, "loss": step.loss})
+            elif step.action == "packet-stop" and self.network.shaped:
+                self.network.unshape()
+                self._fault("stop-packet", None)
+            elif step.action == "power":
+                down = [n for n in step.nodes if self.is_up(n)]
+                for name in down:  # every target down before any disk forgets: one outage
+                    self._node(name).crash(power=True)
+                if down:
+                    self._fault("power-off", {"nodes": down})
+            elif step.action == "power-on":
+                up = [n for n in step.nodes if not self.is_up(n)]
+                for name in up:
+                    await self.restart(name)
+                if up:
+                    self._fault("power-on", {"nodes": up})
+
+    def _reset_clocks(self) -> None:
+        moved = {n: s.clock.offset_ns / 1e9 for n, s in self.sim.items() if s.clock.offset_ns}
+        for name in moved:
+            self.sim[name].clock.offset_ns = 0
+        if moved:
+            self._fault("reset-clock", {n: 0.0 for n in moved})
 
     async def _heal(self) -> None:
         if self.network.cuts:
             self.network.heal()
             self._fault("stop-partition", None)
+        if self.network.shaped:
+            self.network.unshape()
+            self._fault("stop-packet", None)
+        self._reset_clocks()
+        for name in self.nodes:
+            if self._node(name).resume():
+                self._fault("resume", [name])
         for name in self.nodes:
             if not self.is_up(name):
                 await self.restart(name)

@@ -19,6 +19,10 @@ What it models
   released and every handle opened before it goes stale (using one raises
   `OSError`, closing one is a no-op). The disk is then "rebooted": a new
   `Engine.open` on it sees exactly the durable state.
+- **A process kill** (`kill`): the program dies, the machine does not. Every
+  lock is released and every handle goes stale, but nothing is lost: what
+  was written and not synced stays in the page cache (current, still not
+  durable, so a later power loss can still drop it).
 - **Torn writes** (pass a seeded `random.Random`): a crash keeps a random
   prefix of each file's unsynced tail instead of none of it, and a random
   prefix, in order, of each directory's unsynced name changes (a journaling
@@ -258,6 +262,13 @@ class SimFileSystem:
                 self._settle()
             self._down = False
             self._crash_countdown = None
+
+    def kill(self) -> None:
+        """The process using the disk dies (SIGKILL): release every lock and
+        make every open handle stale; keep every byte and name, synced or not."""
+        with self._mutex:
+            self._locks.clear()
+            self._epoch += 1
 
     def crash_after(self, operations: int | None) -> None:
         """Arm a crash to strike in the middle of whatever runs next: the

@@ -1,15 +1,17 @@
 """The simulated event loop (harness.sim.loop): virtual time, seeded
-interleavings that repeat for a seed, the trace hash, and the refusals."""
+interleavings that repeat for a seed, the trace hash, pauses, and the
+refusals."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from typing import Any
 
 import pytest
 
-from harness.sim.loop import SimLoop, SimulationError, run
+from harness.sim.loop import OWNER, SimLoop, SimulationError, run
 
 
 async def _interleaved(tasks: int = 12, rounds: int = 4) -> list[int]:
@@ -168,3 +170,31 @@ def test_threads_work_again_once_the_world_stops() -> None:
 def test_seed_must_be_an_int() -> None:
     with pytest.raises(TypeError, match="seed must be an int"):
         SimLoop("1")  # type: ignore[arg-type]
+
+
+def test_a_paused_owner_runs_nothing_until_resumed_and_the_rest_runs_on() -> None:
+    async def main() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, SimLoop)
+        seen: list[tuple[str, float]] = []
+
+        async def ticker(name: str) -> None:
+            for _ in range(4):
+                await asyncio.sleep(1)
+                seen.append((name, loop.time()))
+
+        a = contextvars.Context()
+        a.run(OWNER.set, "a#1")
+        tasks = [loop.create_task(ticker("a"), context=a), loop.create_task(ticker("b"))]
+        await asyncio.sleep(1.5)
+        loop.pause("a#1")
+        assert loop.is_paused("a#1")
+        await asyncio.sleep(3)
+        loop.resume("a#1")
+        await asyncio.gather(*tasks)
+        return seen
+
+    seen = run(main(), 7)[0]
+    assert [t for n, t in seen if n == "b"] == [1.0, 2.0, 3.0, 4.0]
+    # a's tick due at 2.0 waited for the resume at 4.5; its sleeps then went on from there
+    assert [t for n, t in seen if n == "a"] == [1.0, 4.5, 5.5, 6.5]

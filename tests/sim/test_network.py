@@ -1,5 +1,6 @@
 """The simulated network (harness.sim.network): latency, loss, one-way and
-two-way partitions, healing, a node going down, on the simulated loop."""
+two-way partitions, healing, packet faults, duplication, a node going down,
+on the simulated loop."""
 
 from __future__ import annotations
 
@@ -160,3 +161,52 @@ def test_a_request_that_does_not_validate_is_answered_bad_request() -> None:
     assert reply["type"] == "error"
     assert reply["code"] == "bad_request"
     assert "ring_set" in reply["message"]
+
+
+def test_a_packet_fault_delays_and_loses_messages_of_its_nodes_only() -> None:
+    async def main() -> tuple[list[float], float, str, int]:
+        loop = asyncio.get_running_loop()
+        net = _net(latency_min=0.01, latency_max=0.01, jitter=0)
+        net.shape(["n2"], delay=0.5)
+        slow = []
+        for _ in range(5):
+            t = loop.time()
+            assert await _ask(net, "n1", "n2", timeout=5) == "n2<-n1"
+            slow.append(loop.time() - t)
+        t = loop.time()
+        await _ask(net, "n1", "n3")
+        fast = loop.time() - t
+        net.shape(["n3"], loss=1.0)
+        lost = await _ask(net, "n1", "n3", timeout=0.5)
+        net.unshape()
+        return slow, fast, lost, (await _ask(net, "n1", "n3")).count("<-")
+
+    slow, fast, lost, healed = run(main(), 3)[0]
+    # there and back, each way 0.5 s plus up to half again of jitter
+    assert all(1.0 <= s <= 1.6 for s in slow), slow
+    assert fast == pytest.approx(0.02)
+    assert lost == "timeout"
+    assert healed == 1
+
+
+def test_duplication_delivers_a_node_request_twice_and_a_client_request_once() -> None:
+    async def main() -> tuple[list[str], str]:
+        net = SimNetwork(random.Random(1), NetworkSettings(duplicate=1.0))
+        seen: list[str] = []
+        for name, client in (("n1", False), ("n2", False), ("c1", True)):
+            net.add(name, client=client)
+
+            def answer(src: str, m: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None:
+                seen.append(src)
+                reply({"type": "ring_get_ok", "id": m["id"], "epoch": 0, "ring": {"asker": src}, "node": "n2"})
+
+            net.attach(name, answer)
+        first = await _ask(net, "n1", "n2")
+        await asyncio.sleep(1)  # the duplicate arrives after the original's answer
+        await _ask(net, "c1", "n2")
+        await asyncio.sleep(1)
+        return seen, first
+
+    seen, first = run(main(), 1)[0]
+    assert first == "n2<-n1"
+    assert seen == ["n1", "n1", "c1"]

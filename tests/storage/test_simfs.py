@@ -38,6 +38,20 @@ def test_unsynced_bytes_are_lost_at_a_crash(fs: SimFileSystem) -> None:
     assert fs.read_all("/d/f") == b""
 
 
+def test_a_process_kill_keeps_unsynced_bytes_and_names_until_a_power_loss(fs: SimFileSystem) -> None:
+    f = fs.create("/d/f")
+    f.write(b"page cache")
+    lock = fs.lock("/d/LOCK")
+    fs.kill()
+    with pytest.raises(OSError):
+        f.write(b"more")  # the dead process's handle is gone
+    assert fs.read_all("/d/f") == b"page cache"  # the machine still has it
+    fs.lock("/d/LOCK").release()  # the dead holder's lock went with it
+    del lock
+    fs.crash()  # never synced: the power loss drops file and name
+    assert not fs.exists("/d/f")
+
+
 def test_synced_bytes_survive_and_the_unsynced_tail_does_not(fs: SimFileSystem) -> None:
     f = fs.create("/d/f")
     f.write(b"one")
