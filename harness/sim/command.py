@@ -17,10 +17,12 @@ the command runs.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,26 +86,46 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
     return run_dir
 
 
-def _outcomes(config: Any, seeds: list[int], jobs: int, schedule: Any = None) -> Iterator[Any]:
+def _outcomes(config: Any, seeds: Iterable[int], jobs: int, schedule: Any = None,
+              deadline: float | None = None) -> Iterator[Any]:
     """Each seed's `Outcome`, in seed order; with `jobs` > 1 from that many
-    worker processes (a seed's run does not depend on where it runs)."""
+    worker processes (a seed's run does not depend on where it runs). With
+    a `deadline` (time.monotonic), no seed starts after it."""
     from harness.sim.world import simulate
 
-    if jobs == 1 or len(seeds) == 1:
+    def more() -> bool:
+        return deadline is None or time.monotonic() < deadline
+
+    if jobs == 1:
         for seed in seeds:
+            if not more():
+                return
             yield simulate(config, seed, schedule)
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
     # fork: a worker starts at once with the modules already imported.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=context) as pool:
-        yield from pool.map(simulate, [config] * len(seeds), seeds)
+    pending: collections.deque[Future[Any]] = collections.deque()
+    todo = iter(seeds)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        while True:
+            while len(pending) < jobs and more():
+                upcoming = next(todo, None)
+                if upcoming is None:
+                    break
+                pending.append(pool.submit(simulate, config, upcoming, schedule))
+            if not pending:
+                return
+            yield pending.popleft().result()
 
 
 @click.command()
-@click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True, help="Seeds to run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds to run [default: 10, or as many as --time-budget allows].")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Run seeds, one after another, until S wall seconds have passed (no new seed starts later).")
 @click.option("--first-seed", type=click.IntRange(min=0), default=None, metavar="SEED",
               help="The first seed (the others follow it) [default: random, printed].")
 @click.option("--replay", type=click.IntRange(min=0), default=None, metavar="SEED",
@@ -144,7 +166,7 @@ def _outcomes(config: Any, seeds: list[int], jobs: int, schedule: Any = None) ->
               default=None, help="With --replay: the saved shrink (shrunk.json) to run instead of the seed's own.")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Where seeds that are not valid are written.")
-def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
+def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
         nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, power_targets: str, duplicate: float, concurrency: int | None, rate: float,
         set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, shrink: bool, schedule_file: Path | None,
@@ -174,11 +196,20 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
             config, schedule = shrink_mod.load(schedule_file, config)
         except ValueError as e:
             raise ConfigError(f"--schedule {e}") from None
+    started = time.monotonic()
+    deadline = None
     if replay is not None:
-        chosen = [replay]
+        chosen: Iterable[int] = [replay]
+        described = f"seed {replay}"
     else:
         start = random.SystemRandom().randrange(2**31) if first_seed is None else first_seed
-        chosen = list(range(start, start + seeds))
+        if time_budget is not None:
+            deadline = started + time_budget
+            chosen = itertools.count(start) if seeds is None else range(start, start + seeds)
+            described = f"seeds from {start} for {time_budget:g} s"
+        else:
+            chosen = range(start, start + (seeds or 10))
+            described = f"{len(chosen)} seed{'s' if len(chosen) != 1 else ''} ({start}..{start + len(chosen) - 1})"
     # The flags that shape a seed's run: with them, --replay reproduces it.
     flags = " ".join([
         f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}",
@@ -189,8 +220,7 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
         *([f"--power-targets {power_targets}"] if power_targets != "one" else []),
         *([f"--concurrency {concurrency}"] if concurrency else []),
         *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
-    click.echo(f"harness sim: {len(chosen)} seed{'s' if len(chosen) != 1 else ''} "
-               f"({chosen[0]}..{chosen[-1]}), {flags}", err=True)
+    click.echo(f"harness sim: {described}, {flags}", err=True)
     # The nodes' own warnings (a WAL's torn tail dropped after a power loss,
     # say) are what the faults are for; the verdict and the history say what
     # mattered.
@@ -199,10 +229,8 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
     logging.getLogger("kvnode").setLevel(logging.ERROR)
     verdicts = []
     simulated = 0.0
-    started = time.monotonic()
-    shrunk = False
-    shrink_wall = 0.0  # left out of the rates below
-    for outcome in _outcomes(config, chosen, jobs, schedule):
+    to_shrink: tuple[Any, Path] | None = None  # the first invalid seed, shrunk after the others ran
+    for outcome in _outcomes(config, chosen, jobs, schedule, deadline):
         seed = outcome.seed
         simulated += outcome.simulated
         verdicts.append(outcome.valid)
@@ -218,18 +246,20 @@ def sim(seeds: int, first_seed: int | None, replay: int | None, nodes: int, work
                 line += (f"; trace {outcome.trace_hash}; replay: harness sim --replay {seed} {flags}; "
                          f"stored in {run_dir}")
             click.echo(line)
-            if shrink and outcome.valid is False and not shrunk and replay is None:
-                from harness.sim import shrink as shrink_mod
-
-                result = shrink_mod.shrink(config, seed, outcome)
-                shrink_wall = result.wall
-                result.save(run_dir / "shrunk.json")
-                click.echo("\n".join(result.lines()))
-                click.echo(f"  replay: harness sim --replay {seed} {flags} --schedule {run_dir / 'shrunk.json'}")
-                shrunk = True
-    wall = time.monotonic() - started - shrink_wall
-    click.echo(f"{len(chosen)} seeds in {wall:.2f} s: {len(chosen) / wall:.2f} seeds/s, "
+            if shrink and outcome.valid is False and to_shrink is None and replay is None:
+                to_shrink = (outcome, run_dir)
+    wall = time.monotonic() - started
+    ran = len(verdicts)
+    click.echo(f"{ran} seeds in {wall:.2f} s: {ran / wall:.2f} seeds/s, "
                f"{simulated / wall:.1f} simulated s per wall s; "
                f"{sum(v is False for v in verdicts)} invalid, {sum(v == 'unknown' for v in verdicts)} unknown")
+    if to_shrink is not None:
+        from harness.sim import shrink as shrink_mod
+
+        outcome, run_dir = to_shrink
+        result = shrink_mod.shrink(config, outcome.seed, outcome)
+        result.save(run_dir / "shrunk.json")
+        click.echo("\n".join(result.lines()))
+        click.echo(f"  replay: harness sim --replay {outcome.seed} {flags} --schedule {run_dir / 'shrunk.json'}")
     overall = worst(verdicts)
     return 0 if overall is True else 1 if overall is False else 2

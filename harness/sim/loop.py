@@ -110,8 +110,9 @@ class SimLoop(asyncio.BaseEventLoop):
     _stopping: bool
     _check_closed: Callable[[], None]
 
-    def __init__(self, seed: int, *, start: float = 0.0) -> None:
+    def __init__(self, seed: int, *, start: float = 0.0, shuffle: bool = True) -> None:
         super().__init__()
+        self.shuffle = shuffle  # False: ready callbacks run in the order they came, as asyncio's own loop runs them
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, not {type(seed).__name__}")
         self.seed = seed
@@ -224,7 +225,8 @@ class SimLoop(asyncio.BaseEventLoop):
         self._ready.clear()
         if self._paused:
             batch = self._hold(batch)
-        self.rng.shuffle(batch)
+        if self.shuffle:
+            self.rng.shuffle(batch)
         now = repr(self._now).encode()
         for handle in batch:
             if handle._cancelled:

@@ -184,6 +184,7 @@ class WorldConfig:
     max_ops_per_key: int = 100
     skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
     power_targets: Literal["one", "all"] = "one"  # whose power the power fault cuts
+    fifo: bool = False  # ready callbacks in the order they came (asyncio's), not in the seed's shuffled order
     check: tuple[str, ...] = ()  # claims to check beyond what kvnode promises (as `harness run --check`)
 
     def __post_init__(self) -> None:
@@ -706,7 +707,7 @@ def drain(loop: SimLoop) -> None:
 def simulate(config: WorldConfig, seed: int, schedule: tuple[Step, ...] | None = None) -> Outcome:
     """Run one seed of `config` on a fresh loop, with the faults of
     `schedule` (None: the seed's own); see `Outcome`."""
-    loop = SimLoop(seed)
+    loop = SimLoop(seed, shuffle=not config.fifo)
     wall = time.monotonic()
     try:
         world = World(config, seed, loop)

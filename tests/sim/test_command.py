@@ -119,3 +119,21 @@ def test_shrink_saves_a_smaller_failing_run_that_replays_to_its_trace(tmp_path: 
     alone = CliRunner().invoke(cli, ["sim", "--seeds", "1", "--schedule", str(saved)])
     assert alone.exit_code == 254
     assert "--schedule goes with --replay" in alone.output
+
+
+def test_time_budget_runs_seeds_until_it_is_spent_and_seeds_caps_it() -> None:
+    spent = CliRunner().invoke(cli, ["sim", "--time-budget", "1.5", "--first-seed", "5", *QUICK])
+    assert spent.exit_code == 0, spent.output
+    ran = int(re.search(r"^(\d+) seeds in ([\d.]+) s", spent.output, re.M).group(1))  # type: ignore[union-attr]
+    assert ran >= 2  # a seed of QUICK takes a fraction of a second
+    capped = CliRunner().invoke(cli, ["sim", "--time-budget", "600", "--seeds", "2", "--first-seed", "5", *QUICK])
+    assert capped.exit_code == 0, capped.output
+    assert re.search(r"^2 seeds in ", capped.output, re.M), capped.output
+
+
+def test_every_fault_kind_and_duplication_from_the_command_line() -> None:
+    result = CliRunner().invoke(cli, ["sim", "--seeds", "2", "--first-seed", "1", *QUICK, "--nemesis",
+                                      "partition,kill,pause,clock,packet,power", "--power-targets", "all",
+                                      "--duplicate", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "0 invalid, 0 unknown" in result.output
