@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from harness.sim.loop import SimLoop, SimulationError
+from harness.sim.network import NetworkSettings
 from harness.sim.world import World, WorldConfig, drain, simulate
 from kvnode.client import KvError
 
@@ -50,15 +51,18 @@ def test_a_run_without_faults_is_valid_with_client_ops_and_final_reads() -> None
     assert times == sorted(times)
 
 
-def test_same_seed_same_trace_and_history_across_seeds() -> None:
+def test_same_seed_same_trace_and_history_across_50_seeds_with_every_fault_kind() -> None:
     config = WorldConfig(nodes=3, simulated_seconds=1.5, recovery=2.0, rate=30.0,
-                         nemesis=("partition", "kill"), nemesis_interval=0.5)
-    first = {seed: simulate(config, seed) for seed in range(20)}
-    second = {seed: simulate(config, seed) for seed in range(20)}
-    for seed in range(20):
+                         nemesis=("partition", "kill", "pause", "clock", "packet", "power"), nemesis_interval=0.2,
+                         network=NetworkSettings(duplicate=0.05))
+    first = {seed: simulate(config, seed) for seed in range(50)}
+    second = {seed: simulate(config, seed) for seed in range(50)}
+    for seed in range(50):
         assert first[seed].trace_hash == second[seed].trace_hash, seed
         assert first[seed].history == second[seed].history, seed
-    assert len({o.trace_hash for o in first.values()}) == 20
+    assert len({o.trace_hash for o in first.values()}) == 50
+    assert {f for o in first.values() for f in o.faults} >= {"start-partition", "kill", "pause", "bump-clock",
+                                                             "start-packet", "power-off"}
 
 
 def test_a_write_acknowledged_before_every_node_crashes_is_read_after_restart() -> None:
