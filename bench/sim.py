@@ -8,14 +8,16 @@ second, beside the same seeds without faults run in the same process (the
 baseline: the ratio says what partitions cost). A real run's ratio is 1 by
 definition; the issue's target is 100, FoundationDB reports about 10.
 
-(b) Teeth (`--mutant NAME`, default read-first-reply; `--mutant none`
-skips it): the mutant from `ci/mutants/` applied to a scratch copy of the
-node exactly as `harness ci --mutants` does (`harness.mutants.make_copy`),
-and `harness sim` run in a subprocess over that copy (first on
-PYTHONPATH) with the matrix row's shape (strict quorums, partitions,
-contention on 2 keys), beside the unmutated copy over the same seeds (the
-false-alarm baseline, which must stay clean): seeds caught k/K, the first
-seed that caught it, and the wall time until it was printed.
+(b) Teeth (`--mutant NAMES`, default read-first-reply; `all` for every
+mutant; `none` skips it): each mutant from `ci/mutants/` applied to a scratch
+copy of the node exactly as `harness ci --mutants` does
+(`harness.mutants.make_copy`), and `harness sim --matrix
+ci/mutants/matrix.toml --row ROW` run in a subprocess over that copy (first
+on PYTHONPATH) for each row its header names, beside the unmutated copy
+over the same rows and seeds (the false-alarm baseline, which must stay
+clean): seeds caught k/K, the first seed that caught it, and the wall time
+until it was printed (the time to first catch, to set beside `harness ci
+--mutants`' on a real backend).
 
 Nothing here asserts a figure; `tests/bench/test_sim_bench.py` runs it tiny.
 """
@@ -36,14 +38,7 @@ from pathlib import Path
 from bench.common import positive
 
 ROOT = Path(__file__).resolve().parents[1]
-# The matrix row the mutants name (ci/mutants/matrix.toml, strict-partition),
-# with ci/matrix.toml's [defaults.system] timings: with the node's defaults
-# (dead after 10 s) a 2 s partition never makes a primary count as down, and
-# strict-counts-fallbacks goes unseen.
-ROW = ["--set", "quorum=strict", "--nemesis", "partition", "--nemesis-interval", "2", "--mix", "contention",
-       "--active-keys", "2", "--nodes", "5", "--concurrency", "10",
-       *(x for t in ("gossip_interval=0.2", "suspect_after=1.0", "dead_after=2.0", "ae_interval=2.0",
-                     "handoff_interval=0.3", "request_timeout=1.0") for x in ("--set", t))]
+MATRIX = ROOT / "ci" / "mutants" / "matrix.toml"
 
 
 @dataclass
@@ -81,11 +76,12 @@ class Catch:
     summary: str
 
 
-def catches(label: str, code_dir: Path, seeds: int, first: int, simulated_seconds: float, store: Path) -> Catch:
-    """`harness sim` over the copy in `code_dir`; when each INVALID line came."""
+def catches(label: str, code_dir: Path, seeds: int, first: int, row: str, store: Path) -> Catch:
+    """`harness sim` of matrix row `row` over the copy in `code_dir`; when
+    each INVALID line came."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code_dir), str(ROOT)])}
     cmd = [sys.executable, "-m", "harness", "sim", "--seeds", str(seeds), "--first-seed", str(first),
-           "--simulated-seconds", f"{simulated_seconds:g}", "--store", str(store), *ROW]
+           "--matrix", str(MATRIX), "--row", row, "--store", str(store)]
     started = time.monotonic()
     caught: list[int] = []
     first_at: float | None = None
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated seconds of workload per seed (default 20)")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--mutant", default="read-first-reply",
-                        help="ci/mutants/ names, comma-separated, or none (default read-first-reply)")
+                        help="ci/mutants/ names, comma-separated, all, or none (default read-first-reply)")
     parser.add_argument("--mutant-seeds", type=positive, default=20)
     args = parser.parse_args(argv)
     if args.simulated_seconds <= 0:
@@ -139,25 +135,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from harness import mutants
 
-    chosen = []
-    for name in args.mutant.split(","):
-        patch = ROOT / "ci" / "mutants" / f"{name.strip()}.patch"
-        if not patch.is_file():
-            parser.error(f"--mutant {name}: no {patch}")
-        chosen.append(mutants.parse(patch))
+    if args.mutant == "all":
+        chosen = [mutants.parse(p) for p in sorted((ROOT / "ci" / "mutants").glob("*.patch"))]
+    else:
+        chosen = []
+        for name in args.mutant.split(","):
+            patch = ROOT / "ci" / "mutants" / f"{name.strip()}.patch"
+            if not patch.is_file():
+                parser.error(f"--mutant {name}: no {patch}")
+            chosen.append(mutants.parse(patch))
+    rows = sorted({r for m in chosen for r in m.rows})
+    print(f"\nteeth: {args.mutant_seeds} seeds from {args.first_seed} per row, rows of {MATRIX.relative_to(ROOT)}")
+    print(f"{'code':<26}{'row':<22}{'caught':>8}{'first seed':>12}{'to first catch':>16}{'wall s':>8}")
     with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:
         root = Path(tmp)
-        results = [catches(label, mutants.make_copy(m, root / label), args.mutant_seeds, args.first_seed,
-                           args.simulated_seconds, root / "store")
-                   for label, m in [("unmutated", None), *((m.name, m) for m in chosen)]]
-    for m in chosen:
-        print(f"\nmutant {m.name} ({m.kind})")
-    print(f"row strict-partition's shape: {' '.join(ROW)}")
-    print(f"{'code':<26}{'caught':>8}{'first seed':>12}{'to first catch':>16}{'wall s':>8}")
-    for c in results:
-        first_seed = str(c.caught[0]) if c.caught else "-"
-        to_first = f"{c.first_at:.1f} s" if c.first_at is not None else "-"
-        print(f"{c.label:<26}{len(c.caught):>4}/{c.seeds:<3}{first_seed:>12}{to_first:>16}{c.wall:>8.1f}")
+        copies = {"unmutated": mutants.make_copy(None, root / "unmutated")}
+        for label, m, names in [("unmutated", None, rows), *((m.name, m, m.rows) for m in chosen)]:
+            code = copies.get(label) or mutants.make_copy(m, root / label)
+            for row in names:
+                c = catches(label, code, args.mutant_seeds, args.first_seed, row, root / "store")
+                first_seed = str(c.caught[0]) if c.caught else "-"
+                to_first = f"{c.first_at:.1f} s" if c.first_at is not None else "-"
+                print(f"{label:<26}{row:<22}{len(c.caught):>4}/{c.seeds:<3}{first_seed:>12}{to_first:>16}"
+                      f"{c.wall:>8.1f}", flush=True)
     return 0
 
 

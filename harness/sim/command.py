@@ -31,7 +31,7 @@ import click
 from harness.errors import ConfigError
 from workloads.base import MIXES
 
-NEMESES = ("none", "partition", "kill", "pause", "clock", "packet", "power")
+NEMESES = ("none", "partition", "kill", "pause", "clock", "packet", "power", "wipe")
 
 
 def _settings(items: tuple[str, ...]) -> Any:
@@ -148,6 +148,16 @@ def _outcomes(config: Any, seeds: Iterable[int], jobs: int, schedule: Any = None
               metavar="P", help="The chance that one message between nodes or to a client is lost.")
 @click.option("--power-targets", type=click.Choice(["one", "all"]), default="one", show_default=True,
               help="The power fault cuts one random node, or the whole cluster at once.")
+@click.option("--kill-targets", type=click.Choice(["one", "majority"]), default="one", show_default=True,
+              help="The kill fault kills one random node, or a random majority at once.")
+@click.option("--deletes", type=click.FloatRange(min=0, max=1, max_open=True), default=None, metavar="P",
+              help="The share of operations that delete [default: the mix's own].")
+@click.option("--replica-reads", is_flag=True,
+              help="After healing, read each key's replicas without repair until they agree (as harness run "
+                   "does): a replica that does not converge is a replica-divergence.")
+@click.option("--cuts", type=click.Choice(["drop", "hold"]), default="drop", show_default=True,
+              help="What a partition does with a message across it: drop it (iptables, a connection given up), "
+                   "or hold it and deliver it at the heal (the local backend's proxies, TCP retransmission).")
 @click.option("--duplicate", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
               metavar="P", help="The chance that a request between two nodes is delivered twice.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Clients [default: 2 per node].")
@@ -164,13 +174,18 @@ def _outcomes(config: Any, seeds: Iterable[int], jobs: int, schedule: Any = None
                    "save it as shrunk.json in its run directory.")
 @click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="With --replay: the saved shrink (shrunk.json) to run instead of the seed's own.")
+@click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="With --row: a matrix file (harness ci --matrix) whose row gives the cluster, workload, settings "
+                   "and faults, replacing the flags that shape a run.")
+@click.option("--row", "row_name", default=None, metavar="NAME", help="The row of --matrix to simulate.")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Where seeds that are not valid are written.")
 def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
-        nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, power_targets: str, duplicate: float, concurrency: int | None, rate: float,
+        nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, power_targets: str, kill_targets: str, deletes: float | None,
+        replica_reads: bool, cuts: str, duplicate: float, concurrency: int | None, rate: float,
         set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, shrink: bool, schedule_file: Path | None,
-        store_dir: Path) -> int:
+        matrix_file: Path | None, row_name: str | None, store_dir: Path) -> int:
     """Simulate a kvnode cluster: many seeds of a test on virtual time, in one process."""
     from checkers.result import worst
     from harness.results import verdict_text
@@ -182,10 +197,22 @@ def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, re
                              concurrency=concurrency, rate=rate, simulated_seconds=simulated_seconds,
                              nemesis=_faults(nemesis), nemesis_interval=nemesis_interval, check=check, mix=mix,
                              active_keys=active_keys, skew_ns=skew_ms * 1_000_000,
-                             network=NetworkSettings(loss=loss, duplicate=duplicate),
-                             power_targets=power_targets)  # type: ignore[arg-type]
+                             network=NetworkSettings(loss=loss, duplicate=duplicate, cuts=cuts),
+                             power_targets=power_targets, kill_targets=kill_targets,  # type: ignore[arg-type]
+                             deletes=deletes, replica_reads=replica_reads)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    row_flags: list[str] = []
+    if (matrix_file is None) != (row_name is None):
+        raise ConfigError("--matrix FILE and --row NAME go together")
+    if matrix_file is not None and row_name is not None:
+        from harness.sim import rows
+
+        row = rows.load_row(matrix_file, row_name)  # a MatrixError is a ConfigError: exit 254
+        config = row.config
+        row_flags = [f"--matrix {matrix_file}", f"--row {row_name}"]
+        for what in row.ignored:
+            click.echo(f"harness sim: row {row_name}: not simulated: {what}", err=True)
     schedule = None
     if schedule_file is not None:
         if replay is None:
@@ -211,13 +238,17 @@ def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, re
             chosen = range(start, start + (seeds or 10))
             described = f"{len(chosen)} seed{'s' if len(chosen) != 1 else ''} ({start}..{start + len(chosen) - 1})"
     # The flags that shape a seed's run: with them, --replay reproduces it.
-    flags = " ".join([
+    flags = " ".join(row_flags) if row_flags else " ".join([
         f"--nodes {nodes}", f"--workload {workload}", f"--mix {mix}", f"--active-keys {active_keys}",
         f"--nemesis {nemesis}", f"--nemesis-interval {nemesis_interval:g}",
         f"--simulated-seconds {simulated_seconds:g}", f"--rate {rate:g}",
         *([f"--skew-ms {skew_ms}"] if skew_ms else []), *([f"--loss {loss:g}"] if loss else []),
         *([f"--duplicate {duplicate:g}"] if duplicate else []),
         *([f"--power-targets {power_targets}"] if power_targets != "one" else []),
+        *([f"--kill-targets {kill_targets}"] if kill_targets != "one" else []),
+        *([f"--deletes {deletes:g}"] if deletes is not None else []),
+        *(["--replica-reads"] if replica_reads else []),
+        *([f"--cuts {cuts}"] if cuts != "drop" else []),
         *([f"--concurrency {concurrency}"] if concurrency else []),
         *(f"--set {s}" for s in set_options), *(f"--check {c}" for c in check)])
     click.echo(f"harness sim: {described}, {flags}", err=True)

@@ -14,7 +14,10 @@ Faults, as the harness's partition nemesis has them (a "grudge"):
 cuts every link between two groups (both ways); `heal()` mends every link.
 A cut link behaves like the local backend's blackholing proxy: the peer
 still counts as reachable and requests to it time out, which is
-indeterminate, as it must be. A node that is down (`detach`: crashed or not
+indeterminate, as it must be. What is sent across a cut is dropped
+(`NetworkSettings.cuts="drop"`, as iptables drops it on a connection that
+is then given up) or held and delivered once the link heals (`"hold"`, as
+the local backend's proxies and TCP's retransmissions deliver it). A node that is down (`detach`: crashed or not
 started) refuses connections at once (`PeerUnreachable`: nothing was sent),
 and requests in flight to it end with `ConnectionLost`.
 
@@ -63,6 +66,7 @@ class NetworkSettings:
     jitter: float = 0.5
     loss: float = 0.0
     duplicate: float = 0.0
+    cuts: str = "drop"  # what a cut link does with a message: "drop" it, or "hold" it until it heals
 
     def __post_init__(self) -> None:
         if not 0 <= self.latency_min <= self.latency_max:
@@ -71,6 +75,8 @@ class NetworkSettings:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
         if not 0 <= self.loss <= 1:
             raise ValueError(f"loss must be in [0, 1], got {self.loss}")
+        if self.cuts not in ("drop", "hold"):
+            raise ValueError(f"cuts must be drop or hold, got {self.cuts!r}")
         if not 0 <= self.duplicate <= 1:
             raise ValueError(f"duplicate must be in [0, 1], got {self.duplicate}")
 
@@ -84,6 +90,7 @@ class SimNetwork:
         self._receivers: dict[str, Receiver | None] = {}
         self._base: dict[tuple[str, str], float] = {}
         self._cut: set[tuple[str, str]] = set()
+        self._held: list[tuple[str, str, Callable[..., None], tuple[Any, ...]]] = []  # across cuts, in order
         self._shaped: dict[str, tuple[float, float]] = {}  # node -> (delay, loss) of a packet fault
         self._clients: set[str] = set()
         self._inflight: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
@@ -149,8 +156,21 @@ class SimNetwork:
                         self.cut(y, x)
 
     def heal(self) -> None:
-        """Mend every link."""
+        """Mend every link; what the cuts held is sent on, in order."""
         self._cut.clear()
+        held, self._held = self._held, []
+        if held:
+            loop = asyncio.get_running_loop()
+            for src, dst, deliver, args in held:
+                loop.call_later(self._delay(src, dst), deliver, *args)
+
+    def _hold(self, src: str, dst: str, deliver: Callable[..., None], *args: Any) -> bool:
+        """True if the message is held at a cut link (to go on at `heal`)."""
+        if self.settings.cuts != "hold" or (src, dst) not in self._cut:
+            return False
+        self.counters["cut"] += 1
+        self._held.append((src, dst, deliver, args))
+        return True
 
     def shape(self, nodes: Iterable[str], *, delay: float = 0.0, loss: float = 0.0) -> None:
         """Delay (seconds, plus up to half again) and lose (a chance) every
@@ -225,7 +245,10 @@ class SimNetwork:
     def _arrive(self, src: str, dst: str, frame: bytes, future: asyncio.Future[dict[str, Any]],
                 duplicate: bool = False) -> None:
         receiver = self._receivers.get(dst)
-        if (future.done() and not duplicate) or receiver is None or not self._passes(src, dst):
+        # Delivered even if the sender stopped waiting (a quorum reached, a
+        # timeout): the frame was on the wire, as bytes written to a socket are.
+        if receiver is None or self._hold(src, dst, self._arrive, src, dst, frame, future, duplicate) \
+                or not self._passes(src, dst):
             return
         self.counters["delivered"] += 1
         dup = self.settings.duplicate
@@ -251,7 +274,8 @@ class SimNetwork:
         receiver(src, message, reply)
 
     def _answer(self, dst: str, src: str, frame: bytes, future: asyncio.Future[dict[str, Any]]) -> None:
-        if future.done() or not self.is_up(src) or not self._passes(dst, src):
+        if future.done() or not self.is_up(src) or self._hold(dst, src, self._answer, dst, src, frame, future) \
+                or not self._passes(dst, src):
             return
         future.set_result(protocol.decode_body(frame[protocol.LENGTH.size:]))
 

@@ -51,11 +51,12 @@ import contextvars
 import dataclasses
 import random
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from checkers.history import Op, Process
+from checkers.history import REPLICA_READ, Op, Process
 from checkers.result import Result, Verdict, worst
 from contract.ops import Completion, Invocation
 from contract.promise import Promise
@@ -63,7 +64,8 @@ from harness import registry
 from harness.generator import OpTimer, Pace
 from harness.sim.loop import OWNER, SimLoop, SimulationError
 from harness.sim.network import NetworkSettings, SimNetwork, SimTransport
-from harness.systems.kvnode import KvnodeClient, KvnodeSystem
+from harness.systems.base import ReplicaRead
+from harness.systems.kvnode import KvnodeClient, KvnodeDB, KvnodeSystem
 from kvnode import auth, protocol
 from kvnode.client import AsyncClient, BadRequest, ConnectionFailed, KvError, Timeout, _remote_error
 from kvnode.client import ConnectionLost as ClientConnectionLost
@@ -79,11 +81,11 @@ from workloads.base import Workload, WorkloadOptions, judge, plan
 
 __all__ = ["FAULTS", "Outcome", "SimClock", "Step", "World", "WorldConfig", "drain", "simulate"]
 
-FAULTS = ("partition", "kill", "pause", "clock", "packet", "power")
+FAULTS = ("partition", "kill", "pause", "clock", "packet", "power", "wipe")
 ACTIONS = ("partition", "heal", "crash", "restart", "pause", "resume", "clock", "clock-reset", "packet",
-           "packet-stop", "power", "power-on")
+           "packet-stop", "power", "power-on", "wipe", "rejoin")
 Action = Literal["partition", "heal", "crash", "restart", "pause", "resume", "clock", "clock-reset", "packet",
-                 "packet-stop", "power", "power-on"]
+                 "packet-stop", "power", "power-on", "wipe", "rejoin"]
 EPOCH_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock's start
 PORT = 7000  # never opened: a node's configured address is only a name in the simulation
 
@@ -96,7 +98,9 @@ class Step:
     `node`'s wall clock by `offset` seconds, `clock-reset` puts every clock
     back; `packet` delays (`delay` seconds) and loses (`loss`) messages of
     `nodes`, `packet-stop` ends it; `power` cuts `nodes`' power (their disks
-    lose what was not synced), `power-on` restarts them."""
+    lose what was not synced), `power-on` restarts them; `wipe` kills `node`
+    and gives it an empty disk, `rejoin` restarts it and waits (at most
+    `WorldConfig.converge_s`) for the cluster to converge."""
 
     at: float
     action: Action
@@ -129,6 +133,10 @@ class Step:
             case "power-on":
                 return f"{t} power on {' '.join(self.nodes)}"
         return f"{t} {self.action} {self.node}"
+
+
+_START_STOP: dict[str, tuple[Action, Action]] = {
+    "kill": ("crash", "restart"), "pause": ("pause", "resume"), "wipe": ("wipe", "rejoin")}
 
 
 class SimClock:
@@ -184,6 +192,10 @@ class WorldConfig:
     max_ops_per_key: int = 100
     skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
     power_targets: Literal["one", "all"] = "one"  # whose power the power fault cuts
+    kill_targets: Literal["one", "majority"] = "one"  # whom the kill fault kills at once
+    deletes: float | None = None  # the workload's share of deletes (None: its mix's own)
+    replica_reads: bool = False  # after healing, read each key's replicas until they agree (checkers.replicas)
+    converge_s: float = 30.0  # the longest a wipe's rejoin waits for the cluster to converge
     fifo: bool = False  # ready callbacks in the order they came (asyncio's), not in the seed's shuffled order
     check: tuple[str, ...] = ()  # claims to check beyond what kvnode promises (as `harness run --check`)
 
@@ -199,6 +211,8 @@ class WorldConfig:
             raise ValueError(f"rate must be positive, not {self.rate}")
         if self.power_targets not in ("one", "all"):
             raise ValueError(f"power_targets is one or all, not {self.power_targets!r}")
+        if self.kill_targets not in ("one", "majority"):
+            raise ValueError(f"kill_targets is one or majority, not {self.kill_targets!r}")
         unknown = [f for f in self.nemesis if f not in FAULTS]
         if unknown:
             raise ValueError(f"unknown fault {unknown[0]!r} (the simulation has: {', '.join(FAULTS)})")
@@ -285,6 +299,24 @@ class _SimKvnodeClient(KvnodeClient):
         self._client = client
 
 
+class _SimKvnodeDB(KvnodeDB):
+    """The kvnode adapter's cluster-side calls (`replica_reads`,
+    `converged`), unchanged, with their clients on the simulated network: a
+    node is named by `SimPlace`s instead of a backend's NodeSetup."""
+
+    ENDPOINT = "harness-db"
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.config.settings)
+        self._world = world
+        world.network.add(self.ENDPOINT, client=True)
+        world.network.attach(self.ENDPOINT, lambda src, m, reply: None)
+        self.setups = [cast(Any, types.SimpleNamespace(place=types.SimpleNamespace(name=n))) for n in world.nodes]
+
+    def _client(self, node: Any, *, timeout: float, connect_timeout: float) -> AsyncClient:
+        return SimAsyncClient(self._world.network, self.ENDPOINT, node.place.name, timeout=timeout)
+
+
 class _SimNode:
     """One node of the world: what survives a crash (name, disk, clock) and
     what does not (the `Node`, its tasks)."""
@@ -300,6 +332,7 @@ class _SimNode:
         self.context = contextvars.Context()
         self.links: dict[str, _Link] = {}
         self.held: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None]]] | None = None  # paused
+        self.wipes = 0
 
     @property
     def owner(self) -> str:
@@ -409,6 +442,7 @@ class World:
             raise ValueError(f"check {unknown[0]!r}: the {config.workload} workload cannot check it "
                              f"(it checks: {', '.join(self.workload.claims)})")
         self.promise = system.promise(config.workload).asking(config.check)
+        self.db = _SimKvnodeDB(self)
 
     # ---------------------------------------------------------- history
 
@@ -554,14 +588,16 @@ class World:
                     groups = (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
                     active["partition"] = groups
                     steps.append(Step(at=at, action="partition", groups=groups))
-            elif kind in ("kill", "pause"):
-                start: Action = "crash" if kind == "kill" else "pause"
-                stop: Action = "restart" if kind == "kill" else "resume"
+            elif kind in ("kill", "pause", "wipe"):
+                start, stop = _START_STOP[kind]
                 if kind in active:
-                    steps.append(Step(at=at, action=stop, node=active.pop(kind)))
+                    steps.extend(Step(at=at, action=stop, node=name) for name in active.pop(kind))
                 else:
-                    active[kind] = name = self.rng.choice(self.nodes)
-                    steps.append(Step(at=at, action=start, node=name))
+                    many = kind == "kill" and config.kill_targets == "majority"
+                    names = sorted(self.rng.sample(self.nodes, len(self.nodes) // 2 + 1)) if many else \
+                        [self.rng.choice(self.nodes)]
+                    active[kind] = names
+                    steps.extend(Step(at=at, action=start, node=name) for name in names)
             elif kind == "power":
                 if kind in active:
                     steps.append(Step(at=at, action="power-on", nodes=active.pop(kind)))
@@ -630,6 +666,16 @@ class World:
                     self._node(name).crash(power=True)
                 if down:
                     self._fault("power-off", {"nodes": down})
+            elif step.action == "wipe" and self.is_up(step.node):
+                self.crash(step.node)
+                node = self._node(step.node)
+                node.wipes += 1
+                node.disk = SimFileSystem(random.Random(f"{self.seed}:disk:{step.node}:{node.wipes}"))
+                self._fault("wipe", {"nodes": [step.node]})
+            elif step.action == "rejoin" and not self.is_up(step.node):
+                await self.restart(step.node)
+                converged, waited = await self._converge()
+                self._fault("rejoin", {"nodes": [step.node], "converged": converged, "waited-s": waited})
             elif step.action == "power-on":
                 up = [n for n in step.nodes if not self.is_up(n)]
                 for name in up:
@@ -643,6 +689,44 @@ class World:
             self.sim[name].clock.offset_ns = 0
         if moved:
             self._fault("reset-clock", {n: 0.0 for n in moved})
+
+    async def _converge(self) -> tuple[bool, float]:
+        """Wait (polling, at most `converge_s`) until the adapter says the
+        cluster converged, as the wipe fault's rejoin does."""
+        started = self.loop.time()
+        while True:
+            if await self.db.converged(self.db.setups):
+                return True, round(self.loop.time() - started, 2)
+            if self.loop.time() - started >= self.config.converge_s:
+                return False, round(self.loop.time() - started, 2)
+            await asyncio.sleep(0.5)
+
+    async def _replica_convergence(self) -> None:
+        """As `harness run` does after healing: poll each key's replicas,
+        without repair, until they agree or `recovery` passes; record each
+        key's last read at each replica as a `replica-read` op."""
+        keys = list(dict.fromkeys(str(op.key) for op in self.workload.final_reads()))
+        started = self.loop.time()
+        last: dict[str, dict[str, ReplicaRead | None]] = {}
+        pending = keys
+        while pending:
+            reads = await asyncio.gather(*(self.db.replica_reads(self.db.setups, k) for k in pending))
+            last.update(zip(pending, reads, strict=True))
+            pending = [k for k in pending if not _agree(last[k])]
+            if not pending or self.loop.time() - started >= self.config.recovery:
+                break
+            await asyncio.sleep(0.5)
+        for key in keys:
+            process = self._new_process()
+            found: list[tuple[str | None, ReplicaRead | None]] = [*sorted(last[key].items())] or [(None, None)]
+            for node, got in found:
+                self.record(process, "invoke", REPLICA_READ, key=key, node=node)
+                if got is None:
+                    self.record(process, "info", REPLICA_READ, key=key, node=node, error="could not be read")
+                    process = self._new_process()
+                else:
+                    self.record(process, "ok", REPLICA_READ, key=key, node=node, value=list(got.values),
+                                extra={"waited_s": round(self.loop.time() - started, 3)})
 
     async def _heal(self) -> None:
         if self.network.cuts:
@@ -674,11 +758,14 @@ class World:
         await self._nemesis(self.schedule)
         await asyncio.gather(*workers)
         await self._heal()
-        await asyncio.sleep(config.recovery)
+        if config.replica_reads:
+            await self._replica_convergence()
+        else:
+            await asyncio.sleep(config.recovery)
         await self._final_reads()
         for name in self.nodes:
             self.crash(name)  # the end: nothing more runs (a crash needs no shutdown on virtual time)
-        checks = plan(self.workload, self.promise).checks
+        checks = plan(self.workload, self.promise, replicas=config.replica_reads).checks
         return judge(self.history, checks)
 
 
@@ -690,8 +777,13 @@ def _make_workload(config: WorldConfig) -> Workload:
         raise ValueError(f"workload: {e}") from None
     workload: Workload = factory(WorkloadOptions(
         concurrency=config.clients, active_keys=config.active_keys, max_ops_per_key=config.max_ops_per_key,
-        mix=config.mix))
+        mix=config.mix, deletes=config.deletes))
     return workload
+
+
+def _agree(reads: dict[str, ReplicaRead | None]) -> bool:
+    held = [frozenset(r.values) if r is not None else None for r in reads.values()]
+    return bool(held) and None not in held and len(set(held)) == 1
 
 
 def drain(loop: SimLoop) -> None:

@@ -63,9 +63,9 @@ def test_replay_prints_the_same_trace_hash_in_another_process_with_other_string_
 
 def test_bad_arguments_exit_254_with_a_clear_message() -> None:
     runner = CliRunner()
-    bad = runner.invoke(cli, ["sim", "--nemesis", "wipe"])
+    bad = runner.invoke(cli, ["sim", "--nemesis", "bridge"])
     assert bad.exit_code == 254
-    assert "--nemesis 'wipe': the simulation has none, partition, kill, pause, clock, packet, power" in bad.output
+    assert "--nemesis 'bridge': the simulation has none, partition, kill, pause, clock, packet, power, wipe" in bad.output
     unset = runner.invoke(cli, ["sim", "--set", "colour=blue"])
     assert unset.exit_code == 254
     assert "expected KEY=VALUE with KEY one of" in unset.output

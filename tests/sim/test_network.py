@@ -210,3 +210,20 @@ def test_duplication_delivers_a_node_request_twice_and_a_client_request_once() -
     seen, first = run(main(), 1)[0]
     assert first == "n2<-n1"
     assert seen == ["n1", "n1", "c1"]
+
+
+def test_a_cut_that_holds_delivers_at_the_heal_and_one_that_drops_never_does() -> None:
+    async def main(cuts: str) -> list[str]:
+        net = SimNetwork(random.Random(1), NetworkSettings(cuts=cuts, latency_min=0.01, latency_max=0.01, jitter=0))
+        seen: list[str] = []
+        for name in ("n1", "n2"):
+            net.add(name)
+            net.attach(name, lambda src, m, reply: seen.append(src))
+        net.partition([["n1"], ["n2"]])
+        assert await _ask(net, "n1", "n2", timeout=0.5) == "timeout"  # the sender gives up either way
+        net.heal()
+        await asyncio.sleep(1)
+        return seen
+
+    assert run(main("hold"), 1)[0] == ["n1"]
+    assert run(main("drop"), 1)[0] == []
