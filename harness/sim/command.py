@@ -78,6 +78,8 @@ def _store_failure(store_dir: Path, config: Any, outcome: Any) -> Path:
         "nemesis": list(config.nemesis), "seed": outcome.seed, "simulated_seconds": config.simulated_seconds,
         "system_settings": dataclasses.asdict(config.settings), "promise": outcome.promise.to_json(),
         "trace_hash": outcome.trace_hash,
+        "simulation": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("settings", "check")},
+        "schedule": [str(step) for step in outcome.schedule],
     })
     with HistoryWriter(run_dir / "history.jsonl") as writer:
         for op in outcome.history:

@@ -47,6 +47,10 @@ def test_an_invalid_seed_gets_a_verdict_line_a_replay_command_and_a_run_director
     checked = CliRunner().invoke(cli, ["check", str(run_dir)])
     assert checked.exit_code == 1, checked.output
     assert "nonlinearizable" in checked.output
+    # and harness report draws it as any run
+    reported = CliRunner().invoke(cli, ["report", str(run_dir)])
+    assert reported.exit_code == 0, reported.output
+    assert "nonlinearizable" in (run_dir / "report.html").read_text(encoding="utf-8")
 
 
 def test_replay_prints_the_same_trace_hash_in_another_process_with_other_string_hashing() -> None:
