@@ -75,7 +75,7 @@ def test_a_drawn_schedule_is_well_formed(data: st.DataObject, count: int, max_do
     open_: dict[str, Step] = {}  # resource: the step that started what is in force
     down: set[str] = set()
     for step in schedule:
-        assert 0 < step.at < seconds and round(step.at * 1000) == step.at * 1000, step
+        assert 0 < step.at < seconds and step.at == round(step.at, 3), step
         match step.action:
             case "partition":
                 assert "partition" not in open_
@@ -149,7 +149,7 @@ TEETH = textwrap.dedent("""
     import sys
     import kvnode
     assert kvnode.__file__.startswith(sys.argv[1]), kvnode.__file__
-    from hypothesis import given, settings
+    from hypothesis import Phase, given, settings
     from tests.sim import test_properties as t
     @settings(max_examples=60, deadline=None, derandomize=True, database=None,
               phases=[Phase.generate, Phase.shrink])

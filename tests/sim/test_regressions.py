@@ -33,8 +33,10 @@ FILES = sorted((Path(__file__).parent / "regressions").glob("*.json"))
 def replay(doc: dict[str, Any], file: Path, store: Path,
            code_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
     path = str(ROOT) if code_dir is None else f"{code_dir}{os.pathsep}{ROOT}"
+    # a --matrix file is named from the repository's root
+    args = [str(ROOT / a) if i and doc["args"][i - 1] == "--matrix" else a for i, a in enumerate(doc["args"])]
     return subprocess.run(
-        [sys.executable, "-m", "harness", "sim", "--replay", str(doc["seed"]), *doc["args"],
+        [sys.executable, "-m", "harness", "sim", "--replay", str(doc["seed"]), *args,
          "--schedule", str(file), "--store", str(store)],
         capture_output=True, text=True, timeout=300, cwd=store.parent,
         env={**os.environ, "PYTHONPATH": path},
