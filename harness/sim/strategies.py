@@ -99,6 +99,9 @@ def power(nodes: tuple[str, ...], max_down: int) -> SearchStrategy[Episode]:
 
 
 def wipe(nodes: tuple[str, ...], max_down: int) -> SearchStrategy[Episode]:
+    # In no test yet: on the node as it is, a wipe a second or so into a run can
+    # lose acknowledged writes (siblings: lost-write; e.g. configs()' 2 clients,
+    # 3.6 s, seed 4, wipe n1 at 1.5 s and rejoin at 1.8 s).
     return st.sampled_from(nodes).map(lambda n: Episode(_step("wipe", node=n), _step("rejoin", node=n),
                                                         down=frozenset({n})))
 
@@ -151,9 +154,11 @@ def layout(drawn: Sequence[tuple[Episode, int, int]], total_ms: int, max_down: i
 
 
 def schedules(nodes: Sequence[str], seconds: float, kinds: Sequence[str] = ("partition", "crash"), *,
-              max_episodes: int = 4, max_down: int = 1) -> SearchStrategy[tuple[Step, ...]]:
+              min_episodes: int = 0, max_episodes: int = 4, max_down: int = 1) -> SearchStrategy[tuple[Step, ...]]:
     """Well-formed fault schedules for a cluster of `nodes` over a run of
-    `seconds`: up to `max_episodes` faults of `kinds` (names in `KINDS`),
+    `seconds`: `min_episodes` to `max_episodes` faults of `kinds` (names in
+    `KINDS`; one that no longer fits in the run is dropped, so there may be
+    fewer),
     at most `max_down` nodes unavailable at once (see the module docstring)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -167,14 +172,15 @@ def schedules(nodes: Sequence[str], seconds: float, kinds: Sequence[str] = ("par
     names = tuple(nodes)
     episode = st.one_of(*(KINDS[k](names, max_down) for k in kinds))
     drawn = st.tuples(episode, st.integers(1, total_ms - 2), st.integers(1, total_ms - 2))
-    return st.lists(drawn, max_size=max_episodes).map(lambda d: layout(d, total_ms, max_down))
+    return st.lists(drawn, min_size=min_episodes, max_size=max_episodes).map(lambda d: layout(d, total_ms, max_down))
 
 
 def configs(*, workload: str = "register", clients: tuple[int, int] = (2, 4),
             seconds: tuple[float, float] = (2.0, 5.0), recovery: float = 3.0,
             **settings: Any) -> SearchStrategy[WorldConfig]:
-    """Small worlds: 3 nodes, `clients` clients (bounds), `seconds` of
-    simulated load (bounds, to the tenth of a second), then `recovery`
+    """Small worlds: 3 nodes, `clients` clients (bounds) doing 30 operations
+    a second in all, `seconds` of simulated load (bounds, to the tenth of a
+    second), operations timing out after 1 s, then `recovery`
     simulated seconds to converge; the cluster's settings are `FAST` timings
     and 16 ring partitions (with 3 nodes and n=3 every node holds every key
     whatever the partitions; fewer make an anti-entropy round, which walks
@@ -183,22 +189,23 @@ def configs(*, workload: str = "register", clients: tuple[int, int] = (2, 4),
     quorum="strict")."""
     cluster = ClusterSettings(cluster="sim", **{**FAST, "partitions": 16, **settings})
     lo, hi = round(seconds[0] * 10), round(seconds[1] * 10)
-    return st.builds(lambda c, tenths: WorldConfig(
-        nodes=3, settings=cluster, workload=workload, concurrency=c, rate=10.0 * c,
-        simulated_seconds=tenths / 10, op_timeout=1.0, recovery=recovery),
-        st.integers(*clients), st.integers(lo, hi))
+    return st.builds(WorldConfig, nodes=st.just(3), settings=st.just(cluster), workload=st.just(workload),
+                     concurrency=st.integers(*clients), rate=st.just(30.0),
+                     simulated_seconds=st.integers(lo, hi).map(lambda tenths: tenths / 10),
+                     op_timeout=st.just(1.0), recovery=st.just(recovery))
 
 
 @st.composite
 def scenarios(draw: st.DrawFn, worlds: SearchStrategy[WorldConfig] | None = None,
-              kinds: Sequence[str] = ("partition", "crash"), max_episodes: int = 4,
+              kinds: Sequence[str] = ("partition", "crash"), min_episodes: int = 1, max_episodes: int = 4,
               max_down: int = 1) -> tuple[WorldConfig, int, tuple[Step, ...]]:
     """(config, seed, schedule) for `simulate`: a config of `worlds`
     (default `configs()`), a seed, and a schedule for that config's nodes
-    and length."""
+    and length (at least one fault by default: with none, hypothesis spends
+    a good share of its examples on fault-free runs)."""
     config = draw(worlds if worlds is not None else configs())
     seed = draw(st.integers(0, 2**16))
     nodes = [f"n{i}" for i in range(1, config.nodes + 1)]
-    schedule = draw(schedules(nodes, config.simulated_seconds, kinds, max_episodes=max_episodes,
-                              max_down=max_down))
+    schedule = draw(schedules(nodes, config.simulated_seconds, kinds, min_episodes=min_episodes,
+                              max_episodes=max_episodes, max_down=max_down))
     return config, seed, schedule
