@@ -104,11 +104,21 @@ class Coordinator:
         clock: Clock,
         log: EventLog,
         is_down: Callable[[str], bool] = lambda node: False,
+        actor: str | None = None,
     ) -> None:
         """`is_down(node)`: the failure detector's verdict; a node it calls
         down is not sent to (a fallback stands in) even if it still accepts
-        connections, as a paused process does."""
+        connections, as a paused process does.
+
+        `actor`: the name the versions this node makes are stamped with
+        (default: `node`). The node passes one per incarnation (its id and
+        generation): a version vector entry claims every dot of its actor up
+        to its counter, so a node that came back without its data (a
+        replaced or wiped disk) and stamped new versions with its old name
+        would claim the versions its former self made, which the other
+        replicas hold, and they would drop them as superseded."""
         self.node = node
+        self.actor = actor or node
         self.ring = ring
         self.settings = settings
         self.replica = replica
@@ -261,7 +271,7 @@ class Coordinator:
             tasks.extend(asyncio.ensure_future(self._send_state(p, key, encoded, h)) for p, h in others)
 
         try:
-            await self.replica.update(key, context=context, value=value, node=self.node, made=send)
+            await self.replica.update(key, context=context, value=value, node=self.actor, made=send)
         except CorruptionError:
             # Nothing was made or sent: another primary makes the version,
             # and its copy to this node rewrites the damaged one.

@@ -163,6 +163,7 @@ class Node:
             node=config.id, ring=self.ring, settings=s, replica=self.replica,
             transport=self.transport, clock=self.clock, log=self.log,
             is_down=lambda node: self.gossiper.state(node) != "alive",
+            actor=f"{config.id}@{self.generation}",
         )
         self._server: asyncio.Server | None = None
         self._requests: set[asyncio.Task[Any]] = set()

@@ -476,3 +476,17 @@ def test_a_restarted_coordinator_never_reissues_a_dot_it_sent_but_did_not_store(
     # without the incarnation floor the dot is reissued and the new value is lost
     same = DvvResolver().update(stored, context=None, value=b"acknowledged", node="n4")
     assert b"acknowledged" not in {s.value for s in DvvResolver().merge(replica, same).siblings}
+
+
+def test_a_new_incarnations_actor_does_not_claim_the_former_ones_versions() -> None:
+    # n1 makes a version, which n2 holds; n1 comes back with an empty disk
+    # and makes a blind one. Stamped with the same name (and a floored
+    # counter), its context would cover the first version; stamped per
+    # incarnation, both stay siblings wherever the states meet.
+    first = SiblingSet().update(None, b"before", "n1@1", floor=1 << 32)
+    held_by_n2 = SiblingSet().merge(first)
+    after_wipe = SiblingSet().update(None, b"after", "n1@2", floor=2 << 32)
+    assert sorted(s.value for s in held_by_n2.merge(after_wipe).siblings) == [b"after", b"before"]
+    same_name = SiblingSet().update(None, b"after", "n1", floor=2 << 32)
+    assert [s.value for s in SiblingSet().merge(SiblingSet().update(None, b"before", "n1", floor=1 << 32))
+            .merge(same_name).siblings] == [b"after"]  # what the bare name did: "before" dropped

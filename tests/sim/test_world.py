@@ -241,3 +241,21 @@ def test_replica_reads_name_a_replica_that_nothing_repairs() -> None:
     outcome = simulate(config, 1, cut)
     assert "replicas: replica-divergence" in outcome.anomalies()
     assert simulate(config, 1, ()).valid is True
+
+
+def test_a_node_back_with_an_empty_disk_does_not_supersede_what_its_former_self_wrote() -> None:
+    # Found by the property tests: kvnode stamped versions with the bare node
+    # id, so n1's first blind write after the wipe (a version vector entry
+    # n1: c) claimed every version n1 had made before it, and the other
+    # replicas dropped acknowledged writes as superseded. Versions are now
+    # stamped per incarnation (Coordinator.actor).
+    from harness.sim.world import Step
+    from kvnode.config import ClusterSettings
+
+    config = WorldConfig(nodes=3, concurrency=2, rate=30.0, simulated_seconds=3.6, op_timeout=1.0, recovery=3.0,
+                         settings=ClusterSettings(cluster="sim", partitions=16, gossip_interval=0.2,
+                                                  suspect_after=1.0, dead_after=2.0, ae_interval=2.0,
+                                                  handoff_interval=0.3, request_timeout=1.0))
+    wipe = (Step(at=1.5, action="wipe", node="n1"), Step(at=1.8, action="rejoin", node="n1"))
+    outcome = simulate(config, 4, wipe)
+    assert outcome.valid is True, outcome.anomalies()
