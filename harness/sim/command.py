@@ -150,6 +150,9 @@ def _outcomes(config: Any, seeds: Iterable[int], jobs: int, schedule: Any = None
               metavar="P", help="The chance that one message between nodes or to a client is lost.")
 @click.option("--power-targets", type=click.Choice(["one", "all"]), default="one", show_default=True,
               help="The power fault cuts one random node, or the whole cluster at once.")
+@click.option("--partition-shapes", default=None, metavar="SHAPES",
+              help="Partition shapes, comma-separated, one drawn at random per partition (halves, random-halves, isolate-one, "
+                   "majorities-ring, bridge) [default: two random groups].")
 @click.option("--kill-targets", type=click.Choice(["one", "majority"]), default="one", show_default=True,
               help="The kill fault kills one random node, or a random majority at once.")
 @click.option("--deletes", type=click.FloatRange(min=0, max=1, max_open=True), default=None, metavar="P",
@@ -184,7 +187,7 @@ def _outcomes(config: Any, seeds: Iterable[int], jobs: int, schedule: Any = None
               show_default=True, help="Where seeds that are not valid are written.")
 def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, replay: int | None, nodes: int, workload: str, mix: str,
         active_keys: int, nemesis: str,
-        nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, power_targets: str, kill_targets: str, deletes: float | None,
+        nemesis_interval: float, simulated_seconds: float, skew_ms: int, loss: float, power_targets: str, partition_shapes: str | None, kill_targets: str, deletes: float | None,
         replica_reads: bool, cuts: str, duplicate: float, concurrency: int | None, rate: float,
         set_options: tuple[str, ...], check: tuple[str, ...], jobs: int, shrink: bool, schedule_file: Path | None,
         matrix_file: Path | None, row_name: str | None, store_dir: Path) -> int:
@@ -201,7 +204,8 @@ def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, re
                              active_keys=active_keys, skew_ns=skew_ms * 1_000_000,
                              network=NetworkSettings(loss=loss, duplicate=duplicate, cuts=cuts),
                              power_targets=power_targets, kill_targets=kill_targets,  # type: ignore[arg-type]
-                             deletes=deletes, replica_reads=replica_reads)
+                             deletes=deletes, replica_reads=replica_reads,
+                             partition_shapes=tuple(x.strip() for x in (partition_shapes or "").split(",") if x.strip()))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     row_flags: list[str] = []
@@ -248,6 +252,7 @@ def sim(seeds: int | None, time_budget: float | None, first_seed: int | None, re
         *([f"--duplicate {duplicate:g}"] if duplicate else []),
         *([f"--power-targets {power_targets}"] if power_targets != "one" else []),
         *([f"--kill-targets {kill_targets}"] if kill_targets != "one" else []),
+        *([f"--partition-shapes {partition_shapes}"] if partition_shapes else []),
         *([f"--deletes {deletes:g}"] if deletes is not None else []),
         *(["--replica-reads"] if replica_reads else []),
         *([f"--cuts {cuts}"] if cuts != "drop" else []),

@@ -6,9 +6,9 @@ backend, on virtual time.
 A row's time limit becomes the simulated seconds of workload, its recovery
 timeout the simulated recovery, and kvnode's replica reads are on (as
 `harness run` always has them for kvnode). What the simulation cannot honour
-is named (`RowConfig.ignored`), never silently dropped: partition shapes (a
-simulated partition is two random groups), a wipe or kill aimed at the hot
-key's replicas (the simulation picks at random), and the backend.
+is named (`RowConfig.ignored`), never silently dropped: a wipe or kill aimed
+at the hot key's replicas (the simulation picks at random), and the
+backend.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def from_row(row: matrix.Row, path: Path | str = "matrix") -> RowConfig:
     for key, value in dict(run.pop("nemesis_options", {}) or {}).items():
         if value in _OPTIONS.get(key, ()):
             world[key] = value
+        elif key == "partition_shapes":
+            world[key] = tuple(s.strip() for s in str(value).split(",") if s.strip())
         else:
             ignored.append(f"{key}={value} (the simulation picks its targets and shapes at random)")
     system = dict(run.pop("system_options", {}) or {})

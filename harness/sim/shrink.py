@@ -122,6 +122,8 @@ def _step(fields: dict[str, Any]) -> Step:
     ValueError for an unknown action."""
     return Step(at=float(fields["at"]), action=fields["action"], node=str(fields.get("node", "")),
                 groups=tuple(tuple(str(n) for n in g) for g in fields.get("groups", ())),
+                grudge=tuple((str(n), tuple(str(d) for d in dropped)) for n, dropped in fields.get("grudge", ())),
+                shape=str(fields.get("shape", "")),
                 nodes=tuple(str(n) for n in fields.get("nodes", ())), offset=float(fields.get("offset", 0.0)),
                 delay=float(fields.get("delay", 0.0)), loss=float(fields.get("loss", 0.0)))
 

@@ -62,6 +62,7 @@ from contract.ops import Completion, Invocation
 from contract.promise import Promise
 from harness import registry
 from harness.generator import OpTimer, Pace
+from harness.nemesis.partition import SHAPES
 from harness.sim.loop import OWNER, SimLoop, SimulationError
 from harness.sim.network import NetworkSettings, SimNetwork, SimTransport
 from harness.systems.base import ReplicaRead
@@ -105,6 +106,10 @@ class Step:
     at: float
     action: Action
     groups: tuple[tuple[str, ...], ...] = ()
+    # or, for a partition of a named shape (harness.nemesis.partition.SHAPES),
+    # the nodes each node drops: (node, (dropped, ...)), ...
+    grudge: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    shape: str = ""
     node: str = ""
     nodes: tuple[str, ...] = ()
     offset: float = 0.0
@@ -118,6 +123,9 @@ class Step:
     def __str__(self) -> str:
         t = f"t={self.at:.2f} s"
         match self.action:
+            case "partition" if self.grudge:
+                drops = "; ".join(f"{n} drops {' '.join(d)}" for n, d in self.grudge if d)
+                return f"{t} cut ({self.shape or 'shape'}): {drops}"
             case "partition":
                 return f"{t} cut {' | '.join(' '.join(g) for g in self.groups)}"
             case "heal" | "clock-reset" | "packet-stop":
@@ -193,6 +201,7 @@ class WorldConfig:
     skew_ns: int = 0  # the most a node's wall clock is off (each node: seeded, in [-skew, skew])
     power_targets: Literal["one", "all"] = "one"  # whose power the power fault cuts
     kill_targets: Literal["one", "majority"] = "one"  # whom the kill fault kills at once
+    partition_shapes: tuple[str, ...] = ()  # harness run's shapes, drawn in turn; none: two random groups
     deletes: float | None = None  # the workload's share of deletes (None: its mix's own)
     replica_reads: bool = False  # after healing, read each key's replicas until they agree (checkers.replicas)
     converge_s: float = 30.0  # the longest a wipe's rejoin waits for the cluster to converge
@@ -213,6 +222,9 @@ class WorldConfig:
             raise ValueError(f"power_targets is one or all, not {self.power_targets!r}")
         if self.kill_targets not in ("one", "majority"):
             raise ValueError(f"kill_targets is one or majority, not {self.kill_targets!r}")
+        bad = [shape for shape in self.partition_shapes if shape not in SHAPES]
+        if bad:
+            raise ValueError(f"unknown partition shape {bad[0]!r} (one of: {', '.join(SHAPES)})")
         unknown = [f for f in self.nemesis if f not in FAULTS]
         if unknown:
             raise ValueError(f"unknown fault {unknown[0]!r} (the simulation has: {', '.join(FAULTS)})")
@@ -581,6 +593,12 @@ class World:
                 if "partition" in active:
                     del active["partition"]
                     steps.append(Step(at=at, action="heal"))
+                elif config.partition_shapes:
+                    shape = self.rng.choice(config.partition_shapes)
+                    drops = SHAPES[shape](self.nodes, self.rng)
+                    grudge = tuple((n, tuple(sorted(drops.get(n, ())))) for n in self.nodes)
+                    active["partition"] = grudge
+                    steps.append(Step(at=at, action="partition", grudge=grudge, shape=shape))
                 else:
                     shuffled = self.nodes[:]
                     self.rng.shuffle(shuffled)
@@ -633,9 +651,15 @@ class World:
             await asyncio.sleep(max(0.0, start + step.at - self.loop.time()))
             if step.action == "partition":
                 self.network.heal()
-                self.network.partition(step.groups)
-                grudge = {n: sorted(set(self.nodes) - set(g)) for g in step.groups for n in g}
-                self._fault("start-partition", {"grudge": grudge})
+                if step.grudge:
+                    for src, dropped in step.grudge:
+                        for dst in dropped:
+                            self.network.cut(src, dst)
+                    grudge = {n: list(d) for n, d in step.grudge if d}
+                else:
+                    self.network.partition(step.groups)
+                    grudge = {n: sorted(set(self.nodes) - set(g)) for g in step.groups for n in g}
+                self._fault("start-partition", {"grudge": grudge, **({"shape": step.shape} if step.shape else {})})
             elif step.action == "heal":
                 self.network.heal()
                 self._fault("stop-partition", None)

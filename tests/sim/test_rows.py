@@ -30,7 +30,8 @@ def test_a_row_carries_its_cluster_workload_settings_and_faults() -> None:
 
 
 def test_what_the_simulation_cannot_honour_is_named() -> None:
-    assert any("partition_shapes" in what for what in load_row(MUTANTS, "sync-repair").ignored)
+    sync = load_row(MUTANTS, "sync-repair")
+    assert sync.config.partition_shapes == ("majorities-ring", "bridge", "isolate-one") and not sync.ignored
     assert any("wipe_targets=primary" in what for what in load_row(MUTANTS, "wipe").ignored)
 
 

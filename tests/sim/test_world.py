@@ -259,3 +259,22 @@ def test_a_node_back_with_an_empty_disk_does_not_supersede_what_its_former_self_
     wipe = (Step(at=1.5, action="wipe", node="n1"), Step(at=1.8, action="rejoin", node="n1"))
     outcome = simulate(config, 4, wipe)
     assert outcome.valid is True, outcome.anomalies()
+
+
+def test_partition_shapes_cut_as_harness_run_draws_them() -> None:
+    config = WorldConfig(nodes=5, simulated_seconds=20.0, recovery=4.0, rate=40.0, nemesis=("partition",),
+                         nemesis_interval=1.0, partition_shapes=("bridge", "majorities-ring", "isolate-one"))
+    schedule = World(config, 2, SimLoop(2)).plan()  # ten partitions, each of a shape drawn at random
+    cuts = [s for s in schedule if s.action == "partition"]
+    assert {s.shape for s in cuts} == {"bridge", "majorities-ring", "isolate-one"}
+    bridge = next(s for s in cuts if s.shape == "bridge")
+    dropped = dict(bridge.grudge)
+    joined = [n for n, d in dropped.items() if not d]
+    assert len(joined) == 1  # the bridge node reaches both halves, which do not reach each other
+    assert "cut (bridge): " in str(bridge)
+    outcome = simulate(config, 2, schedule[:6])
+    assert outcome.valid is True, outcome.anomalies()
+    starts = [op.value for op in outcome.history if op.f == "start-partition" and op.type == "info"]
+    assert [v["shape"] for v in starts] == [s.shape for s in schedule[:6] if s.action == "partition"]
+    with pytest.raises(ValueError, match="unknown partition shape 'ring'"):
+        WorldConfig(partition_shapes=("ring",))
