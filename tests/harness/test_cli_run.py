@@ -237,14 +237,17 @@ def test_harness_systems_and_list_show_options_promises_and_plug_ins(tmp_path: P
 @pytest.mark.slow
 def test_a_run_file_sets_run_and_system_options_and_flags_override_it(tmp_path: Path) -> None:
     run_file = tmp_path / "run.toml"
+    # ae_interval: a write n1 missed while paused is repaired within the
+    # recovery timeout (the default, 10 s, is longer than the whole run).
     run_file.write_text('nodes = 3\ntime-limit = 3\nnemesis = ["pause"]\nnemesis_interval = 1\nseed = 5\n'
-                        'recovery-timeout = 5\n\n[system]\nresolution = "lww"\ngossip_interval = 0.2\n')
+                        'recovery-timeout = 5\n\n[system]\nresolution = "lww"\ngossip_interval = 0.2\n'
+                        'ae_interval = 1.0\n')
     got = harness("run", "--config", str(run_file), "--seed", "6", "--store", str(tmp_path / "store"),
                   "--no-live", cwd=tmp_path)
     assert got.returncode == 0, got.stdout + got.stderr
     test = json.loads((tmp_path / "store" / "latest" / "test.json").read_text())
     assert test["nodes"] == 3 and test["nemesis"] == ["pause"] and test["seed"] == 6
-    assert test["system_settings"] == {"resolution": "lww", "gossip_interval": 0.2}
+    assert test["system_settings"] == {"resolution": "lww", "gossip_interval": 0.2, "ae_interval": 1.0}
     assert [c["name"] for c in test["promise"]["claims"]] == ["last-write-wins"]
     bad = tmp_path / "bad.toml"
     bad.write_text("nodez = 3\n")
