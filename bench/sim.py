@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--mutant {name}: no {patch}")
             chosen.append(mutants.parse(patch))
     rows = sorted({r for m in chosen for r in m.rows})
+    for m in chosen:
+        print(f"mutant {m.name} ({m.kind}): rows {', '.join(m.rows)}")
     print(f"\nteeth: {args.mutant_seeds} seeds from {args.first_seed} per row, rows of {MATRIX.relative_to(ROOT)}")
     print(f"{'code':<26}{'row':<22}{'caught':>8}{'first seed':>12}{'to first catch':>16}{'wall s':>8}")
     with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:

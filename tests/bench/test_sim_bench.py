@@ -1,5 +1,6 @@
 """bench/sim.py: a tiny run prints its throughput table, the ratio, the
-target line and the mutant table (figures are never asserted)."""
+target line and the mutant table, the mutant and the unmutated code on the
+mutant's own matrix rows (figures are never asserted)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def test_tiny_run_prints_throughput_ratio_and_mutant_table(capsys: pytest.Captur
     assert "partition / no faults (simulated s per wall s) = " in out
     assert "target: >= 100 simulated s per wall s with partitions: " in out
     assert "mutant read-first-reply (quorum counting on reads)" in out
-    unmutated = next(line.split() for line in lines if line.startswith("unmutated"))
-    assert unmutated[1] == "0/1"  # the baseline is never flagged
+    unmutated = [line.split() for line in lines if line.startswith("unmutated")]
+    assert {u[1] for u in unmutated} == {"strict-partition", "sync-repair"}  # the mutant's rows
+    assert all(u[2] == "0/1" for u in unmutated)  # the baseline is never flagged
     assert any(line.startswith("read-first-reply ") for line in lines)
 
 
