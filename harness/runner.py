@@ -83,6 +83,7 @@ from harness.systems.base import (
     Supports,
     System,
     ports_of,
+    replicas_agree,
 )
 from harness.systems.options import OptionError, construct, options_of, parse
 from workloads.base import MIXES, Plan, Workload, WorkloadOptions, judge, plan, speaks
@@ -766,9 +767,9 @@ class Run:
             results = await asyncio.gather(*(read(k) for k in pending))
             for key, reads in zip(pending, results, strict=True):
                 last[key] = reads
-                if _agree(reads):
+                if replicas_agree(reads):
                     record(key, reads)
-            pending = [k for k in pending if not _agree(last[k])]
+            pending = [k for k in pending if not replicas_agree(last[k])]
             if not pending or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.5)
@@ -811,12 +812,6 @@ class Run:
     def _new_process(self) -> int:
         self._next_process += 1
         return self._next_process
-
-
-def _agree(reads: Mapping[str, ReplicaRead | None]) -> bool:
-    """Every replica was read, and all hold the same values."""
-    held = [frozenset(r.values) if r is not None else None for r in reads.values()]
-    return bool(held) and None not in held and len(set(held)) == 1
 
 
 def _log_to(path: Path) -> logging.Handler:

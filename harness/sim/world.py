@@ -65,7 +65,7 @@ from harness.generator import OpTimer, Pace
 from harness.nemesis.partition import SHAPES
 from harness.sim.loop import OWNER, SimLoop, SimulationError
 from harness.sim.network import NetworkSettings, SimNetwork, SimTransport
-from harness.systems.base import ReplicaRead
+from harness.systems.base import ReplicaRead, replicas_agree
 from harness.systems.kvnode import KvnodeClient, KvnodeDB, KvnodeSystem
 from kvnode import auth, protocol
 from kvnode.client import AsyncClient, BadRequest, ConnectionFailed, KvError, Timeout, _remote_error
@@ -736,7 +736,7 @@ class World:
         while pending:
             reads = await asyncio.gather(*(self.db.replica_reads(self.db.setups, k) for k in pending))
             last.update(zip(pending, reads, strict=True))
-            pending = [k for k in pending if not _agree(last[k])]
+            pending = [k for k in pending if not replicas_agree(last[k])]
             if not pending or self.loop.time() - started >= self.config.recovery:
                 break
             await asyncio.sleep(0.5)
@@ -803,11 +803,6 @@ def _make_workload(config: WorldConfig) -> Workload:
         concurrency=config.clients, active_keys=config.active_keys, max_ops_per_key=config.max_ops_per_key,
         mix=config.mix, deletes=config.deletes))
     return workload
-
-
-def _agree(reads: dict[str, ReplicaRead | None]) -> bool:
-    held = [frozenset(r.values) if r is not None else None for r in reads.values()]
-    return bool(held) and None not in held and len(set(held)) == 1
 
 
 def drain(loop: SimLoop) -> None:

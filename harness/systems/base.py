@@ -28,6 +28,7 @@ run with an error naming the adapter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -37,7 +38,7 @@ from contract.promise import Promise
 from harness.backends.base import DEFAULT_PORTS, NodePlace
 
 __all__ = ["DB", "Client", "Completion", "Deployment", "Invocation", "NodeSetup", "NodeTime", "Outcome",
-           "ReplicaRead", "ReplicaReads", "System", "log_dest"]
+           "ReplicaRead", "ReplicaReads", "System", "log_dest", "replicas_agree"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,12 @@ class ReplicaRead:
     """What one replica holds of a key, as its own copy says."""
 
     values: tuple[str, ...]  # its sibling values as text, sorted; () if it holds none (absent, or deleted)
+
+
+def replicas_agree(reads: Mapping[str, ReplicaRead | None]) -> bool:
+    """Every replica of a key was read, and all hold the same values."""
+    held = [frozenset(r.values) if r is not None else None for r in reads.values()]
+    return bool(held) and None not in held and len(set(held)) == 1
 
 
 @runtime_checkable
